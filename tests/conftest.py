@@ -1,0 +1,38 @@
+"""Shared fixtures: a real workspace per test, and one real embedded teacher server per session."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from curation.local_server import LocalTeacherServer
+from curation.store import Store
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+@pytest.fixture
+def store(tmp_path):
+    with Store(tmp_path / "ws") as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def teacher_url(tmp_path_factory):
+    """The real llama.cpp server over the bundled SmolLM2 GGUF, shared by the whole session."""
+    server = LocalTeacherServer(tmp_path_factory.mktemp("teacher-logs"))
+    try:
+        yield server.ensure_started()
+    finally:
+        server.stop()
+
+
+def add_generation(store, task_id, key, response="an answer", status="ok", messages=None):
+    """A stored teacher call, as the generation job would write it."""
+    messages = messages or [{"role": "user", "content": f"task {task_id}"}]
+    return store.record_generation({"task_id": task_id, "request_key": key, "endpoint": "test", "model": "test",
+                                    "messages": messages, "params": {}, "sample_index": 0,
+                                    "response": response if status == "ok" else None, "status": status,
+                                    "error": None if status == "ok" else "scripted failure",
+                                    "prompt_tokens": 5, "completion_tokens": 3})

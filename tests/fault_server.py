@@ -1,0 +1,70 @@
+"""A scripted OpenAI-compatible server on a real socket, for faults the real teacher never produces.
+
+Each POST to /v1/chat/completions takes the next step of the script (the last step repeats):
+an int status with optional headers, "hang" (never answers), or "garbage" (200 with non-JSON).
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def completion(text: str = "scripted answer", prompt_tokens: int = 7, completion_tokens: int = 3) -> dict:
+    return {"id": "chatcmpl-1", "object": "chat.completion", "created": int(time.time()), "model": "scripted",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens}}
+
+
+class FaultServer:
+    def __init__(self, script: list):
+        self.script = list(script)
+        self.requests: list[dict] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
+                with server._lock:
+                    server.requests.append({"body": body, "headers": dict(self.headers)})
+                    step = server.script[min(len(server.requests), len(server.script)) - 1]
+                server.respond(self, step)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def respond(self, handler, step):
+        if step == "hang":
+            self._stop.wait(60)
+            return
+        if step == "garbage":
+            status, headers, body = 200, {}, b"<html>not json at all"
+        else:
+            status, headers = (step, {}) if isinstance(step, int) else step
+            payload = completion() if status == 200 else {"error": {"message": f"scripted {status}", "type": "x"}}
+            body = json.dumps(payload).encode()
+        handler.send_response(status)
+        handler.send_header("content-type", "application/json")
+        for key, value in headers.items():
+            handler.send_header(key, value)
+        handler.send_header("content-length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
