@@ -1,0 +1,146 @@
+"""Headless curation: python -m curation --workspace DIR <import|seed-pack|generate|review|export|stats> ...
+
+Every command builds the same config objects as the UI and works on the same workspace file.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from curation import io
+from curation.errors import StudioError
+from curation.generate import GenerateConfig, Progress, run_generation
+from curation.local_server import LocalTeacherServer
+from curation.store import REVIEW_STATUSES, ReviewFilter, Store
+from curation.teacher import TeacherConfig
+
+DEFAULT_WORKSPACE = Path(__file__).resolve().parents[1] / "data"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m curation", description=__doc__.splitlines()[0])
+    parser.add_argument("--workspace", type=Path, default=DEFAULT_WORKSPACE,
+                        help="workspace folder holding studio.duckdb (default: %(default)s)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("import", help="import seed tasks from CSV, JSONL, JSON array or Parquet")
+    p.add_argument("file", type=Path)
+    p.add_argument("--skill", help="skill tag for rows that have none")
+    p.add_argument("--domain", help="domain tag for rows that have none")
+
+    p = sub.add_parser("seed-pack", help="load a bundled seed pack (omit NAME to list them)")
+    p.add_argument("name", nargs="?")
+
+    p = sub.add_parser("generate", help="ask the teacher to answer tasks (labeling)")
+    p.add_argument("--n", type=int, default=1, help="samples per task (default 1)")
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument("--system-prompt", default="")
+    p.add_argument("--teacher-only-system", action="store_true",
+                   help="use the system prompt for the teacher only, not in training data")
+    p.add_argument("--task-ids", type=lambda s: [int(x) for x in s.split(",") if x],
+                   default=[], help="comma-separated task ids (default: all train tasks)")
+    p.add_argument("--base-url", default="", help="OpenAI-compatible base URL (default: $OPENAI_BASE_URL, "
+                   "else the embedded llama.cpp teacher); the key comes from $OPENAI_API_KEY")
+    p.add_argument("--model", default="", help="model name at --base-url")
+    p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--timeout", type=float, default=120.0, help="per-call timeout in seconds")
+
+    p = sub.add_parser("review", help="approve or reject generations matching a filter")
+    action = p.add_mutually_exclusive_group(required=True)
+    action.add_argument("--approve-all", action="store_true", help="approve every generation matching the filter")
+    action.add_argument("--reject-all", action="store_true", help="reject every generation matching the filter")
+    p.add_argument("--status", choices=REVIEW_STATUSES, default=None, help="only rows with this status")
+    p.add_argument("--search", default="", help="only rows whose task or response contains this text")
+
+    p = sub.add_parser("export", help="export labelled generations as a training file")
+    p.add_argument("out", type=Path)
+    p.add_argument("--status", choices=["approved"], default="approved")
+    p.add_argument("--format", choices=io.EXPORT_FORMATS, default="chat-jsonl")
+
+    p = sub.add_parser("stats", help="counts by status")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        with Store(args.workspace) as store:
+            return COMMANDS[args.command](store, args)
+    except StudioError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def cmd_import(store, args) -> int:
+    ids = io.import_file(store, args.file, skill=args.skill, domain=args.domain)
+    print(f"imported {len(ids)} tasks from {args.file}")
+    return 0
+
+
+def cmd_seed_pack(store, args) -> int:
+    if not args.name:
+        print("\n".join(io.seed_packs()))
+        return 0
+    ids = io.load_seed_pack(store, args.name)
+    print(f"loaded {len(ids)} tasks from seed pack {args.name}")
+    return 0
+
+
+def cmd_generate(store, args) -> int:
+    teacher = TeacherConfig.from_env(base_url=args.base_url, model=args.model, concurrency=args.concurrency,
+                                     timeout_s=args.timeout)
+    config = GenerateConfig(task_ids=args.task_ids, n=args.n, temperature=args.temperature,
+                            max_tokens=args.max_tokens, system_prompt=args.system_prompt,
+                            teacher_only_system=args.teacher_only_system)
+    server = None
+    if teacher.embedded:
+        server = LocalTeacherServer(store.workspace / "logs")
+        print("starting the embedded teacher (llama.cpp, SmolLM2-135M-Instruct)...", file=sys.stderr)
+    try:
+        base_url = server.ensure_started() if server else teacher.base_url
+        summary = run_generation(store, teacher, config, base_url, on_progress=_print_progress)
+    finally:
+        if server:
+            server.stop()
+    print(json.dumps(summary))
+    return 0 if summary["failed"] == 0 else 1
+
+
+def _print_progress(p: Progress):
+    eta = f"{p.eta_s:.0f}s" if p.eta_s is not None else "?"
+    print(f"\r{p.done}/{p.total} calls, {p.failed} failed, {p.tokens} tokens, eta {eta}   ",
+          end="" if p.done < p.total else "\n", file=sys.stderr, flush=True)
+
+
+def cmd_review(store, args) -> int:
+    flt = ReviewFilter(status=args.status or "", search=args.search)
+    n = store.label_filter(flt, "approved" if args.approve_all else "rejected")
+    print(f"{'approved' if args.approve_all else 'rejected'} {n} generations")
+    return 0
+
+
+def cmd_export(store, args) -> int:
+    n = io.export_examples(store.approved_examples(), args.out, fmt=args.format)
+    print(f"wrote {n} examples to {args.out}")
+    return 0
+
+
+def cmd_stats(store, args) -> int:
+    stats = store.stats()
+    if args.json:
+        print(json.dumps(stats))
+    else:
+        for key, value in stats.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+COMMANDS = {"import": cmd_import, "seed-pack": cmd_seed_pack, "generate": cmd_generate, "review": cmd_review,
+            "export": cmd_export, "stats": cmd_stats}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""The headless CLI: the same steps as the UI, as subprocesses on a real workspace."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from curation.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args, check=True):
+    proc = subprocess.run([sys.executable, "-m", "curation", *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.mark.parametrize("command", ["import", "seed-pack", "generate", "review", "export", "stats"])
+def test_every_command_has_help(command):
+    assert "usage" in cli(command, "--help").stdout
+
+
+@pytest.mark.integration
+def test_import_generate_approve_export_stats(tmp_path):
+    ws, seeds, out = tmp_path / "ws", tmp_path / "seeds.jsonl", tmp_path / "train.jsonl"
+    seeds.write_text('{"prompt": "Say hello."}\n{"instruction": "Name a fruit.", "skill": "nlu"}\n')
+    assert "imported 2 tasks" in cli("--workspace", ws, "import", seeds).stdout
+    summary = json.loads(cli("--workspace", ws, "generate", "--n", "2", "--max-tokens", "16").stdout)
+    assert summary["ok"] == 4 and summary["failed"] == 0
+    assert "approved 4" in cli("--workspace", ws, "review", "--approve-all", "--status", "pending").stdout
+    assert "wrote 4 examples" in cli("--workspace", ws, "export", "--status", "approved", "--format",
+                                     "chat-jsonl", out).stdout
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [m["role"] for m in lines[0]["messages"]] == ["user", "assistant"]
+    stats = json.loads(cli("--workspace", ws, "stats", "--json").stdout)
+    assert stats["by_status"]["approved"] == 4 and stats["tasks"] == 2
+
+
+def test_generate_against_a_custom_endpoint_and_bad_import_writes_nothing(tmp_path):
+    from tests.fault_server import FaultServer
+    ws, bad = tmp_path / "ws", tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "ok"}\n{"instruction": \n')
+    proc = cli("--workspace", ws, "import", bad, check=False)
+    assert proc.returncode == 2 and "bad.jsonl, line 2" in proc.stderr
+    cli("--workspace", ws, "seed-pack", "general")
+    with FaultServer([200]) as server:
+        proc = cli("--workspace", ws, "generate", "--base-url", server.base_url, "--model", "scripted",
+                   "--task-ids", "1,2")
+        assert json.loads(proc.stdout)["ok"] == 2 and len(server.requests) == 2
+    assert json.loads(cli("--workspace", ws, "stats", "--json").stdout)["by_status"]["pending"] == 2
+
+
+def test_workspace_in_use_names_the_pid(tmp_path):
+    import os
+    with Store(tmp_path / "ws"):
+        proc = cli("--workspace", tmp_path / "ws", "stats", check=False)
+    assert proc.returncode == 2 and f"in use by PID {os.getpid()}" in proc.stderr
