@@ -106,6 +106,21 @@ MIGRATIONS = [
         error VARCHAR
     );
     """,
+    # 2: reasons and undo for labels (dedupe/filters mark rows with why), logprobs, checkable tasks,
+    # pairwise judgments.
+    """
+    ALTER TABLE labels ADD COLUMN reason VARCHAR;
+    ALTER TABLE label_events ADD COLUMN reason VARCHAR;
+    ALTER TABLE label_events ADD COLUMN batch_id BIGINT;
+    ALTER TABLE label_events ADD COLUMN previous_status VARCHAR;
+    ALTER TABLE label_events ADD COLUMN previous_reason VARCHAR;
+    CREATE SEQUENCE label_batch_seq START 1;
+    ALTER TABLE generations ADD COLUMN logprobs VARCHAR;
+    ALTER TABLE tasks ADD COLUMN expected VARCHAR;
+    ALTER TABLE judgments ADD COLUMN kind VARCHAR DEFAULT 'score';
+    ALTER TABLE judgments ADD COLUMN other_generation_id BIGINT;
+    ALTER TABLE judgments ADD COLUMN request_key VARCHAR;
+    """,
 ]
 
 REVIEW_STATUSES = ("pending", "approved", "rejected", "failed")
@@ -292,7 +307,7 @@ class Store:
     def generation(self, gen_id: int) -> dict | None:
         rows = self._fetchdicts(
             f"SELECT g.*, t.instruction, t.input, t.skill, t.domain, t.split, {_REVIEW_STATUS_SQL} AS review_status, "
-            f"l.edited_response, l.tags, l.note FROM {_REVIEW_FROM} WHERE g.id = ?", [gen_id])
+            f"l.edited_response, l.tags, l.note, l.reason FROM {_REVIEW_FROM} WHERE g.id = ?", [gen_id])
         if not rows:
             return None
         row = rows[0]
@@ -322,35 +337,66 @@ class Store:
                                                    params).fetchall()]
 
     # ---- labels -------------------------------------------------------------------------------
-    def set_label(self, gen_ids: list[int], status: str, edited_response: str | None = None) -> int:
+    def set_label(self, gen_ids: list[int], status: str, edited_response: str | None = None,
+                  reason: str | None = None) -> int:
         """Approve / reject / edit generations; the teacher's response itself is never changed.
 
-        `edited_response=None` keeps any earlier edit. Failed calls cannot be approved.
-        Returns how many rows were labelled.
+        `edited_response=None` keeps any earlier edit; `reason` says why (e.g. "filter:refusal").
+        Every change is one batch in label_events with the previous state, so `undo_batch` can revert it.
+        Failed calls cannot be approved. Returns how many rows were labelled.
         """
         if status not in ("pending", "approved", "rejected"):
             raise StudioError(f"label status must be pending, approved or rejected (got {status!r})")
-        gen_ids = [int(i) for i in gen_ids]
+        gen_ids = sorted({int(i) for i in gen_ids})
         if not gen_ids:
             return 0
         with self.transaction() as con:
-            known = con.execute("SELECT id, status FROM generations WHERE list_contains(?, id)",
-                                [gen_ids]).fetchall()
-            missing = set(gen_ids) - {r[0] for r in known}
-            if missing:
-                raise StudioError(f"no generation with id {sorted(missing)[:5]}")
-            if status == "approved" and any(r[1] != "ok" for r in known):
-                bad = sorted(r[0] for r in known if r[1] != "ok")
-                raise StudioError(f"generation {bad[:5]} failed at the teacher and has no response to approve")
+            self._check_labelable(con, gen_ids, status)
+            batch = con.execute("SELECT nextval('label_batch_seq')").fetchone()[0]
             con.execute("""
-                INSERT INTO labels (generation_id, status, edited_response, updated_at)
-                SELECT unnest(?), ?, ?, now()
+                INSERT INTO label_events (generation_id, status, edited_response, reason, batch_id,
+                                          previous_status, previous_reason)
+                SELECT g.id, ?, ?, ?, ?, coalesce(l.status, 'pending'), l.reason
+                FROM generations g LEFT JOIN labels l ON l.generation_id = g.id
+                WHERE list_contains(?, g.id)""", [status, edited_response, reason, batch, gen_ids])
+            con.execute("""
+                INSERT INTO labels (generation_id, status, edited_response, reason, updated_at)
+                SELECT unnest(?), ?, ?, ?, now()
                 ON CONFLICT (generation_id) DO UPDATE SET status = excluded.status,
                     edited_response = coalesce(excluded.edited_response, labels.edited_response),
-                    updated_at = now()""", [gen_ids, status, edited_response])
-            con.execute("INSERT INTO label_events (generation_id, status, edited_response) "
-                        "SELECT unnest(?), ?, ?", [gen_ids, status, edited_response])
+                    reason = excluded.reason, updated_at = now()""", [gen_ids, status, edited_response, reason])
         return len(gen_ids)
+
+    @staticmethod
+    def _check_labelable(con, gen_ids, status):
+        known = con.execute("SELECT id, status FROM generations WHERE list_contains(?, id)", [gen_ids]).fetchall()
+        missing = set(gen_ids) - {r[0] for r in known}
+        if missing:
+            raise StudioError(f"no generation with id {sorted(missing)[:5]}")
+        if status == "approved":
+            bad = sorted(r[0] for r in known if r[1] != "ok")
+            if bad:
+                raise StudioError(f"generation {bad[:5]} failed at the teacher and has no response to approve")
+
+    def last_label_batch(self) -> int | None:
+        return self._fetchone("SELECT max(batch_id) FROM label_events")[0]
+
+    def undo_batch(self, batch_id: int) -> int:
+        """Put every row of a label batch back to its status and reason before it; edits stay in history."""
+        with self.transaction() as con:
+            rows = con.execute("SELECT generation_id, previous_status, previous_reason FROM label_events "
+                               "WHERE batch_id = ?", [batch_id]).fetchall()
+            if not rows:
+                raise StudioError(f"no label batch {batch_id} to undo")
+            for gen_id, prev_status, prev_reason in rows:
+                con.execute("UPDATE labels SET status = ?, reason = ?, updated_at = now() WHERE generation_id = ?",
+                            [prev_status, prev_reason, gen_id])
+            undo = con.execute("SELECT nextval('label_batch_seq')").fetchone()[0]
+            con.execute("""
+                INSERT INTO label_events (generation_id, status, reason, batch_id, previous_status, previous_reason)
+                SELECT generation_id, previous_status, 'undo batch ' || ?, ?, status, reason
+                FROM label_events WHERE batch_id = ?""", [batch_id, undo, batch_id])
+        return len(rows)
 
     def edit_response(self, gen_id: int, text: str) -> None:
         if not text.strip():
@@ -371,7 +417,8 @@ class Store:
         return self.set_label(ids, status)
 
     def label_history(self, gen_id: int) -> list[dict]:
-        return self._fetchdicts("SELECT status, edited_response, changed_at FROM label_events WHERE generation_id = ? "
+        return self._fetchdicts("SELECT status, edited_response, reason, batch_id, changed_at FROM label_events "
+                                "WHERE generation_id = ? "
                                 "ORDER BY id", [gen_id])
 
     # ---- training snapshot --------------------------------------------------------------------

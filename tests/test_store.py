@@ -1,0 +1,96 @@
+"""The workspace store on a real DuckDB file: schema, migration, labels that never lose the original."""
+from __future__ import annotations
+
+import duckdb
+import pytest
+
+from curation import store as store_mod
+from curation.errors import StudioError
+from curation.store import ReviewFilter, Store
+from tests.conftest import add_generation
+
+
+def test_new_workspace_gets_the_latest_schema(tmp_path):
+    with Store(tmp_path) as s:
+        assert s.schema_version == len(store_mod.MIGRATIONS)
+        tables = {r[0] for r in s.con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    assert {"tasks", "generations", "labels", "label_events", "judgments", "embeddings", "runs"} <= tables
+    assert (tmp_path / "studio.duckdb").exists()
+
+
+def test_a_version_1_workspace_is_migrated_keeping_its_rows(tmp_path):
+    con = duckdb.connect(str(tmp_path / "studio.duckdb"))
+    con.execute("CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at TIMESTAMP NOT NULL DEFAULT now())")
+    con.execute(store_mod.MIGRATIONS[0])
+    con.execute("INSERT INTO schema_version (version) VALUES (1)")
+    con.execute("INSERT INTO tasks (instruction) VALUES ('kept across the migration')")
+    con.close()
+    with Store(tmp_path) as s:
+        assert s.schema_version == len(store_mod.MIGRATIONS)
+        assert s.tasks()[0]["instruction"] == "kept across the migration"
+        assert "expected" in s.tasks()[0]
+
+
+def test_edit_keeps_the_original_and_every_label_change(store):
+    [task] = store.add_tasks([{"instruction": "Say hi."}])
+    gid = add_generation(store, task, "k1", response="hi")
+    store.set_label([gid], "rejected")
+    store.edit_response(gid, "Hello there!")
+    row = store.generation(gid)
+    assert row["response"] == "hi" and row["edited_response"] == "Hello there!" and row["review_status"] == "approved"
+    assert [h["status"] for h in store.label_history(gid)] == ["rejected", "approved"]
+    store.set_label([gid], "approved")  # approving again keeps the edit
+    assert store.generation(gid)["edited_response"] == "Hello there!"
+    assert store.approved_examples()[0]["messages"][-1] == {"role": "assistant", "content": "Hello there!"}
+    with pytest.raises(StudioError, match="cannot be empty"):
+        store.edit_response(gid, "  ")
+
+
+def test_failed_calls_cannot_be_approved_and_bulk_approve_skips_them(store):
+    ids = store.add_tasks([{"instruction": "a"}, {"instruction": "b"}])
+    ok = add_generation(store, ids[0], "ok")
+    bad = add_generation(store, ids[1], "bad", status="error")
+    with pytest.raises(StudioError, match="failed at the teacher"):
+        store.set_label([bad], "approved")
+    assert store.label_filter(ReviewFilter(), "approved") == 1
+    assert store.generation(ok)["review_status"] == "approved"
+    assert store.generation(bad)["review_status"] == "failed"
+
+
+def test_undo_restores_the_state_before_a_batch(store):
+    ids = store.add_tasks([{"instruction": f"t{i}"} for i in range(3)])
+    gens = [add_generation(store, t, f"k{t}") for t in ids]
+    store.set_label([gens[0]], "approved")
+    store.set_label(gens, "rejected", reason="filter:test")
+    batch = store.last_label_batch()
+    assert store.generation(gens[1])["reason"] == "filter:test"
+    assert store.undo_batch(batch) == 3
+    assert [store.generation(g)["review_status"] for g in gens] == ["approved", "pending", "pending"]
+    assert store.generation(gens[1])["reason"] is None
+
+
+def test_paging_search_and_status_filter_run_in_the_database(store):
+    ids = store.add_tasks([{"instruction": f"task number {i}"} for i in range(60)])
+    for t in ids:
+        add_generation(store, t, f"k{t}", response="apples" if t % 3 == 0 else "pears")
+    page, total = store.review_page(ReviewFilter(), page=3, page_size=25)
+    assert total == 60 and len(page) == 10 and page["id"].iloc[0] == 51
+    page, total = store.review_page(ReviewFilter(search="APPLE"), page=1, page_size=25)
+    assert total == 20 and set(page["response"]) == {"apples"}
+    store.label_filter(ReviewFilter(search="apples"), "approved")
+    assert store.review_page(ReviewFilter(status="pending"))[1] == 40
+    assert store.review_page(ReviewFilter(search="100%"))[1] == 0  # wildcards typed by a user are literal-ish
+    with pytest.raises(StudioError, match="status must be one of"):
+        ReviewFilter(status="bogus")
+
+
+def test_runs_survive_reopening_and_dead_runs_are_marked_interrupted(tmp_path):
+    with Store(tmp_path) as s:
+        done = s.start_run("generate", {"n": 1})
+        s.update_run(done, status="completed", metrics={"ok": 1})
+        s.start_run("sft", {"student": "x"}, run_dir="/tmp/run")
+    with Store(tmp_path) as s:
+        assert s.mark_interrupted_runs() == [2]
+        runs = {r["id"]: r for r in s.runs()}
+    assert runs[1]["status"] == "completed" and runs[1]["metrics"] == {"ok": 1}
+    assert runs[2]["status"] == "interrupted" and runs[2]["finished_at"] is not None
