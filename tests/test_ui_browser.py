@@ -1,0 +1,77 @@
+"""The import-and-approve path in a real headless Chromium, driven by Playwright."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.ui_helpers import running_studio
+
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "review-tab.png"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run", "--disable-quic"]
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("DISTILL_REQUIRE_BROWSER"):
+            pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (browser tests are required here)")
+        pytest.skip(f"{CHROMIUM} not installed")
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+def test_import_generate_and_approve_in_the_browser(browser, tmp_path, teacher_url):
+    from playwright.sync_api import expect
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text('{"instruction": "Name a colour.", "domain": "general"}\n'
+                     '{"instruction": "Say hello in French."}\n{"prompt": "What is 1 + 1?"}\n')
+    with running_studio(tmp_path / "ws", teacher_url) as (studio, url):
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(url)
+        page.locator("#seed-file input[type=file]").set_input_files(str(seeds))
+        page.locator("#seed-import").click()
+        expect(page.locator("#seed-message")).to_contain_text("imported 3 tasks", timeout=30_000)
+
+        page.get_by_role("tab", name="Generate").click()
+        max_tokens = page.get_by_label("Max tokens")
+        max_tokens.fill("24")
+        max_tokens.press("Tab")
+        page.locator("#gen-start").click()
+        expect(page.locator("#gen-message")).to_contain_text("completed: 3 ok", timeout=180_000)
+
+        page.get_by_role("tab", name="Review").click()
+        expect(page.locator("#review-info")).to_contain_text("3 matching", timeout=30_000)
+        page.locator("#review-table [data-testid=cell-0-3]").click()
+        expect(page.locator("#review-detail-status textarea, #review-detail-status input")).to_have_value(
+            "pending", timeout=30_000)
+        page.locator("#review-approve").click()
+        expect(page.locator("#review-message")).to_contain_text("approved", timeout=30_000)
+        assert studio.store.stats()["by_status"]["approved"] == 1
+
+        page.locator("#review-status input").click()
+        page.get_by_role("option", name="pending").click()
+        expect(page.locator("#review-info")).to_contain_text("2 matching", timeout=30_000)
+        page.locator("#review-approve-all").click()
+        expect(page.locator("#review-message")).to_contain_text("approved 2 generations", timeout=30_000)
+        assert studio.store.stats()["by_status"] == {"pending": 0, "approved": 3, "rejected": 0, "failed": 0}
+
+        page.locator("#review-status input").click()
+        page.get_by_role("option", name="all").click()
+        expect(page.locator("#review-info")).to_contain_text("3 matching", timeout=30_000)
+        page.locator("#review-table [data-testid=cell-0-3]").click()
+        expect(page.locator("#review-detail-status textarea, #review-detail-status input")).to_have_value(
+            "approved", timeout=30_000)
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        page.screenshot(path=str(tmp_path / "review.png"), full_page=True)
+        shutil.copy(tmp_path / "review.png", SCREENSHOT)
+        page.close()

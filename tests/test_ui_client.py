@@ -1,0 +1,53 @@
+"""The studio through its HTTP API with gradio_client: import -> generate -> approve -> train."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from gradio_client import Client, handle_file
+
+from curation.store import ReviewFilter
+from tests.ui_helpers import running_studio, wait_for
+
+
+@pytest.mark.integration
+def test_import_generate_approve_train_through_the_api(tmp_path, teacher_url, tiny_student):
+    seeds = tmp_path / "seeds.csv"
+    seeds.write_text("question,skill\nWhat is the capital of France?,nlu\nName two even numbers.,reasoning\n")
+    student = tiny_student
+    with running_studio(tmp_path / "ws", teacher_url) as (studio, url):
+        client = Client(url, verbose=False)
+        message, _ = client.predict(handle_file(str(seeds)), api_name="/import_file")
+        assert message == "imported 2 tasks"
+
+        started = client.predict("", "", "", 2, 30, 2, 0.7, 24, "", False, "", api_name="/start_generation")
+        assert started.startswith("started: 4 calls")
+        wait_for(lambda: studio.generation.status().state == "completed", what="generation")
+        progress, note = client.predict(api_name="/generation_status")
+        assert "4 / 4" in progress and "4 ok, 0 failed" in note
+
+        table, info = client.predict("", "pending", 1, api_name="/review_page")
+        assert "4 matching" in info and len(table["data"]) == 4
+        first = table["data"][0][0]
+        status, _, response, _, meta, *_ = client.predict(first, "", "", "all", 1, api_name="/label_approved")
+        assert status == "approved" and meta["status"] == "ok" and response
+        status, _, original, edited, *_ = client.predict(first, "A better answer.", "", "all", 1,
+                                                         api_name="/label_edit")
+        assert (status, original, edited) == ("approved", response, "A better answer.")
+        _, _, message = client.predict("", "pending", 1, api_name="/bulk_approved")
+        assert message == "approved 3 generations matching the filter"
+        assert studio.store.stats()["by_status"]["approved"] == 4
+
+        run_id, message = client.predict(str(student), 3, 1, 1e-3, 2, 4, 128, api_name="/start_training")
+        assert message == f"started training run {int(run_id)}"
+        with pytest.raises(Exception, match="still running"):
+            client.predict(str(student), 3, 1, 1e-3, 2, 4, 128, api_name="/start_training")
+        studio.training.wait(timeout=300)
+        progress, plot, log_tail, note = client.predict(run_id, api_name="/training_status")
+        assert "completed" in note and "3 / 3" in progress
+        run = studio.store.run(int(run_id))
+        assert run["status"] == "completed"
+        snapshot = [json.loads(x) for x in open(f"{run['run_dir']}/snapshot.jsonl")]
+        assert sorted(r["generation_id"] for r in snapshot) == studio.store.matching_ids(
+            ReviewFilter(status="approved"))
+        assert "A better answer." in json.dumps(snapshot)

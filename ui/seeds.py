@@ -1,0 +1,62 @@
+"""Seeds tab: type tasks, import a file, or load a bundled seed pack."""
+from __future__ import annotations
+
+import gradio as gr
+
+from curation import io
+from ui.common import guarded
+
+TASKS_SHOWN = 200
+
+
+def build(studio):
+    gr.Markdown("Seed tasks are what the teacher answers. Type one, import a CSV / JSONL / JSON / Parquet file "
+                "with an `instruction` column (or `prompt` / `question`), or load a bundled pack.")
+    with gr.Row():
+        with gr.Column():
+            instruction = gr.Textbox(label="Instruction", lines=3, elem_id="seed-instruction")
+            task_input = gr.Textbox(label="Input (optional)", lines=2)
+            with gr.Row():
+                skill = gr.Textbox(label="Skill (optional)", placeholder="e.g. reasoning")
+                domain = gr.Textbox(label="Domain (optional)", placeholder="e.g. finance")
+            add_btn = gr.Button("Add task", variant="primary", elem_id="seed-add")
+        with gr.Column():
+            upload = gr.File(label="Import a file", file_types=[".csv", ".jsonl", ".ndjson", ".json", ".parquet"],
+                             type="filepath", elem_id="seed-file")
+            import_btn = gr.Button("Import file", elem_id="seed-import")
+            pack = gr.Dropdown(choices=io.seed_packs(), label="Bundled seed pack",
+                               value=(io.seed_packs() or [None])[0])
+            pack_btn = gr.Button("Load pack", elem_id="seed-pack-load")
+    message = gr.Markdown(elem_id="seed-message")
+    tasks = gr.Dataframe(label="Tasks", interactive=False, elem_id="seed-tasks")
+
+    def table():
+        frame = studio.store.tasks_frame()
+        return frame.tail(TASKS_SHOWN)
+
+    @guarded
+    def add(instr, inp, sk, dom):
+        if not (instr or "").strip():
+            raise gr.Error("type an instruction first")
+        ids = studio.store.add_tasks([{"instruction": instr.strip(), "input": inp.strip() or None,
+                                       "skill": sk.strip() or None, "domain": dom.strip() or None}])
+        return f"added task {ids[0]}", table(), ""
+
+    @guarded
+    def do_import(path):
+        if not path:
+            raise gr.Error("choose a file to import first")
+        ids = io.import_file(studio.store, path)
+        return f"imported {len(ids)} tasks", table()
+
+    @guarded
+    def do_pack(name):
+        if not name:
+            raise gr.Error("choose a seed pack")
+        ids = io.load_seed_pack(studio.store, name)
+        return f"loaded {len(ids)} tasks from pack {name}", table()
+
+    add_btn.click(add, [instruction, task_input, skill, domain], [message, tasks, instruction], api_name="add_task")
+    import_btn.click(do_import, [upload], [message, tasks], api_name="import_file")
+    pack_btn.click(do_pack, [pack], [message, tasks], api_name="load_seed_pack")
+    return tasks, table
