@@ -19,6 +19,7 @@ from ui import generate, review, runs, seeds, train
 from ui.common import CSS
 
 DEFAULT_WORKSPACE = Path(__file__).resolve().parent / "data"
+MAX_UPLOAD = "200mb"  # the importer's own cap (curation.io.MAX_FILE_BYTES); gradio refuses larger uploads
 
 
 @dataclass
@@ -65,26 +66,55 @@ def build_app(studio: Studio) -> gr.Blocks:
     return demo
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def load_auth(auth_file: Path | None) -> list[tuple[str, str]]:
+    """user:password pairs from DISTILL_AUTH ("user:pass,user2:pass2") or a file with one pair a line."""
+    text = auth_file.read_text() if auth_file else os.environ.get("DISTILL_AUTH", "")
+    pairs = []
+    for n, item in enumerate(text.replace(",", "\n").splitlines(), 1):
+        item = item.strip()
+        if not item or item.startswith("#"):
+            continue
+        user, sep, password = item.partition(":")
+        if not sep or not user or not password:
+            where = f"{auth_file}, line {n}" if auth_file else "DISTILL_AUTH"
+            raise SystemExit(f"error: {where}: expected user:password")
+        pairs.append((user, password))
+    return pairs
+
+
+def check_exposure(host: str, auth: list) -> None:
+    """Binding beyond this machine without a password would hand the workspace to the network."""
+    if host not in LOOPBACK and not auth:
+        raise SystemExit(f"error: refusing to listen on {host} without authentication; set DISTILL_AUTH=user:password "
+                         "or pass --auth-file FILE (or keep the default --host 127.0.0.1)")
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workspace", type=Path, default=DEFAULT_WORKSPACE, help="workspace folder (default: %(default)s)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("DISTILL_PORT", 7860)))
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
+    parser.add_argument("--auth-file", type=Path, help="file of user:password lines (or set DISTILL_AUTH)")
     return parser.parse_args(argv)
 
 
-def launch(studio: Studio, host: str, port: int, block: bool = True):
+def launch(studio: Studio, host: str, port: int, auth=None, block: bool = True):
     demo = build_app(studio)
     demo.queue(default_concurrency_limit=8)
     return demo.launch(server_name=host, server_port=port, css=CSS, prevent_thread_lock=not block,
-                       show_error=True, inbrowser=False)
+                       show_error=True, inbrowser=False, auth=auth or None, max_file_size=MAX_UPLOAD)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    auth = load_auth(args.auth_file)
+    check_exposure(args.host, auth)
     studio = Studio.open(args.workspace)
     try:
-        launch(studio, args.host, args.port)
+        launch(studio, args.host, args.port, auth)
     finally:
         studio.close()
 

@@ -1,0 +1,33 @@
+"""Starting the studio: binding, authentication, the workspace lock."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import app
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_binding_beyond_loopback_without_auth_is_refused(tmp_path):
+    proc = subprocess.run([sys.executable, "app.py", "--host", "0.0.0.0", "--workspace", str(tmp_path / "ws")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 1 and "refusing to listen on 0.0.0.0 without authentication" in proc.stderr
+    assert not (tmp_path / "ws").exists()  # refused before the workspace was touched
+
+
+def test_auth_pairs_from_env_and_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("DISTILL_AUTH", "ann:pw1, bob:pw2")
+    assert app.load_auth(None) == [("ann", "pw1"), ("bob", "pw2")]
+    good = tmp_path / "auth.txt"
+    good.write_text("# users\ncat:secret\n")
+    assert app.load_auth(good) == [("cat", "secret")]
+    bad = tmp_path / "bad.txt"
+    bad.write_text("cat:secret\nnocolon\n")
+    with pytest.raises(SystemExit, match="bad.txt, line 2: expected user:password"):
+        app.load_auth(bad)
+    app.check_exposure("0.0.0.0", [("cat", "secret")])  # with auth: allowed
+    app.check_exposure("127.0.0.1", [])
