@@ -4,6 +4,7 @@ from __future__ import annotations
 import gradio as gr
 
 from curation import io
+from curation.split import stratified_split
 from ui.common import guarded
 
 TASKS_SHOWN = 200
@@ -27,6 +28,16 @@ def build(studio):
             pack = gr.Dropdown(choices=io.seed_packs(), label="Bundled seed pack",
                                value=(io.seed_packs() or [None])[0])
             pack_btn = gr.Button("Load pack", elem_id="seed-pack-load")
+    with gr.Accordion("Eval split: hold tasks out of training", open=False):
+        gr.Markdown("Held-out (eval) tasks are never exported or trained on; evaluation runs on them.")
+        with gr.Row():
+            fraction = gr.Slider(0.05, 0.5, value=0.1, step=0.05, label="Fraction to hold out")
+            seed = gr.Number(value=0, precision=0, label="Seed")
+            split_btn = gr.Button("Stratified split by skill/domain", elem_id="seed-split")
+        with gr.Row():
+            split_ids = gr.Textbox(label="Task ids (comma-separated)", elem_id="seed-split-ids")
+            to_eval = gr.Button("Move to eval")
+            to_train = gr.Button("Move to train")
     message = gr.Markdown(elem_id="seed-message")
     tasks = gr.Dataframe(label="Tasks", interactive=False, elem_id="seed-tasks")
 
@@ -56,6 +67,26 @@ def build(studio):
         ids = io.load_seed_pack(studio.store, name)
         return f"loaded {len(ids)} tasks from pack {name}", table()
 
+    @guarded
+    def do_split(frac, sd):
+        tasks = studio.store.tasks()
+        held = stratified_split(tasks, float(frac), seed=int(sd))  # validates before anything changes
+        studio.store.set_split([t["id"] for t in tasks], "train")
+        studio.store.set_split(held, "eval")
+        return f"held out {len(held)} of {len(tasks)} tasks for evaluation (seed {int(sd)})", table()
+
+    @guarded
+    def do_move(ids_text, split):
+        try:
+            ids = [int(x) for x in (ids_text or "").replace(" ", "").split(",") if x]
+        except ValueError:
+            raise gr.Error(f"task ids must be comma-separated numbers (got {ids_text!r})") from None
+        n = studio.store.set_split(ids, split)
+        return f"moved {n} tasks to {split}", table()
+
+    split_btn.click(do_split, [fraction, seed], [message, tasks], api_name="split_tasks")
+    to_eval.click(lambda t: do_move(t, "eval"), [split_ids], [message, tasks], api_name="move_to_eval")
+    to_train.click(lambda t: do_move(t, "train"), [split_ids], [message, tasks], api_name="move_to_train")
     add_btn.click(add, [instruction, task_input, skill, domain], [message, tasks, instruction], api_name="add_task")
     import_btn.click(do_import, [upload], [message, tasks], api_name="import_file")
     pack_btn.click(do_pack, [pack], [message, tasks], api_name="load_seed_pack")

@@ -1,0 +1,50 @@
+"""What the studio serves and what it refuses, over real HTTP (issue 7)."""
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.ui_helpers import running_studio
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+@pytest.fixture
+def studio_in_cwd(tmp_path, monkeypatch):
+    """A studio whose workspace sits in the working directory, as with the default data/ folder."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("OPENAI_API_KEY=sk-dotfile-secret\n")
+    with running_studio(tmp_path / "data") as running:
+        yield running
+
+
+@pytest.mark.parametrize("route", ["gradio_api/file=", "file="])
+def test_file_routes_refuse_everything_the_studio_did_not_produce(studio_in_cwd, route):
+    studio, url = studio_in_cwd
+    db = studio.store.path
+    for target in ("../../etc/passwd", "/etc/passwd", str(db), "data/studio.duckdb", ".env", str(ROOT / "app.py"),
+                   "%2e%2e/%2e%2e/etc/passwd"):
+        assert http_status(url + route + target) in (403, 404), target
+
+
+def test_the_page_never_carries_the_api_key(tmp_path, monkeypatch):
+    secret = "sk-env-secret-never-on-the-page-42"
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    with running_studio(tmp_path / "ws") as (studio, url):
+        for path in ("", "config", "gradio_api/info", "gradio_api/openapi.json"):
+            try:
+                body = urllib.request.urlopen(url + path, timeout=10).read().decode(errors="replace")
+            except urllib.error.HTTPError:
+                continue
+            assert secret not in body, path
