@@ -1,4 +1,4 @@
-"""Headless curation: python -m curation --workspace DIR <import|seed-pack|generate|review|export|stats> ...
+"""Headless curation: python -m curation --workspace DIR <import|seed-pack|generate|judge|ledger|retry-failed|prices|review|export|stats> ...
 
 Every command builds the same config objects as the UI and works on the same workspace file.
 """
@@ -11,10 +11,8 @@ from pathlib import Path
 
 from curation import io
 from curation.errors import StudioError
-from curation.generate import GenerateConfig, Progress, run_generation
-from curation.local_server import LocalTeacherServer
+from curation.methods import cli as elicit_cli
 from curation.store import REVIEW_STATUSES, ReviewFilter, Store
-from curation.teacher import TeacherConfig
 
 DEFAULT_WORKSPACE = Path(__file__).resolve().parents[1] / "data"
 
@@ -33,20 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("seed-pack", help="load a bundled seed pack (omit NAME to list them)")
     p.add_argument("name", nargs="?")
 
-    p = sub.add_parser("generate", help="ask the teacher to answer tasks (labeling)")
-    p.add_argument("--n", type=int, default=1, help="samples per task (default 1)")
-    p.add_argument("--temperature", type=float, default=0.7)
-    p.add_argument("--max-tokens", type=int, default=256)
-    p.add_argument("--system-prompt", default="")
-    p.add_argument("--teacher-only-system", action="store_true",
-                   help="use the system prompt for the teacher only, not in training data")
-    p.add_argument("--task-ids", type=lambda s: [int(x) for x in s.split(",") if x],
-                   default=[], help="comma-separated task ids (default: all train tasks)")
-    p.add_argument("--base-url", default="", help="OpenAI-compatible base URL (default: $OPENAI_BASE_URL, "
-                   "else the embedded llama.cpp teacher); the key comes from $OPENAI_API_KEY")
-    p.add_argument("--model", default="", help="model name at --base-url")
-    p.add_argument("--concurrency", type=int, default=4)
-    p.add_argument("--timeout", type=float, default=120.0, help="per-call timeout in seconds")
+    elicit_cli.add_commands(sub)  # generate (every method), judge, ledger, retry-failed, prices
 
     p = sub.add_parser("review", help="approve or reject generations matching a filter")
     action = p.add_mutually_exclusive_group(required=True)
@@ -90,32 +75,6 @@ def cmd_seed_pack(store, args) -> int:
     return 0
 
 
-def cmd_generate(store, args) -> int:
-    teacher = TeacherConfig.from_env(base_url=args.base_url, model=args.model, concurrency=args.concurrency,
-                                     timeout_s=args.timeout)
-    config = GenerateConfig(task_ids=args.task_ids, n=args.n, temperature=args.temperature,
-                            max_tokens=args.max_tokens, system_prompt=args.system_prompt,
-                            teacher_only_system=args.teacher_only_system)
-    server = None
-    if teacher.embedded:
-        server = LocalTeacherServer(store.workspace / "logs")
-        print("starting the embedded teacher (llama.cpp, SmolLM2-135M-Instruct)...", file=sys.stderr)
-    try:
-        base_url = server.ensure_started() if server else teacher.base_url
-        summary = run_generation(store, teacher, config, base_url, on_progress=_print_progress)
-    finally:
-        if server:
-            server.stop()
-    print(json.dumps(summary))
-    return 0 if summary["failed"] == 0 else 1
-
-
-def _print_progress(p: Progress):
-    eta = f"{p.eta_s:.0f}s" if p.eta_s is not None else "?"
-    print(f"\r{p.done}/{p.total} calls, {p.failed} failed, {p.tokens} tokens, eta {eta}   ",
-          end="" if p.done < p.total else "\n", file=sys.stderr, flush=True)
-
-
 def cmd_review(store, args) -> int:
     flt = ReviewFilter(status=args.status or "", search=args.search)
     n = store.label_filter(flt, "approved" if args.approve_all else "rejected")
@@ -139,7 +98,7 @@ def cmd_stats(store, args) -> int:
     return 0
 
 
-COMMANDS = {"import": cmd_import, "seed-pack": cmd_seed_pack, "generate": cmd_generate, "review": cmd_review,
+COMMANDS = {"import": cmd_import, "seed-pack": cmd_seed_pack, **elicit_cli.COMMANDS, "review": cmd_review,
             "export": cmd_export, "stats": cmd_stats}
 
 if __name__ == "__main__":

@@ -1,52 +1,53 @@
-"""Labeling: the teacher answers tasks, n samples each; every call is stored before it is shown.
+"""The elicitation engine: plan a method's calls, send those without a stored answer, store each one as it
+arrives.
 
-The job is planned first (one call per task x sample, each with its request key), calls whose key
-already has a stored answer are skipped, the rest run concurrently under a semaphore.
+A job runs a method's stages in order. Each stage is planned from what the workspace holds (so a re-run
+plans the same calls with the same request keys), its calls are entered in the ledger as pending, the
+ones with no stored answer are sent concurrently under a semaphore on one AsyncOpenAI client per event
+loop, and every finished call is committed — ledger row and product together — before the next starts in
+its slot. A job killed at any point therefore resumes with exactly the calls it had not stored.
+A budget (tokens or USD) and `cancel` stop a job between calls; what was stored stays.
 """
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from collections import Counter
+from dataclasses import asdict, dataclass
 from typing import Callable
 
-from curation.errors import ConfigError, StudioError
+from curation.errors import ConfigError, StudioError, TeacherError
+from curation.methods import METHODS, Stage, get_method, method_for
+from curation.methods.base import Call, Writes, add_counts
+from curation.methods.label import GenerateConfig, build_messages  # noqa: F401  (the UI imports them from here)
+from curation.methods.novelty import NoveltyFilter
 from curation.store import Store
-from curation.teacher import TeacherConfig, call_chat, request_key
+from curation.teacher import TeacherConfig, call_chat, call_cost_usd
 
 
 @dataclass
-class GenerateConfig:
-    """What to ask the teacher.
+class Budget:
+    """A cap on what one job may spend; the job stops cleanly between calls once it is reached.
 
-    task_ids: tasks to label; empty means every train-split task.
-    n: samples per task (1..32).
-    temperature: sampling temperature (0..2).
-    max_tokens: cap on each answer's length in tokens (1..32768).
-    system_prompt: sent before each task; empty means the task's own system prompt, if any.
-    teacher_only_system: the system prompt steers the teacher but is left out of the training data.
+    max_tokens: prompt + completion tokens of the job's calls (None: no cap).
+    max_usd: cost from the workspace's price table (None: no cap); needs a price for the teacher model.
+    Calls already in flight when the cap is reached still finish and are stored, so a job can pass the
+    cap by at most `concurrency - 1` calls.
     """
 
-    task_ids: list[int] = field(default_factory=list)
-    n: int = 1
-    temperature: float = 0.7
-    max_tokens: int = 256
-    system_prompt: str = ""
-    teacher_only_system: bool = False
+    max_tokens: int | None = None
+    max_usd: float | None = None
 
     def __post_init__(self):
-        if not 1 <= int(self.n) <= 32:
-            raise ConfigError(f"n (samples per task) must be between 1 and 32 (got {self.n})")
-        if not 0 <= float(self.temperature) <= 2:
-            raise ConfigError(f"temperature must be between 0 and 2 (got {self.temperature})")
-        if not 1 <= int(self.max_tokens) <= 32768:
-            raise ConfigError(f"max_tokens must be between 1 and 32768 (got {self.max_tokens})")
-        self.n, self.max_tokens, self.temperature = int(self.n), int(self.max_tokens), float(self.temperature)
-        self.task_ids = [int(i) for i in self.task_ids]
+        if self.max_tokens is not None and int(self.max_tokens) < 1:
+            raise ConfigError(f"budget max_tokens must be at least 1 (got {self.max_tokens})")
+        if self.max_usd is not None and not float(self.max_usd) > 0:
+            raise ConfigError(f"budget max_usd must be more than 0 (got {self.max_usd})")
 
-    def params(self) -> dict:
-        return {"temperature": self.temperature, "max_tokens": self.max_tokens}
+    def reached(self, tokens: int, cost_usd: float) -> bool:
+        return ((self.max_tokens is not None and tokens >= self.max_tokens)
+                or (self.max_usd is not None and cost_usd >= self.max_usd))
 
 
 @dataclass
@@ -58,6 +59,11 @@ class Progress:
     failed: int
     tokens: int
     elapsed_s: float
+    prompt_tokens: int = 0
+    cost_usd: float | None = None
+    stage: str = ""
+    discarded: int = 0
+    new_tasks: int = 0
 
     @property
     def eta_s(self) -> float | None:
@@ -66,79 +72,246 @@ class Progress:
         return self.elapsed_s / self.done * (self.total - self.done)
 
 
-def build_messages(task: dict, system_prompt: str = "") -> list[dict]:
-    """The exact chat sent for a task: optional system prompt, then instruction (+ input)."""
-    messages = []
-    system = system_prompt or task.get("system_prompt") or ""
-    if system:
-        messages.append({"role": "system", "content": system})
-    user = task["instruction"]
-    if task.get("input"):
-        user += "\n\n" + task["input"]
-    messages.append({"role": "user", "content": user})
-    return messages
+class RunContext:
+    """What a method's hooks may use during one job: the store, the teacher, the config, the run id,
+    and the job's shared pools (novelty filter, local student), built on first use."""
+
+    def __init__(self, store: Store, teacher: TeacherConfig, config=None, run_id: int | None = None):
+        self.store, self.teacher, self.config, self.run_id = store, teacher, config, run_id
+        self._novelty: dict[tuple, NoveltyFilter] = {}
+        self._student = None
+        self._student_lock = threading.Lock()
+
+    def novelty(self, similarity: str, threshold: float) -> NoveltyFilter:
+        key = (similarity, threshold)
+        if key not in self._novelty:
+            self._novelty[key] = NoveltyFilter([text for _, text in self.store.task_texts()], similarity, threshold)
+        return self._novelty[key]
+
+    def ledger_row(self, key: str) -> dict | None:
+        rows = self.store.ledger_rows([key])
+        return rows[0] if rows else None
+
+    def student(self):
+        with self._student_lock:  # loaded once, in the worker thread that first needs it
+            if self._student is None:
+                from curation.methods.self_knowledge import load_student
+                self._student = load_student(self)
+            return self._student
 
 
-def plan_calls(store: Store, teacher: TeacherConfig, config: GenerateConfig) -> tuple[list[dict], int]:
-    """The calls still to make, and how many were skipped because an answer is already stored."""
-    tasks = store.tasks(config.task_ids or None, split=None if config.task_ids else "train")
-    if config.task_ids and len(tasks) != len(set(config.task_ids)):
-        missing = sorted(set(config.task_ids) - {t["id"] for t in tasks})
-        raise StudioError(f"no task with id {missing[:5]}")
-    calls = []
-    for task in tasks:
-        messages = build_messages(task, config.system_prompt)
-        for i in range(config.n):
-            key = request_key(teacher.endpoint_id, teacher.model_name, messages, config.params(), i)
-            calls.append({"task_id": task["id"], "messages": messages, "sample_index": i, "request_key": key})
-    done = store.ok_request_keys([c["request_key"] for c in calls])
-    return [c for c in calls if c["request_key"] not in done], len(done)
+def plan_calls(store: Store, teacher: TeacherConfig, config) -> tuple[list[Call], int]:
+    """The first stage's calls still to make, and how many already have a stored answer."""
+    ctx = RunContext(store, teacher, config)
+    calls = method_for(config).stages(config)[0].plan(ctx)
+    done = store.done_request_keys([c.request_key for c in calls])
+    return [c for c in calls if c.request_key not in done], len(done)
 
 
-def run_generation(store: Store, teacher: TeacherConfig, config: GenerateConfig, base_url: str,
-                   on_progress: Callable[[Progress], None] | None = None,
-                   cancel: threading.Event | None = None) -> dict:
-    """Run a labeling job to the end (or until `cancel` is set); returns its summary, also stored as a run."""
-    calls, skipped = plan_calls(store, teacher, config)
-    run_config = {"teacher": teacher.public(), **asdict(config), "planned": len(calls), "skipped": skipped}
-    run_id = store.start_run("generate", run_config)
-    started = time.monotonic()
+def preview(store: Store, teacher: TeacherConfig, config, limit: int = 3) -> list[dict]:
+    """The exact messages (and params, request keys) of the first calls a job would send; sends nothing."""
+    return method_for(config).preview(store, teacher, config, limit)
+
+
+def check_budget(store: Store, teacher: TeacherConfig, budget: Budget | None) -> tuple[float, float] | None:
+    """The teacher model's price; a money budget without one is refused before anything is sent."""
+    price = store.price(teacher.model_name)
+    if budget is not None and budget.max_usd is not None and price is None:
+        raise ConfigError(f"a budget in USD needs a price for model {teacher.model_name!r}: add it to the price "
+                          f"table (python -m curation prices --set MODEL IN OUT), or cap tokens instead")
+    return price
+
+
+class _Job:
+    """Counters and stop conditions of one run; touched only from its event loop's thread."""
+
+    def __init__(self, store: Store, run_id: int, price, budget, cancel, on_progress):
+        self.store, self.run_id, self.price, self.budget = store, run_id, price, budget
+        self.cancel, self.on_progress = cancel, on_progress
+        self.started = time.monotonic()
+        self.planned = self.skipped = self.done = self.ok = self.failed = 0
+        self.prompt_tokens = self.completion_tokens = self.new_tasks = 0
+        self.cost_usd, self.write_s = 0.0, 0.0
+        self.discarded: Counter = Counter()
+        self.stage, self.fatal, self.stop_reason = "", None, None
+
+    def should_stop(self) -> bool:
+        if self.stop_reason is None:
+            if self.fatal:
+                self.stop_reason = "error"
+            elif self.cancel is not None and self.cancel.is_set():
+                self.stop_reason = "cancelled"
+            elif self.budget is not None and self.budget.reached(self.prompt_tokens + self.completion_tokens,
+                                                                 self.cost_usd):
+                self.stop_reason = "budget"
+        return self.stop_reason is not None
+
+    def store_result(self, ctx: RunContext, stage: Stage, call: Call, result: dict) -> None:
+        """Turn one finished call into stored rows (ledger + product, one transaction) and count it."""
+        started = time.perf_counter()
+        price = self.price if stage.sender == "teacher" else (0.0, 0.0)
+        result = {**result, "cost_usd": call_cost_usd(price, result.get("prompt_tokens"),
+                                                      result.get("completion_tokens"))}
+        try:
+            writes = stage.write(ctx, call, result)
+        except Exception as exc:  # a hook bug must not lose a paid answer: keep it raw, mark the call failed
+            writes = Writes(raw_output=result.get("response"),
+                            result={**result, "status": "error",
+                                    "error": f"the answer could not be stored: {type(exc).__name__}: {exc}"})
+        final = writes.result or result
+        self.store.commit_call(call.request_key, final, generation=writes.generation, judgment=writes.judgment,
+                               new_tasks=writes.new_tasks, outcome=writes.outcome, raw_output=writes.raw_output)
+        self.write_s += time.perf_counter() - started
+        self.done += 1
+        self.ok += final["status"] == "ok"
+        self.failed += final["status"] != "ok"
+        self.prompt_tokens += result.get("prompt_tokens") or 0
+        self.completion_tokens += result.get("completion_tokens") or 0
+        self.cost_usd += result["cost_usd"] or 0.0
+        self.new_tasks += len(writes.new_tasks)
+        add_counts(self.discarded, writes.outcome)
+        if writes.fatal and not self.fatal:
+            self.fatal = writes.fatal
+        if self.on_progress:
+            self.on_progress(self.progress())
+
+    def progress(self) -> Progress:
+        return Progress(self.done, self.planned, self.failed, self.completion_tokens, time.monotonic() - self.started,
+                        self.prompt_tokens, self.cost_usd if self.price is not None else None, self.stage,
+                        sum(self.discarded.values()), self.new_tasks)
+
+    def summary(self, method: str) -> dict:
+        elapsed = round(time.monotonic() - self.started, 3)
+        total = self.prompt_tokens + self.completion_tokens
+        return {"run_id": self.run_id, "method": method, "planned": self.planned, "skipped_cached": self.skipped,
+                "done": self.done, "ok": self.ok, "failed": self.failed, "pending": self.planned - self.done,
+                "tokens": self.completion_tokens, "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens, "total_tokens": total,
+                "cost_usd": round(self.cost_usd, 6) if self.price is not None else None,
+                "new_tasks": self.new_tasks, "discarded": dict(self.discarded), "stopped_reason": self.stop_reason,
+                "elapsed_s": elapsed, "tokens_per_s": round(self.completion_tokens / elapsed, 2) if elapsed else 0.0,
+                "store_ms_per_row": round(1000 * self.write_s / self.done, 3) if self.done else None}
+
+
+async def _send(job: _Job, ctx: RunContext, stage: Stage, calls: list[Call], client) -> None:
+    semaphore = asyncio.Semaphore(ctx.teacher.concurrency if stage.sender == "teacher" else 1)
+
+    async def one(call: Call):
+        async with semaphore:  # held until the result is committed: a slot frees only once stored
+            if job.should_stop():
+                return
+            if stage.sender == "teacher":
+                result = await call_chat(client, call.model, call.messages, call.params, ctx.teacher.max_retries,
+                                         should_stop=job.should_stop)
+            else:
+                result = await asyncio.to_thread(lambda: ctx.student().generate(call))
+            if result["status"] == "cancelled":
+                return  # stays pending in the ledger; a re-run sends it
+            job.store_result(ctx, stage, call, result)
+
+    await asyncio.gather(*(one(c) for c in calls))
+
+
+async def _run_stages(job: _Job, ctx: RunContext, stages: list[tuple[Stage, list[Call] | None]], base_url: str):
+    client = ctx.teacher.client(base_url) if any(s.sender == "teacher" for s, _ in stages) else None
     try:
-        counts = asyncio.run(_run_calls(store, teacher, config, base_url, calls, run_id, on_progress, cancel))
+        for stage, calls in stages:
+            job.stage = stage.name
+            if calls is None:
+                calls = stage.plan(ctx)
+            done = ctx.store.done_request_keys([c.request_key for c in calls])
+            todo = [c for c in calls if c.request_key not in done]
+            job.planned += len(todo)
+            job.skipped += len(calls) - len(todo)
+            ctx.store.plan_ledger(job.run_id, [c.ledger_row() for c in todo])
+            await _send(job, ctx, stage, todo, client)
+            if job.should_stop():
+                break
+    finally:
+        if client is not None:
+            await client.close()
+
+
+def _execute(store, teacher, ctx, method_name: str, run_config: dict, stages, base_url, on_progress, cancel,
+             budget, finish=None) -> dict:
+    price = check_budget(store, teacher, budget)
+    run_id = store.start_run("generate", run_config)
+    ctx.run_id = run_id
+    job = _Job(store, run_id, price, budget, cancel, on_progress)
+    try:
+        asyncio.run(_run_stages(job, ctx, stages, base_url))
+        extra = finish(ctx) if finish is not None and not job.should_stop() else {}
     except BaseException as exc:
-        store.update_run(run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
+        store.set_run_usage(run_id, job.prompt_tokens, job.completion_tokens, job.cost_usd if price else None)
+        store.update_run(run_id, status="failed", error=f"{type(exc).__name__}: {exc}", metrics=job.summary(method_name))
         raise
-    stopped = cancel is not None and cancel.is_set() and counts["done"] < len(calls)
-    summary = {"run_id": run_id, "planned": len(calls), "skipped_cached": skipped, **counts,
-               "elapsed_s": round(time.monotonic() - started, 3)}
-    summary["tokens_per_s"] = round(counts["tokens"] / summary["elapsed_s"], 2) if summary["elapsed_s"] else 0.0
-    store.update_run(run_id, status="stopped" if stopped else "completed", metrics=summary)
+    summary = {**job.summary(method_name), **extra}
+    status = "failed" if job.fatal else "stopped" if job.stop_reason else "completed"
+    store.set_run_usage(run_id, job.prompt_tokens, job.completion_tokens, summary["cost_usd"])
+    store.update_run(run_id, status=status, metrics=summary, **({"error": job.fatal} if job.fatal else {}))
+    if job.fatal:
+        raise TeacherError(job.fatal)
     return summary
 
 
-async def _run_calls(store, teacher, config, base_url, calls, run_id, on_progress, cancel) -> dict:
-    client = teacher.client(base_url)  # one client per event loop
-    semaphore = asyncio.Semaphore(teacher.concurrency)
-    counts = {"done": 0, "ok": 0, "failed": 0, "tokens": 0}
-    started = time.monotonic()
+def run_method(store: Store, teacher: TeacherConfig, config, base_url: str,
+               on_progress: Callable[[Progress], None] | None = None, cancel: threading.Event | None = None,
+               budget: Budget | None = None) -> dict:
+    """Run the elicitation job `config` describes (its class picks the method) to the end, until `cancel`
+    is set, or until the budget is spent; returns its summary, also stored as the run's metrics.
 
-    async def one(call):
-        async with semaphore:
-            if cancel is not None and cancel.is_set():
-                return
-            result = await call_chat(client, teacher.model_name, call["messages"], config.params())
-        row = {**call, **result, "run_id": run_id, "endpoint": teacher.endpoint_id, "model": teacher.model_name,
-               "params": config.params(), "teacher_only_system": config.teacher_only_system}
-        store.record_generation(row)  # stored before anyone sees it
-        counts["done"] += 1
-        counts["ok" if result["status"] == "ok" else "failed"] += 1
-        counts["tokens"] += result.get("completion_tokens") or 0
-        if on_progress:
-            on_progress(Progress(counts["done"], len(calls), counts["failed"], counts["tokens"],
-                                 time.monotonic() - started))
+    base_url: where the teacher answers (the embedded server's URL, or teacher.base_url).
+    Raises TeacherError after storing what was done when the endpoint cannot serve the method at all.
+    """
+    method = method_for(config)
+    ctx = RunContext(store, teacher, config)
+    stage_list = method.stages(config)
+    first = stage_list[0].plan(ctx)  # validates the inputs before a run is recorded
+    run_config = {"method": method.name, "teacher": teacher.public(), **asdict(config),
+                  "budget": asdict(budget) if budget else None}
+    stages = [(stage_list[0], first)] + [(s, None) for s in stage_list[1:]]
+    return _execute(store, teacher, ctx, method.name, run_config, stages, base_url, on_progress, cancel, budget,
+                    finish=method.finish)
 
-    try:
-        await asyncio.gather(*(one(c) for c in calls))
-    finally:
-        await client.close()
-    return counts
+
+run_generation = run_method  # the name the labeling-only engine had
+
+
+def retry_failed(store: Store, teacher: TeacherConfig, base_url: str, keys: list[str] | None = None,
+                 on_progress: Callable[[Progress], None] | None = None, cancel: threading.Event | None = None,
+                 budget: Budget | None = None) -> dict:
+    """Send failed calls again — the ones named by request key, or every failed call this teacher made —
+    with the same request keys; each is stored as its method stores it. Returns the retry run's summary.
+    Calls left 'retried' by a retry that died count as failed here."""
+    rows = store.ledger_rows(keys, states=("failed", "retried"))  # 'retried': queued again by a job that died
+    if keys:
+        missing = sorted(set(keys) - {r["request_key"] for r in rows})
+        if missing:
+            states = {r["request_key"]: r["state"] for r in store.ledger_rows(missing)}
+            raise StudioError("only failed calls can be retried: " + ", ".join(
+                f"{k[:12]} is {states.get(k, 'not in the ledger')}" for k in missing[:5]))
+    ours = [r for r in rows if (r["endpoint"], r["model"]) == (teacher.endpoint_id, teacher.model_name)]
+    if keys and len(ours) < len(rows):
+        other = next(r for r in rows if r not in ours)
+        raise StudioError(f"call {other['request_key'][:12]} was made to {other['endpoint']} ({other['model']}); "
+                          "retry it with that teacher" + (" — or re-run its self job, for the local student"
+                                                          if other["endpoint"] == "local" else ""))
+    if not ours:
+        raise StudioError("no failed calls to retry" + (f" for {teacher.endpoint_id} ({teacher.model_name})"
+                                                        if rows else ""))
+    groups: dict[tuple[str, str], list[Call]] = {}
+    for row in ours:
+        groups.setdefault((row["method"], row["stage"] or ""), []).append(Call.from_ledger(row))
+    stages = []
+    for (method_name, stage_name), calls in groups.items():
+        write = get_method(method_name).writers[stage_name]
+        stages.append((Stage(stage_name, plan=lambda ctx, c=calls: c, write=write), calls))
+    run_config = {"method": "retry-failed", "teacher": teacher.public(), "keys": len(ours),
+                  "methods": sorted({m for m, _ in groups}), "budget": asdict(budget) if budget else None}
+    summary = _execute(store, teacher, RunContext(store, teacher), "retry-failed", run_config, stages, base_url,
+                       on_progress, cancel, budget)
+    return {**summary, "skipped_other_teacher": len(rows) - len(ours)}
+
+
+__all__ = ["Budget", "Progress", "RunContext", "METHODS", "GenerateConfig", "build_messages", "plan_calls",
+           "preview", "run_method", "run_generation", "retry_failed", "check_budget"]

@@ -1,6 +1,6 @@
-"""Background generation jobs: run in a thread owned by the studio, so they outlive a closed browser tab.
+"""Background elicitation jobs: run in a thread owned by the studio, so they outlive a closed browser tab.
 
-One job at a time per studio; the UI polls `status()`.
+One job at a time per studio; the UI polls `status()`. Any method runs here: the config's class picks it.
 """
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import time
 from dataclasses import dataclass, field
 
 from curation.errors import StudioError
-from curation.generate import GenerateConfig, Progress, plan_calls, run_generation
+from curation.generate import Budget, Progress, check_budget, plan_calls, retry_failed, run_method
 from curation.local_server import LocalTeacherServer
+from curation.methods import method_for
 from curation.store import Store
 from curation.teacher import TeacherConfig
 
@@ -22,6 +23,7 @@ class JobStatus:
     summary: dict = field(default_factory=dict)
     error: str = ""
     started_at: float = 0.0
+    method: str = ""
 
 
 class GenerationJobs:
@@ -36,31 +38,54 @@ class GenerationJobs:
     def busy(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def start(self, teacher: TeacherConfig, config: GenerateConfig) -> int:
-        """Start a job in the background; returns the number of calls it will make."""
+    def start(self, teacher: TeacherConfig, config, budget: Budget | None = None) -> int:
+        """Start the job `config` describes (GenerateConfig, SelfInstructConfig, EvolConfig, TopicsConfig,
+        JudgeConfig, CompareConfig, LogprobsConfig, SelfConfig) in the background; returns the number of
+        calls its first stage will send. Inputs are checked here, before anything starts."""
+        method = method_for(config)
         with self._lock:
-            if self.busy:
-                raise StudioError("a generation job is already running; stop it or wait for it to finish")
-            calls, skipped = plan_calls(self.store, teacher, config)  # validates before anything starts
-            if not calls:
+            self._check_idle()
+            calls, skipped = plan_calls(self.store, teacher, config)
+            check_budget(self.store, teacher, budget)
+            if not calls and len(method.stages(config)) == 1:
                 raise StudioError(f"nothing to do: all {skipped} calls already have a stored answer"
-                                  if skipped else "no tasks to label; add seed tasks first")
-            self._cancel = threading.Event()
-            self._status = JobStatus(state="starting", started_at=time.time(),
-                                     progress=Progress(0, len(calls), 0, 0, 0.0))
-            self._thread = threading.Thread(target=self._run, args=(teacher, config), daemon=True,
-                                            name="generation-job")
-            self._thread.start()
+                                  if skipped else "nothing to do: no tasks or responses to work on; add seed tasks first")
+            self._launch(teacher, method.name, len(calls),
+                         lambda base_url: run_method(self.store, teacher, config, base_url, self._on_progress,
+                                                     self._cancel, budget))
             return len(calls)
 
-    def _run(self, teacher: TeacherConfig, config: GenerateConfig):
+    def retry_failed(self, teacher: TeacherConfig, keys: list[str] | None = None, budget: Budget | None = None) -> int:
+        """Send failed calls again in the background (the keys given, or all this teacher made); returns how many."""
+        with self._lock:
+            self._check_idle()
+            rows = [r for r in self.store.ledger_rows(keys, states=("failed", "retried"))
+                    if (r["endpoint"], r["model"]) == (teacher.endpoint_id, teacher.model_name)]
+            if not rows:
+                raise StudioError("no failed calls to retry for this teacher")
+            self._launch(teacher, "retry-failed", len(rows),
+                         lambda base_url: retry_failed(self.store, teacher, base_url, keys, self._on_progress,
+                                                       self._cancel, budget))
+            return len(rows)
+
+    def _check_idle(self):
+        if self.busy:
+            raise StudioError("a generation job is already running; stop it or wait for it to finish")
+
+    def _launch(self, teacher: TeacherConfig, method: str, planned: int, work):
+        self._cancel = threading.Event()
+        self._status = JobStatus(state="starting", started_at=time.time(), method=method,
+                                 progress=Progress(0, planned, 0, 0, 0.0))
+        self._thread = threading.Thread(target=self._run, args=(teacher, work), daemon=True, name="generation-job")
+        self._thread.start()
+
+    def _run(self, teacher: TeacherConfig, work):
         try:
             base_url = self.server.ensure_started() if teacher.embedded else teacher.base_url
             self._status.state = "running"
-            summary = run_generation(self.store, teacher, config, base_url, on_progress=self._on_progress,
-                                     cancel=self._cancel)
+            summary = work(base_url)
             self._status.summary = summary
-            self._status.state = "stopped" if self._cancel.is_set() else "completed"
+            self._status.state = "stopped" if summary.get("stopped_reason") else "completed"
         except Exception as exc:  # reported to the user through status(); the thread must not die silently
             self._status.error = f"{type(exc).__name__}: {exc}"
             self._status.state = "failed"

@@ -1,15 +1,22 @@
 """Talking to a teacher: any OpenAI-compatible endpoint, or the embedded llama.cpp server.
 
-`TeacherConfig` says which endpoint; `call_chat` makes one call and turns the outcome (answer or error)
-into a row for the store. Retries with backoff (honouring Retry-After) are the openai client's own.
+`TeacherConfig` says which endpoint; `call_chat` makes one call, retrying what is worth retrying, and
+turns the outcome (answer or error) into the result fields of a stored row. The retry loop is ours, not
+the openai client's (which is built with `max_retries=0`): only then do we know how many attempts a
+failed call took, can stop between attempts when a job is cancelled, and can keep the last error.
 """
 from __future__ import annotations
 
+import asyncio
+import email.utils
 import hashlib
 import json
+import math
 import os
+import random
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import openai
 
@@ -17,6 +24,12 @@ from curation.errors import ConfigError
 
 EMBEDDED_ENDPOINT = "embedded"
 EMBEDDED_MODEL = "smollm2-135m-instruct"
+
+RETRYABLE_STATUSES = (408, 409, 429)
+INITIAL_BACKOFF_S = 0.5
+MAX_BACKOFF_S = 8.0
+# A server that asks for a longer pause than this is waited for this long at most, per attempt.
+MAX_RETRY_AFTER_S = 60.0
 
 
 @dataclass
@@ -27,16 +40,17 @@ class TeacherConfig:
     model: model name at that endpoint; empty with the embedded server means its bundled model.
     api_key: never stored, logged or shown; falls back to OPENAI_API_KEY.
     concurrency: calls in flight at once (1..64).
-    timeout_s: per-call timeout in seconds (1..600).
-    max_retries: retries on connection errors, 408/409/429/5xx, with backoff honouring Retry-After (0..10).
+    timeout_s: per-call (per-attempt) timeout in seconds (1..600).
+    max_retries: retries on connection errors, timeouts, 408/409/429/5xx, with exponential backoff
+        honouring Retry-After / retry-after-ms (0..10). After the last one the row is stored as failed.
     """
 
     base_url: str = ""
     model: str = ""
     api_key: str = field(default="", repr=False)
     concurrency: int = 4
-    timeout_s: float = 120.0
-    max_retries: int = 2
+    timeout_s: float = 60.0
+    max_retries: int = 3
 
     def __post_init__(self):
         self.base_url = (self.base_url or "").strip().rstrip("/")
@@ -51,6 +65,7 @@ class TeacherConfig:
             raise ConfigError(f"timeout_s must be between 1 and 600 seconds (got {self.timeout_s})")
         if not 0 <= int(self.max_retries) <= 10:
             raise ConfigError(f"max_retries must be between 0 and 10 (got {self.max_retries})")
+        self.concurrency, self.max_retries, self.timeout_s = int(self.concurrency), int(self.max_retries), float(self.timeout_s)
 
     @classmethod
     def from_env(cls, **overrides) -> "TeacherConfig":
@@ -79,10 +94,9 @@ class TeacherConfig:
                 "timeout_s": self.timeout_s, "max_retries": self.max_retries}
 
     def client(self, base_url: str) -> openai.AsyncOpenAI:
-        # A key is mandatory for the client; local servers ignore it.
-        key = self.api_key or os.environ.get("OPENAI_API_KEY") or "no-key"
-        return openai.AsyncOpenAI(base_url=base_url, api_key=key, timeout=self.timeout_s,
-                                  max_retries=self.max_retries)
+        """A client for the running event loop (an AsyncOpenAI must not cross loops). Retries are ours."""
+        key = self.api_key or os.environ.get("OPENAI_API_KEY") or "no-key"  # mandatory; local servers ignore it
+        return openai.AsyncOpenAI(base_url=base_url, api_key=key, timeout=self.timeout_s, max_retries=0)
 
 
 def request_key(endpoint: str, model: str, messages: list[dict], params: dict, sample_index: int) -> str:
@@ -91,35 +105,101 @@ def request_key(endpoint: str, model: str, messages: list[dict], params: dict, s
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-async def call_chat(client: openai.AsyncOpenAI, model: str, messages: list[dict], params: dict) -> dict:
-    """One chat completion. Returns the result fields of a generation row; never raises for API errors."""
+async def call_chat(client: openai.AsyncOpenAI, model: str, messages: list[dict], params: dict,
+                    max_retries: int = 0, should_stop: Callable[[], bool] | None = None) -> dict:
+    """One chat completion with up to `max_retries` retries; returns the result fields of a stored row.
+
+    Never raises for what the endpoint does: the result has status 'ok' or 'error' (with the last
+    error and the number of attempts), or 'cancelled' when `should_stop()` turned true while waiting
+    to retry (nothing is stored for those; a re-run sends them).
+    """
     started = time.monotonic()
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            raw = await client.chat.completions.with_raw_response.create(model=model, messages=messages, **params)
+            resp = raw.parse()
+        except openai.APIStatusError as exc:
+            error, retry, wait = _describe_error(exc), _retryable_status(exc.response), _retry_after(exc.response.headers)
+        except openai.APIConnectionError as exc:  # includes timeouts
+            error, retry, wait = _describe_error(exc), True, None
+        except (openai.APIError, ValueError) as exc:  # a 200 whose body is not a chat completion
+            error, retry, wait = f"the endpoint returned an unreadable answer: {_describe_error(exc)}", False, None
+        else:
+            return {**_read_completion(resp), "latency_s": time.monotonic() - started, "attempts": attempt}
+        if not retry or attempt > max_retries:
+            return {"status": "error", "error": error, "latency_s": time.monotonic() - started, "attempts": attempt}
+        if should_stop is not None and should_stop():
+            return {"status": "cancelled", "error": error, "attempts": attempt}
+        await asyncio.sleep(backoff_s(attempt, wait))
+
+
+def backoff_s(attempt: int, retry_after: float | None) -> float:
+    """Seconds to wait before retry number `attempt`: the server's Retry-After if it gave a sane one,
+    else exponential backoff (0.5, 1, 2, 4, 8 s ...) less up to 25 % jitter so clients do not stampede."""
+    if retry_after is not None and 0 < retry_after:
+        return min(retry_after, MAX_RETRY_AFTER_S)
+    return min(INITIAL_BACKOFF_S * 2 ** (attempt - 1), MAX_BACKOFF_S) * (1 - 0.25 * random.random())
+
+
+def _retryable_status(response) -> bool:
+    should = response.headers.get("x-should-retry")
+    if should in ("true", "false"):
+        return should == "true"
+    return response.status_code in RETRYABLE_STATUSES or response.status_code >= 500
+
+
+def _retry_after(headers) -> float | None:
+    """Retry-After (seconds or an HTTP date) or the non-standard retry-after-ms, in seconds."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return float(ms) / 1000
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
     try:
-        raw = await client.chat.completions.with_raw_response.create(model=model, messages=messages, **params)
-        resp = raw.parse()
-    except openai.APIError as exc:
-        return {"status": "error", "error": _describe_error(exc), "latency_s": time.monotonic() - started,
-                "attempts": _attempts(client, exc)}
-    latency = time.monotonic() - started
-    choice = resp.choices[0] if resp.choices else None
+        seconds = float(value)
+    except ValueError:
+        parsed = email.utils.parsedate_tz(value)
+        if parsed is None:
+            return None
+        seconds = email.utils.mktime_tz(parsed) - time.time()
+    return seconds if math.isfinite(seconds) else None
+
+
+def _read_completion(resp) -> dict:
+    choice = resp.choices[0] if getattr(resp, "choices", None) else None
     if choice is None or choice.message is None:
-        return {"status": "error", "error": "the endpoint returned no choices", "latency_s": latency}
+        return {"status": "error", "error": "the endpoint returned no choices"}
     usage = resp.usage
     return {"status": "ok", "response": choice.message.content or "", "finish_reason": choice.finish_reason,
             "prompt_tokens": getattr(usage, "prompt_tokens", None),
-            "completion_tokens": getattr(usage, "completion_tokens", None), "latency_s": latency,
-            "attempts": int(raw.retries_taken) + 1}
+            "completion_tokens": getattr(usage, "completion_tokens", None),
+            "logprobs": _read_logprobs(choice)}
 
 
-def _attempts(client: openai.AsyncOpenAI, exc: openai.APIError) -> int:
-    # The client does not report its retries on failure; a retryable error means it used them all.
-    status = getattr(exc, "status_code", None)
-    retryable = isinstance(exc, openai.APIConnectionError) or status in (408, 409, 429) or (status or 0) >= 500
-    return client.max_retries + 1 if retryable else 1
+def _read_logprobs(choice) -> list[dict] | None:
+    """Per generated token: its text, logprob and the top-k alternatives; None when the endpoint sent none."""
+    content = getattr(getattr(choice, "logprobs", None), "content", None)
+    if not content:
+        return None
+    return [{"token": t.token, "logprob": t.logprob,
+             "top": [{"token": a.token, "logprob": a.logprob} for a in (t.top_logprobs or [])]} for t in content]
 
 
-def _describe_error(exc: openai.APIError) -> str:
+def _describe_error(exc: Exception) -> str:
     status = getattr(exc, "status_code", None)
     name = type(exc).__name__
     message = str(getattr(exc, "message", "") or exc)[:500]
     return f"{name} (HTTP {status}): {message}" if status else f"{name}: {message}"
+
+
+def call_cost_usd(price: tuple[float, float] | None, prompt_tokens: int | None, completion_tokens: int | None) -> float | None:
+    """Cost of one call from a (input, output) price in USD per million tokens; None without a price."""
+    if price is None:
+        return None
+    return ((prompt_tokens or 0) * price[0] + (completion_tokens or 0) * price[1]) / 1e6

@@ -1,7 +1,10 @@
 """A scripted OpenAI-compatible server on a real socket, for faults the real teacher never produces.
 
 Each POST to /v1/chat/completions takes the next step of the script (the last step repeats):
-an int status with optional headers, "hang" (never answers), or "garbage" (200 with non-JSON).
+an int status with optional headers, "hang" (never answers), "garbage" (200 with non-JSON), a dict
+{"status": 200, "text": ..., "delay": seconds, "logprobs": True, "headers": {...}} for a scripted
+answer (served after `delay`; with top-2 logprobs per word when asked), or a callable taking the
+request body and returning any of those. `script` may be replaced between phases of a test.
 """
 from __future__ import annotations
 
@@ -11,9 +14,16 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
-def completion(text: str = "scripted answer", prompt_tokens: int = 7, completion_tokens: int = 3) -> dict:
+def completion(text: str = "scripted answer", prompt_tokens: int = 7, completion_tokens: int = 3,
+               logprobs: bool = False) -> dict:
+    choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+    if logprobs:
+        choice["logprobs"] = {"content": [
+            {"token": word, "logprob": -0.5, "bytes": None,
+             "top_logprobs": [{"token": word, "logprob": -0.5, "bytes": None},
+                              {"token": "other", "logprob": -1.5, "bytes": None}]} for word in text.split()]}
     return {"id": "chatcmpl-1", "object": "chat.completion", "created": int(time.time()), "model": "scripted",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "choices": [choice],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens}}
 
@@ -35,6 +45,8 @@ class FaultServer:
                 with server._lock:
                     server.requests.append({"body": body, "headers": dict(self.headers)})
                     step = server.script[min(len(server.requests), len(server.script)) - 1]
+                if callable(step):
+                    step = step(body)
                 server.respond(self, step)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -48,6 +60,13 @@ class FaultServer:
             return
         if step == "garbage":
             status, headers, body = 200, {}, b"<html>not json at all"
+        elif isinstance(step, dict):
+            if self._stop.wait(step.get("delay", 0)):
+                return
+            status, headers, text = step.get("status", 200), step.get("headers", {}), step.get("text", "scripted answer")
+            payload = (completion(text, logprobs=step.get("logprobs", False)) if status == 200
+                       else {"error": {"message": text, "type": "invalid_request_error"}})
+            body = json.dumps(payload).encode()
         else:
             status, headers = (step, {}) if isinstance(step, int) else step
             payload = completion() if status == 200 else {"error": {"message": f"scripted {status}", "type": "x"}}

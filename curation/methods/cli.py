@@ -1,0 +1,220 @@
+"""The elicitation commands of `python -m curation`: generate (any method), judge, ledger, retry-failed, prices.
+
+Thin: argparse options map one to one onto the method's config fields; the configs check the values.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from curation.errors import StudioError
+from curation.generate import Budget, Progress, preview, retry_failed, run_method
+from curation.local_server import LocalTeacherServer
+from curation.methods import METHODS, get_method
+from curation.teacher import TeacherConfig
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers (got {text!r})") from None
+
+
+def _words(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+# (flags, argparse kwargs, the methods it applies to); dest = the config field it sets.
+_METHOD_OPTIONS = [
+    (("--task-ids",), dict(type=_ints, help="comma-separated task ids (default: all train tasks / the method's pool)"),
+     "label logprobs self self-instruct evol judge compare"),
+    (("--temperature",), dict(type=float, help="sampling temperature (method default)"), "*"),
+    (("--max-tokens",), dict(type=int, help="max tokens per answer (method default)"), "*"),
+    (("--n",), dict(type=int, help="samples per task (default 1)"), "label logprobs self"),
+    (("--system-prompt",), dict(help="system prompt sent before each task"), "label logprobs self"),
+    (("--teacher-only-system",), dict(action="store_true", default=None,
+                                      help="use the system prompt for the teacher only, not in training data"),
+     "label logprobs self"),
+    (("--explain",), dict(action="store_true", default=None,
+                          help="Orca-style: ask for step-by-step explanations"), "label logprobs self"),
+    (("--top-logprobs",), dict(type=int, help="alternatives kept per token (default 5)"), "logprobs"),
+    (("--num-prompts",), dict(type=int, help="teacher calls to make (default 4)"), "self-instruct"),
+    (("--k",), dict(type=int, help="demonstrations per call (default 3)"), "self-instruct"),
+    (("--new-per-prompt",), dict(type=int, help="new tasks asked for per call (default 4)"), "self-instruct"),
+    (("--similarity",), dict(choices=["rouge", "embedding"], help="novelty measure (default rouge)"),
+     "self-instruct topics"),
+    (("--threshold",), dict(type=float, help="discard new tasks at least this similar to an existing one "
+                                            "(default 0.7 rouge, 0.9 embedding)"), "self-instruct topics"),
+    (("--seed",), dict(type=int, help="seed of the demonstration / operation draws (default 0)"), "self-instruct evol"),
+    (("--rounds",), dict(type=int, help="evolution rounds (default 1)"), "evol"),
+    (("--operations",), dict(type=_words, help="comma-separated: add_constraints, deepen, concretize, "
+                                              "increase_reasoning, breadth (default all)"), "evol"),
+    (("--topics",), dict(type=_words, help="comma-separated topics (required for topics)"), "topics"),
+    (("--skills",), dict(type=_words, help="comma-separated skills (default: the survey's seven)"), "topics"),
+    (("--domains",), dict(type=_words, help="comma-separated domains (default: law, medicine, finance, science)"),
+     "topics"),
+    (("--per-call",), dict(type=int, help="tasks asked for per topic x skill x domain (default 5)"), "topics"),
+    (("--generation-ids",), dict(type=_ints, help="comma-separated generation ids to judge (default: all)"), "judge"),
+    (("--rubric",), dict(help="the judge's rubric (default: templates/judge_rubric.j2)"), "judge compare self"),
+    (("--pairs-per-task",), dict(type=int, help="pairs of responses compared per task (default 1)"), "compare"),
+    (("--student",), dict(help="student model: folder, .gguf, cached hub id (default: bundled SmolLM2)"), "self"),
+    (("--adapter",), dict(help="PEFT adapter folder applied to the student"), "self"),
+    (("--keep-threshold",), dict(type=float, help="reject student answers the judge scores below this (default 7)"),
+     "self"),
+    (("--approve-kept",), dict(action="store_true", default=None, help="approve answers at or above the threshold"),
+     "self"),
+    (("--judge-max-tokens",), dict(type=int, help="max tokens of the judge's verdict (default 256)"), "self"),
+]
+
+
+def add_teacher_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--base-url", default="", help="OpenAI-compatible base URL (default: $OPENAI_BASE_URL, "
+                   "else the embedded llama.cpp teacher); the key comes from $OPENAI_API_KEY")
+    p.add_argument("--model", default="", help="model name at --base-url")
+    p.add_argument("--concurrency", type=int, default=4, help="calls in flight at once (default 4)")
+    p.add_argument("--timeout", type=float, default=60.0, help="per-call timeout in seconds (default 60)")
+    p.add_argument("--max-retries", type=int, default=3, help="retries of 408/409/429/5xx/connection errors (default 3)")
+    p.add_argument("--budget-tokens", type=int, help="stop cleanly once the job used this many tokens")
+    p.add_argument("--budget-usd", type=float, help="stop cleanly once the job cost this much (needs a price)")
+
+
+def add_commands(sub) -> None:
+    """Add generate, judge, ledger, retry-failed and prices to the CLI's subparsers."""
+    methods = ", ".join(f"{name} ({m.description})" for name, m in METHODS.items())
+    for name, fixed in (("generate", None), ("judge", "judge")):
+        p = sub.add_parser(name, help="elicit knowledge from the teacher: " + ", ".join(METHODS) if not fixed
+                           else "score responses 1-10 with the teacher as judge (generate --method judge)",
+                           description=None if fixed else "Methods: " + methods)
+        if fixed:
+            p.set_defaults(method=fixed)
+        else:
+            p.add_argument("--method", choices=list(METHODS), default="label", help="elicitation method (default label)")
+        p.add_argument("--preview", type=int, nargs="?", const=3, default=None, metavar="N",
+                       help="print the exact messages of the first N calls (default 3) and send nothing")
+        add_teacher_options(p)
+        for flags, kwargs, applies in _METHOD_OPTIONS:
+            if fixed and applies != "*" and fixed not in applies.split():
+                continue
+            p.add_argument(*flags, **kwargs, **({} if "default" in kwargs else {"default": None}))
+
+    p = sub.add_parser("ledger", help="every planned teacher call with its state, attempts, error and cost")
+    p.add_argument("--run", type=int, help="only calls of this run")
+    p.add_argument("--state", choices=["pending", "ok", "failed", "retried"], help="only calls in this state")
+    p.add_argument("--method", choices=list(METHODS), help="only calls of this method")
+    p.add_argument("--limit", type=int, default=50, help="rows to show (default 50)")
+    p.add_argument("--json", action="store_true", help="one JSON object: summary and rows")
+
+    p = sub.add_parser("retry-failed", help="send failed calls again (the keys given, or all of this teacher's)")
+    keys = p.add_mutually_exclusive_group(required=True)
+    keys.add_argument("--key", action="append", dest="keys", help="request key of a failed call (repeatable)")
+    keys.add_argument("--all", action="store_true", help="every failed call made to this teacher")
+    add_teacher_options(p)
+
+    p = sub.add_parser("prices", help="the per-model price table (USD per million tokens) used for cost and budgets")
+    p.add_argument("--set", nargs=3, metavar=("MODEL", "INPUT_USD_PER_MTOK", "OUTPUT_USD_PER_MTOK"))
+    p.add_argument("--delete", metavar="MODEL")
+
+
+def _teacher(args) -> TeacherConfig:
+    return TeacherConfig.from_env(base_url=args.base_url, model=args.model, concurrency=args.concurrency,
+                                  timeout_s=args.timeout, max_retries=args.max_retries)
+
+
+def _budget(args) -> Budget | None:
+    if args.budget_tokens is None and args.budget_usd is None:
+        return None
+    return Budget(max_tokens=args.budget_tokens, max_usd=args.budget_usd)
+
+
+def build_config(method_name: str, args):
+    """The method's config from the options given; an option the method does not take is an error."""
+    method = get_method(method_name)
+    fields = {f.name for f in dataclasses.fields(method.config_cls)}
+    values = {}
+    for flags, _, _ in _METHOD_OPTIONS:
+        dest = flags[0].lstrip("-").replace("-", "_")
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        if dest not in fields:
+            raise StudioError(f"{flags[0]} does not apply to method {method_name}")
+        values[dest] = value
+    return method.config_cls(**values)
+
+
+def _with_teacher(store, teacher: TeacherConfig, work):
+    server = None
+    if teacher.embedded:
+        server = LocalTeacherServer(store.workspace / "logs")
+        print("starting the embedded teacher (llama.cpp, SmolLM2-135M-Instruct)...", file=sys.stderr)
+    try:
+        return work(server.ensure_started() if server else teacher.base_url)
+    finally:
+        if server:
+            server.stop()
+
+
+def cmd_generate(store, args) -> int:
+    teacher, config, budget = _teacher(args), build_config(args.method, args), _budget(args)
+    if args.preview is not None:
+        for call in preview(store, teacher, config, limit=max(1, args.preview)):
+            print(json.dumps(call, ensure_ascii=False))
+        return 0
+    store.mark_interrupted_runs()  # we own the workspace: a run still 'running' belonged to a dead process
+    summary = _with_teacher(store, teacher, lambda url: run_method(store, teacher, config, url,
+                                                                   on_progress=print_progress, budget=budget))
+    print(json.dumps(summary))
+    return 0 if summary["failed"] == 0 else 1
+
+
+def cmd_retry_failed(store, args) -> int:
+    teacher = _teacher(args)
+    store.mark_interrupted_runs()
+    summary = _with_teacher(store, teacher, lambda url: retry_failed(store, teacher, url, None if args.all else args.keys,
+                                                                     on_progress=print_progress, budget=_budget(args)))
+    print(json.dumps(summary))
+    return 0 if summary["failed"] == 0 else 1
+
+
+def cmd_ledger(store, args) -> int:
+    frame, total = store.ledger_page(run_id=args.run, state=args.state or "", method=args.method or "",
+                                     page_size=max(1, min(args.limit, 500)))
+    summary = store.ledger_summary(args.run)
+    if args.json:
+        rows = json.loads(frame.to_json(orient="records", date_format="iso"))
+        print(json.dumps({"total": total, **summary, "rows": rows}))
+        return 0
+    print(f"{total} calls · " + ", ".join(f"{n} {s}" for s, n in summary["by_state"].items())
+          + f" · {summary['prompt_tokens']} prompt + {summary['completion_tokens']} completion tokens"
+          + (f" · ${summary['cost_usd']:.4f}" if summary["cost_usd"] is not None else ""))
+    if len(frame):
+        print(frame[["request_key", "run_id", "method", "state", "attempts", "completion_tokens", "error"]]
+              .assign(request_key=frame["request_key"].str[:12]).to_string(index=False))
+    return 0
+
+
+def cmd_prices(store, args) -> int:
+    if args.set:
+        model, inp, out = args.set
+        try:
+            store.set_price(model, float(inp), float(out))
+        except ValueError:
+            raise StudioError(f"prices must be numbers (got {inp!r}, {out!r})") from None
+    if args.delete and not store.delete_price(args.delete):
+        raise StudioError(f"no price for model {args.delete!r}")
+    print(store.prices().drop(columns=["updated_at"]).to_string(index=False))
+    return 0
+
+
+def print_progress(p: Progress):
+    eta = f"{p.eta_s:.0f}s" if p.eta_s is not None else "?"
+    cost = f", ${p.cost_usd:.4f}" if p.cost_usd else ""
+    print(f"\r{p.stage} {p.done}/{p.total} calls, {p.failed} failed, {p.tokens} tokens{cost}, eta {eta}   ",
+          end="" if p.done < p.total else "\n", file=sys.stderr, flush=True)
+
+
+COMMANDS = {"generate": cmd_generate, "judge": cmd_generate, "ledger": cmd_ledger,
+            "retry-failed": cmd_retry_failed, "prices": cmd_prices}
