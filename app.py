@@ -41,8 +41,7 @@ class Studio:
     def close(self):
         self.generation.stop()
         self.generation.wait(timeout=30)
-        if self.training.stop():
-            self.training.wait(timeout=30)
+        self.training.close()
         self.server.stop()
         self.store.close()
 
