@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import gradio as gr
@@ -14,12 +15,13 @@ import gradio as gr
 from curation.jobs import GenerationJobs
 from curation.local_server import LocalTeacherServer
 from curation.store import Store
+from distill.orphans import stop_orphans
 from distill.runner import TrainingSlot
 from ui import generate, review, runs, seeds, train
 from ui.common import CSS
 
 DEFAULT_WORKSPACE = Path(__file__).resolve().parent / "data"
-MAX_UPLOAD = "200mb"  # the importer's own cap (curation.io.MAX_FILE_BYTES); gradio refuses larger uploads
+MAX_UPLOAD_MB = 200  # the importer's own cap (curation.io.MAX_FILE_BYTES); gradio refuses larger uploads
 
 
 @dataclass
@@ -31,12 +33,20 @@ class Studio:
     generation: GenerationJobs
     training: TrainingSlot
 
+    notes: list[str] = field(default_factory=list)  # what the user must know about this start
+
     @classmethod
     def open(cls, workspace: Path) -> "Studio":
         store = Store(workspace)
-        store.mark_interrupted_runs()  # runs a dead studio left 'running'
+        notes = [store.recovery_note] if store.recovery_note else []
+        interrupted = [store.run(i) for i in store.mark_interrupted_runs()]  # runs a dead studio left 'running'
+        notes += stop_orphans(interrupted)
+        notes += [f"run {r['id']} ({r['kind']}) was interrupted when the studio stopped; start it again to resume"
+                  for r in interrupted]
+        for note in notes:
+            print(f"distill-studio: {note}", file=sys.stderr)
         server = LocalTeacherServer(store.workspace / "logs")
-        return cls(store, server, GenerationJobs(store, server), TrainingSlot(store, store.workspace))
+        return cls(store, server, GenerationJobs(store, server), TrainingSlot(store, store.workspace), notes)
 
     def close(self):
         self.generation.stop()
@@ -49,6 +59,8 @@ class Studio:
 def build_app(studio: Studio) -> gr.Blocks:
     with gr.Blocks(title="Distill Studio") as demo:
         gr.Markdown(f"# Distill Studio\nworkspace `{studio.store.workspace}`")
+        if studio.notes:
+            gr.Markdown("\n".join(f"> ⚠ {note}" for note in studio.notes), elem_id="studio-notes")
         with gr.Tabs():
             with gr.Tab("Seeds", id="seeds"):
                 seeds.build(studio)
@@ -97,14 +109,18 @@ def parse_args(argv=None):
     parser.add_argument("--port", type=int, default=int(os.environ.get("DISTILL_PORT", 7860)))
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
     parser.add_argument("--auth-file", type=Path, help="file of user:password lines (or set DISTILL_AUTH)")
+    parser.add_argument("--max-upload-mb", type=int, default=MAX_UPLOAD_MB, help="largest upload accepted")
     return parser.parse_args(argv)
 
 
-def launch(studio: Studio, host: str, port: int, auth=None, block: bool = True):
+def launch(studio: Studio, host: str, port: int, auth=None, block: bool = True,
+           max_upload_mb: int = MAX_UPLOAD_MB) -> gr.Blocks:
+    """Serve the studio; with block=False returns at once (tests), else when the server stops."""
     demo = build_app(studio)
     demo.queue(default_concurrency_limit=8)
-    return demo.launch(server_name=host, server_port=port, css=CSS, prevent_thread_lock=not block,
-                       show_error=True, inbrowser=False, auth=auth or None, max_file_size=MAX_UPLOAD)
+    demo.launch(server_name=host, server_port=port, css=CSS, prevent_thread_lock=not block, show_error=True,
+                inbrowser=False, auth=auth or None, max_file_size=f"{max_upload_mb}mb", quiet=not block)
+    return demo
 
 
 def main(argv=None):
@@ -113,7 +129,7 @@ def main(argv=None):
     check_exposure(args.host, auth)
     studio = Studio.open(args.workspace)
     try:
-        launch(studio, args.host, args.port, auth)
+        launch(studio, args.host, args.port, auth, max_upload_mb=args.max_upload_mb)
     finally:
         studio.close()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import json
 import os
 import re
@@ -396,9 +397,12 @@ def _write_atomically(target: Path, write: Callable[[BinaryIO], None]):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StudioError(f"no space left on the device while writing {target}; nothing was written "
+                              "(free some space and export again)") from exc
         raise
     _fsync_dir(target.parent)
 
@@ -410,3 +414,18 @@ def _fsync_dir(directory: Path):
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def export_path(workspace: str | os.PathLike, name: str) -> Path:
+    """Where an export typed by name in the UI goes: a plain file name inside <workspace>/exports.
+
+    Names with a path separator, '..', a leading dot or shell punctuation are refused, so a typed
+    name can never write outside the workspace or be mistaken for anything but a file name.
+    """
+    name = (name or "").strip()
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,120}", name) or ".." in name:
+        raise StudioError(f"export name {name!r} must be a plain file name (letters, digits, '.', '_', '-'), "
+                          "e.g. train-v1.jsonl; exports always go to the workspace's exports/ folder")
+    folder = Path(workspace) / "exports"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / name

@@ -9,7 +9,9 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -211,14 +213,34 @@ class Store:
         self._lock_file = _acquire_workspace_lock(self.workspace)
         self._lock = threading.RLock()
         self.path = self.workspace / DB_NAME
+        self.recovery_note: str | None = None  # set when a damaged WAL had to be set aside to open
         try:
-            self.con = duckdb.connect(str(self.path))
+            self.con = self._connect()
             self._migrate()
         except BaseException:
             self._lock_file.close()
             raise
 
     # ---- lifecycle ----------------------------------------------------------------------------
+    def _connect(self):
+        """Open the file; a WAL that cannot be replayed is kept aside and the last checkpoint opened.
+
+        A corrupt WAL (a crash mid-write, a full disk) otherwise makes every start fail the same way.
+        The damaged files are copied, never deleted, so nothing is thrown away for good.
+        """
+        try:
+            return duckdb.connect(str(self.path))
+        except duckdb.Error as exc:
+            wal = self.path.with_name(self.path.name + ".wal")
+            if not wal.exists() or "WAL" not in str(exc):
+                raise StudioError(f"cannot open the workspace database {self.path}: {exc}") from exc
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            shutil.copy2(self.path, self.path.with_name(f"{self.path.name}.damaged-{stamp}"))
+            kept = wal.rename(wal.with_name(f"{wal.name}.damaged-{stamp}"))
+            self.recovery_note = (f"the write-ahead log could not be replayed ({exc}); it was kept as {kept.name} "
+                                  f"and the workspace opened at its last checkpoint")
+            return duckdb.connect(str(self.path))
+
     def close(self):
         with self._lock:
             if self.con is not None:
@@ -1044,6 +1066,37 @@ class Store:
             finally:
                 self.con.unregister("_label_reasons")
         return batch
+
+    # ---- evaluation ---------------------------------------------------------------------------
+    # distill.evaluate finds the answers and verdicts of an eval by the request keys it planned, so an
+    # answer stored by an earlier run (or by the label / judge methods) is reused, never asked twice.
+    def set_expected(self, task_ids: list[int], expected: str | None) -> int:
+        """Store a checkable expectation on tasks ("exact:…", "contains:…", "regex:…"; None clears it).
+        The format is checked by distill.evaluate.set_expectation, which is what callers use."""
+        ids = sorted({int(i) for i in task_ids})
+        with self.transaction() as con:
+            found = {r[0] for r in con.execute("SELECT id FROM tasks WHERE list_contains(?, id)", [ids]).fetchall()}
+            if set(ids) - found:
+                raise StudioError(f"no task with id {sorted(set(ids) - found)[:5]}")
+            con.execute("UPDATE tasks SET expected = ? WHERE list_contains(?, id)", [expected or None, ids])
+        return len(ids)
+
+    def generations_by_keys(self, keys: list[str]) -> dict[str, dict]:
+        """Stored generations (any status) by request key: id, task_id, status, response, error, model,
+        completion_tokens."""
+        if not keys:
+            return {}
+        rows = self._fetchdicts("SELECT request_key, id, task_id, status, response, error, model, completion_tokens "
+                                "FROM generations WHERE list_contains(?, request_key)", [list(keys)])
+        return {r["request_key"]: r for r in rows}
+
+    def judgments_by_keys(self, keys: list[str]) -> dict[str, dict]:
+        """Stored judgments (score and compare) by the request key of the call that made them."""
+        if not keys:
+            return {}
+        rows = self._fetchdicts("SELECT * FROM judgments WHERE list_contains(?, request_key) ORDER BY id",
+                                [list(keys)])
+        return {r["request_key"]: r for r in rows}
 
 
 def _decode_run(row: dict) -> dict:

@@ -8,19 +8,17 @@ from curation.local_server import free_port
 
 
 @contextlib.contextmanager
-def running_studio(workspace, teacher_url: str | None = None):
-    """The studio on 127.0.0.1:<free port>; with `teacher_url`, the embedded teacher is that server."""
-    from app import Studio, build_app
-    from ui.common import CSS
+def running_studio(workspace, teacher_url: str | None = None, **launch_options):
+    """The studio on 127.0.0.1:<free port>, launched as app.py does; with `teacher_url`, the embedded
+    teacher is that already running server."""
+    import app
 
-    studio = Studio.open(workspace)
+    studio = app.Studio.open(workspace)
     if teacher_url:
         # Reuse the session's teacher server instead of starting a second llama.cpp process.
         studio.server.ensure_started = lambda: teacher_url
-    demo = build_app(studio)
-    demo.queue(default_concurrency_limit=8)
     port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, css=CSS, quiet=True)
+    demo = app.launch(studio, "127.0.0.1", port, block=False, **launch_options)
     try:
         yield studio, f"http://127.0.0.1:{port}/"
     finally:
