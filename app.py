@@ -118,8 +118,11 @@ def launch(studio: Studio, host: str, port: int, auth=None, block: bool = True,
     """Serve the studio; with block=False returns at once (tests), else when the server stops."""
     demo = build_app(studio)
     demo.queue(default_concurrency_limit=8)
+    exports = studio.store.workspace / "exports"  # the only workspace folder served: files made for download
+    exports.mkdir(exist_ok=True)
     demo.launch(server_name=host, server_port=port, css=CSS, prevent_thread_lock=not block, show_error=True,
-                inbrowser=False, auth=auth or None, max_file_size=f"{max_upload_mb}mb", quiet=not block)
+                inbrowser=False, auth=auth or None, max_file_size=f"{max_upload_mb}mb", quiet=not block,
+                allowed_paths=[str(exports)])
     return demo
 
 

@@ -48,3 +48,20 @@ def test_the_page_never_carries_the_api_key(tmp_path, monkeypatch):
             except urllib.error.HTTPError:
                 continue
             assert secret not in body, path
+
+
+def test_exports_are_served_and_typed_paths_outside_the_workspace_refused(tmp_path):
+    from gradio_client import Client
+    from tests.conftest import add_generation
+    with running_studio(tmp_path / "ws") as (studio, url):
+        [task] = studio.store.add_tasks([{"instruction": "Say hi."}])
+        studio.store.set_label([add_generation(studio.store, task, "k")], "approved")
+        client = Client(url, verbose=False)
+        downloaded, message = client.predict("train-v1.jsonl", "chat-jsonl", api_name="/export")
+        assert "exported 1 approved rows" in message
+        assert '"assistant"' in Path(downloaded).read_text()
+        for name in ("../../etc/cron.d/x", "/tmp/x.jsonl", "$(touch pwned).jsonl"):
+            with pytest.raises(Exception, match="must be a plain file name"):
+                client.predict(name, "chat-jsonl", api_name="/export")
+        assert sorted(p.name for p in (tmp_path / "ws" / "exports").iterdir()) == ["train-v1.jsonl"]
+        assert http_status(url + "gradio_api/file=" + str(studio.store.path)) in (403, 404)

@@ -6,6 +6,7 @@ import math
 
 import gradio as gr
 
+from curation import io
 from curation.store import ReviewFilter
 from ui.common import guarded
 
@@ -48,6 +49,13 @@ def build(studio):
                 reject = gr.Button("Reject", variant="stop", elem_id="review-reject")
                 save_edit = gr.Button("Save edit & approve", elem_id="review-save-edit")
             meta = gr.JSON(label="Metadata")
+    with gr.Accordion("Export the approved rows", open=False):
+        with gr.Row():
+            export_name = gr.Textbox(value="train.jsonl", label="File name (written to the workspace's exports/)",
+                                     elem_id="review-export-name")
+            export_format = gr.Dropdown(list(io.EXPORT_FORMATS), value="chat-jsonl", label="Format")
+            export_btn = gr.Button("Export", elem_id="review-export")
+        export_file = gr.File(label="Download", interactive=False)
     message = gr.Markdown(elem_id="review-message")
 
     def load_page(q, st, pg):
@@ -97,6 +105,13 @@ def build(studio):
         n = studio.store.label_filter(make_filter(q, st), action)
         return (*load_page(q, st, pg), f"{action} {n} generations matching the filter")
 
+    @guarded
+    def do_export(name, fmt):
+        path = io.export_path(studio.store.workspace, name)
+        n = io.export_examples(studio.store.approved_examples(), path, fmt=fmt)
+        return str(path), f"exported {n} approved rows (train split only) to `{path}`"
+
+    export_btn.click(do_export, [export_name, export_format], [export_file, message], api_name="export")
     page_inputs = [search, status, page]
     detail_outputs = [detail_status, task_md, response_md, edited, meta]
     refresh.click(load_page, page_inputs, [table, info], api_name="review_page")
