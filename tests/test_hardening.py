@@ -117,7 +117,7 @@ def test_kill_9_mid_generation_loses_no_committed_row_and_resumes(tmp_path):
     with FaultServer([SLOW]) as server:
         proc, url = start_studio_process(ws)
         client = Client(url, verbose=False)
-        client.predict(server.base_url, "scripted", "", 1, 30, 1, 0.7, 16, "", False, "",
+        client.predict(method="label", base_url=server.base_url, model="scripted", max_tokens=16,
                        api_name="/start_generation")
         wait_for(lambda: len(server.requests) >= 4, timeout=60, what="some calls")
         os.killpg(proc.pid, signal.SIGKILL)

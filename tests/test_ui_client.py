@@ -20,7 +20,8 @@ def test_import_generate_approve_train_through_the_api(tmp_path, teacher_url, ti
         message, _ = client.predict(handle_file(str(seeds)), api_name="/import_file")
         assert message == "imported 2 tasks"
 
-        started = client.predict("", "", "", 2, 30, 2, 0.7, 24, "", False, "", api_name="/start_generation")
+        started = client.predict(method="label", base_url="", model="", concurrency=2, timeout_s=30, n=2,
+                                 temperature=0.7, max_tokens=24, api_name="/start_generation")
         assert started.startswith("started: 4 calls")
         wait_for(lambda: studio.generation.status().state == "completed", what="generation")
         progress, note = client.predict(api_name="/generation_status")
