@@ -1,6 +1,7 @@
 """Faults and bad input (issue 7): the studio keeps working, loses nothing, and lets no one in."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -94,13 +95,20 @@ def test_bad_arguments_to_destructive_endpoints_are_refused_server_side(tmp_path
 
 
 # ---- 6, 7: crashes and a damaged write-ahead log ----------------------------------------------------
-def start_studio_process(workspace: Path) -> tuple[subprocess.Popen, str]:
+@contextlib.contextmanager
+def studio_process(workspace: Path):
+    """`python app.py` in its own process group; killed whatever the test does, so nothing leaks."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "app.py", "--workspace", str(workspace), "--port", str(port)],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}/"
-    wait_for(lambda: _answers(url), timeout=120, what="the studio to start")
-    return proc, url
+    try:
+        wait_for(lambda: _answers(url), timeout=120, what="the studio to start")
+        yield proc, url
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def _answers(url):
@@ -115,13 +123,13 @@ def test_kill_9_mid_generation_loses_no_committed_row_and_resumes(tmp_path):
     with Store(ws) as store:
         store.add_tasks([{"instruction": f"Task {i}"} for i in range(12)])
     with FaultServer([SLOW]) as server:
-        proc, url = start_studio_process(ws)
-        client = Client(url, verbose=False)
-        client.predict(method="label", base_url=server.base_url, model="scripted", max_tokens=16,
-                       api_name="/start_generation")
-        wait_for(lambda: len(server.requests) >= 4, timeout=60, what="some calls")
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        with studio_process(ws) as (proc, url):
+            client = Client(url, verbose=False)
+            client.predict(method="label", base_url=server.base_url, model="scripted", max_tokens=16,
+                           api_name="/start_generation")
+            wait_for(lambda: len(server.requests) >= 4, timeout=60, what="some calls")
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
         sent_before = len(server.requests)
         studio = app.Studio.open(ws)
         try:
@@ -141,14 +149,14 @@ def test_kill_9_mid_training_stops_the_orphaned_trainer_at_restart(tmp_path, tin
     ws = tmp_path / "ws"
     with Store(ws) as store:
         seeded(store)
-    proc, url = start_studio_process(ws)
-    client = Client(url, verbose=False)
-    run_id, _ = client.predict(str(tiny_student), 100000, 1, 1e-3, 1, 4, 64, api_name="/start_training")
-    trainer_pid = wait_for(lambda: _trainer_pid(ws), timeout=60, what="the trainer to start")
-    wait_for(lambda: (ws / "runs").exists() and any((d / "log.jsonl").exists() for d in (ws / "runs").iterdir()),
-             timeout=120, what="training steps")
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    with studio_process(ws) as (proc, url):
+        client = Client(url, verbose=False)
+        run_id, _ = client.predict(str(tiny_student), 100000, 1, 1e-3, 1, 4, 64, api_name="/start_training")
+        trainer_pid = wait_for(lambda: _trainer_pid(ws), timeout=60, what="the trainer to start")
+        wait_for(lambda: (ws / "runs").exists() and any((d / "log.jsonl").exists() for d in (ws / "runs").iterdir()),
+                 timeout=120, what="training steps")
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
     assert group_alive(trainer_pid)  # the trainer outlived the studio, as a real orphan would
     studio = app.Studio.open(ws)
     try:
