@@ -165,6 +165,8 @@ def test_kill_9_mid_training_stops_the_orphaned_trainer_at_restart(tmp_path, tin
         wait_for(lambda: not group_alive(trainer_pid), timeout=20, what="the orphan to stop")
     finally:
         studio.close()
+        if group_alive(trainer_pid):  # the behaviour under test failed: do not leak the trainer
+            os.killpg(trainer_pid, signal.SIGKILL)
 
 
 def _trainer_pid(ws: Path) -> int | None:
