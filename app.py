@@ -17,7 +17,7 @@ from curation.local_server import LocalTeacherServer
 from curation.store import Store
 from distill.orphans import stop_orphans
 from distill.runner import TrainingSlot
-from ui import generate, review, runs, seeds, train
+from ui import curate, generate, review, review_queue, runs, seeds, train
 from ui.common import CSS
 
 DEFAULT_WORKSPACE = Path(__file__).resolve().parent / "data"
@@ -68,11 +68,16 @@ def build_app(studio: Studio) -> gr.Blocks:
                 generate.build(studio)
             with gr.Tab("Review", id="review") as review_tab:
                 load_page, page_inputs, page_outputs = review.build(studio)
+            with gr.Tab("Queue", id="queue") as queue_tab:
+                load_queue, queue_inputs, queue_outputs = review_queue.build(studio)
+            with gr.Tab("Curate", id="curate"):
+                curate.build(studio)
             with gr.Tab("Train", id="train"):
                 train.build(studio)
             with gr.Tab("Runs", id="runs") as runs_tab:
                 runs_table = runs.build(studio)
         review_tab.select(load_page, page_inputs, page_outputs, api_visibility="private")
+        queue_tab.select(load_queue, queue_inputs, queue_outputs, api_visibility="private")
         runs_tab.select(lambda: runs.runs_frame(studio.store), None, [runs_table], api_visibility="private")
     return demo
 

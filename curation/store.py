@@ -165,6 +165,16 @@ MIGRATIONS = [
     ALTER TABLE runs ADD COLUMN completion_tokens BIGINT;
     ALTER TABLE runs ADD COLUMN cost_usd DOUBLE;
     """,
+    # 4: distillation — the rows each training run was given (id + content hash), so two runs' data
+    # can be diffed and a run reproduced even after the run dir is gone.
+    """
+    CREATE TABLE run_rows (
+        run_id BIGINT NOT NULL,
+        row_id VARCHAR NOT NULL,
+        content_hash VARCHAR NOT NULL,
+        PRIMARY KEY (run_id, row_id)
+    );
+    """,
 ]
 
 REVIEW_STATUSES = ("pending", "approved", "rejected", "failed")
@@ -1097,6 +1107,174 @@ class Store:
         rows = self._fetchdicts("SELECT * FROM judgments WHERE list_contains(?, request_key) ORDER BY id",
                                 [list(keys)])
         return {r["request_key"]: r for r in rows}
+
+    # ---- review queue -------------------------------------------------------------------------
+    # One task at a time with all its candidate responses. Tasks are walked by id, so moving to the
+    # next one is one indexed query, never a list of every task held in the browser.
+    _QUEUE_TASKS_SQL = {
+        False: "SELECT DISTINCT task_id AS id FROM generations",
+        True: "SELECT DISTINCT g.task_id AS id FROM generations g LEFT JOIN labels l ON l.generation_id = g.id "
+              "WHERE g.status = 'ok' AND coalesce(l.status, 'pending') = 'pending'",
+    }
+
+    def queue_task(self, task_id: int | None, step: int = 0, pending_only: bool = True) -> int | None:
+        """The queue's task `step` places from `task_id`: +1 the next, -1 the previous, 0 `task_id`
+        itself or else the nearest after (then before) it. The queue holds the tasks with generations
+        (pending_only: with a successful one still pending), by id. None when there is none that way."""
+        sql = self._QUEUE_TASKS_SQL[bool(pending_only)]
+        current = int(task_id) if task_id is not None else 0
+        if step > 0:
+            return self._fetchone(f"SELECT min(id) FROM ({sql}) WHERE id > ?", [current])[0]
+        if step < 0:
+            return self._fetchone(f"SELECT max(id) FROM ({sql}) WHERE id < ?", [current])[0]
+        after, before = self._fetchone(f"SELECT min(id) FILTER (WHERE id >= ?), max(id) FILTER (WHERE id < ?) "
+                                       f"FROM ({sql})", [current, current])
+        return after if after is not None else before
+
+    def queue_position(self, task_id: int | None, pending_only: bool = True) -> tuple[int, int]:
+        """(how many queue tasks have an id ≤ `task_id`, how many tasks the queue holds)."""
+        sql = self._QUEUE_TASKS_SQL[bool(pending_only)]
+        upto, total = self._fetchone(f"SELECT count(*) FILTER (WHERE id <= ?), count(*) FROM ({sql})",
+                                     [int(task_id or 0)])
+        return int(upto), int(total)
+
+    def task_candidates(self, task_id: int) -> list[dict]:
+        """Every generation of a task, oldest first: id, model, sample_index, call_status (ok / error),
+        status (review status), response (the teacher's original), error, edited_response, tags, note,
+        reason, finish_reason, completion_tokens, judge_score (mean; None when unjudged)."""
+        return self._fetchdicts(
+            f"SELECT g.id, g.model, g.sample_index, g.status AS call_status, {_REVIEW_STATUS_SQL} AS status, "
+            "g.response, g.error, l.edited_response, l.tags, l.note, l.reason, g.finish_reason, "
+            "g.completion_tokens, js.judge_score "
+            f"FROM {_REVIEW_FROM} LEFT JOIN (SELECT generation_id, avg(score) AS judge_score FROM judgments "
+            "WHERE coalesce(kind, 'score') = 'score' AND score IS NOT NULL "
+            "AND generation_id IN (SELECT id FROM generations WHERE task_id = ?) GROUP BY generation_id) js "
+            "ON js.generation_id = g.id WHERE g.task_id = ? ORDER BY g.id", [int(task_id), int(task_id)])
+
+    def queue_label(self, gen_id: int, status: str, edited_response: str | None = None) -> "QueueAction":
+        """`set_label` on one generation (with an edit: the new text, the original stays), returning
+        what `queue_undo` needs to put it back exactly, the earlier edit included."""
+        if edited_response is not None and not edited_response.strip():
+            raise StudioError("an edited response cannot be empty; reject the row instead")
+        with self._lock:  # re-entrant: no other label batch can slip in between these calls
+            before = self._fetchone("SELECT edited_response FROM labels WHERE generation_id = ?", [int(gen_id)])
+            self.set_label([int(gen_id)], status, edited_response=edited_response)
+            return QueueAction("label", int(gen_id), batch_id=self.last_label_batch(),
+                               edited=edited_response is not None, previous_edit=before[0] if before else None)
+
+    def set_tags_note(self, gen_id: int, tags: str | None, note: str | None) -> "QueueAction":
+        """Replace a generation's tags (comma-separated; trimmed, duplicates dropped) and note; the
+        status is untouched. Returns what `queue_undo` needs to restore the previous ones."""
+        clean_tags = ", ".join(dict.fromkeys(t.strip() for t in (tags or "").split(",") if t.strip())) or None
+        clean_note = (note or "").strip() or None
+        with self.transaction() as con:
+            if not con.execute("SELECT 1 FROM generations WHERE id = ?", [int(gen_id)]).fetchone():
+                raise StudioError(f"no generation with id {int(gen_id)}")
+            before = con.execute("SELECT tags, note FROM labels WHERE generation_id = ?", [int(gen_id)]).fetchone()
+            con.execute("INSERT INTO labels (generation_id, status, tags, note, updated_at) "
+                        "VALUES (?, 'pending', ?, ?, now()) ON CONFLICT (generation_id) DO UPDATE SET "
+                        "tags = excluded.tags, note = excluded.note, updated_at = now()",
+                        [int(gen_id), clean_tags, clean_note])
+        return QueueAction("meta", int(gen_id), previous_tags=before[0] if before else None,
+                           previous_note=before[1] if before else None)
+
+    def label_batch_count(self, batch_id: int | None) -> int:
+        """How many generations a label batch changed (0 for None)."""
+        if batch_id is None:
+            return 0
+        return self._fetchone("SELECT count(*) FROM label_events WHERE batch_id = ?", [int(batch_id)])[0]
+
+    def queue_undo(self, action: "QueueAction") -> None:
+        """Revert one `queue_label` (status, reason and the edit) or `set_tags_note` action."""
+        if action.kind == "meta":
+            self.set_tags_note(action.generation_id, action.previous_tags, action.previous_note)
+            return
+        with self._lock:
+            self.undo_batch(action.batch_id)
+            if action.edited:  # undo_batch keeps edits in history; the queue puts the earlier text back
+                self.con.execute("UPDATE labels SET edited_response = ? WHERE generation_id = ?",
+                                 [action.previous_edit, action.generation_id])
+
+    # ---- distillation -------------------------------------------------------------------------
+    def generation_sources(self, gen_ids: list[int], with_logprobs: bool = False) -> dict[int, dict]:
+        """Per generation id: model (the teacher that wrote it), edited (the review replaced its
+        answer) and, with `with_logprobs`, logprobs (the teacher's stored top-k per token, or None)."""
+        column = "g.logprobs" if with_logprobs else "NULL"
+        rows = self._fetchdicts(
+            f"SELECT g.id, g.model, l.edited_response IS NOT NULL AS edited, {column} AS logprobs FROM generations g "
+            "LEFT JOIN labels l ON l.generation_id = g.id WHERE list_contains(?, g.id)", [[int(i) for i in gen_ids]])
+        return {r["id"]: {"model": r["model"], "edited": bool(r["edited"]),
+                          "logprobs": json.loads(r["logprobs"]) if r["logprobs"] else None} for r in rows}
+
+    def preference_candidates(self) -> list[dict]:
+        """Successful generations of train-split tasks, the raw material of DPO pairs, oldest first: id,
+        task_id, model, messages (as sent; a teacher-only system prompt dropped), response (the edit
+        wins), status (review status), reason (why a filter labelled it; None for a hand decision),
+        judge_score (mean 1-10 score; None when unjudged)."""
+        rows = self._fetchdicts(
+            f"SELECT g.id, g.task_id, g.model, g.messages, g.teacher_only_system, {_REVIEW_STATUS_SQL} AS status, "
+            "l.reason, coalesce(l.edited_response, g.response) AS response, js.judge_score "
+            f"FROM {_REVIEW_FROM} LEFT JOIN ({self._JUDGE_MEAN_SQL}) js ON js.generation_id = g.id "
+            "WHERE g.status = 'ok' AND t.split = 'train' ORDER BY g.id")
+        for r in rows:
+            messages = json.loads(r.pop("messages"))
+            if r.pop("teacher_only_system"):
+                messages = [m for m in messages if m["role"] != "system"]
+            r["messages"] = messages
+        return rows
+
+    def record_run_rows(self, run_id: int, rows: list[tuple[str, str]]) -> None:
+        """Store the (row id, content hash) of every row a training run was given, in one statement."""
+        run_rows_frame = pd.DataFrame(rows, columns=["row_id", "content_hash"]).astype(str)
+        run_rows_frame.insert(0, "run_id", int(run_id))
+        with self.transaction() as con:
+            con.execute("DELETE FROM run_rows WHERE run_id = ?", [int(run_id)])
+            # DuckDB reads the local DataFrame by its name (a replacement scan): one statement, no register().
+            con.execute("INSERT INTO run_rows SELECT run_id, row_id, content_hash FROM run_rows_frame")
+
+    def run_rows(self, run_id: int) -> dict[str, str]:
+        """row id -> content hash of the rows a training run was given."""
+        return dict(self._fetchone("SELECT map(list(row_id), list(content_hash)) FROM run_rows WHERE run_id = ?",
+                                   [int(run_id)])[0] or {})
+
+    def diff_run_rows(self, run_a: int, run_b: int) -> dict:
+        """What changed in the data from run_a to run_b: {added, removed, changed: [row ids], same: count}.
+        changed = the same row (generation, or DPO pair) with other content, e.g. an edited answer."""
+        rows = self._fetchdicts(
+            "SELECT coalesce(a.row_id, b.row_id) AS row_id, CASE WHEN a.row_id IS NULL THEN 'added' "
+            "WHEN b.row_id IS NULL THEN 'removed' WHEN a.content_hash <> b.content_hash THEN 'changed' "
+            "ELSE 'same' END AS change FROM (SELECT * FROM run_rows WHERE run_id = ?) a "
+            "FULL OUTER JOIN (SELECT * FROM run_rows WHERE run_id = ?) b ON a.row_id = b.row_id",
+            [int(run_a), int(run_b)])
+        out = {"added": [], "removed": [], "changed": [], "same": 0}
+        for r in rows:
+            if r["change"] == "same":
+                out["same"] += 1
+            else:
+                out[r["change"]].append(r["row_id"])
+        for key in ("added", "removed", "changed"):
+            out[key].sort(key=lambda rid: (len(rid), rid))  # numeric ids in numeric order
+        return out
+
+    def reopen_run(self, run_id: int, pid: int | None = None) -> None:
+        """Mark a stopped / failed / interrupted run running again (resume): no finish time, no error."""
+        with self._lock:
+            self.con.execute("UPDATE runs SET status = 'running', finished_at = NULL, error = NULL, pid = ? "
+                             "WHERE id = ?", [pid, int(run_id)])
+
+
+@dataclass(frozen=True)
+class QueueAction:
+    """One change made in the review queue, with what it replaced (see `Store.queue_undo`)."""
+
+    kind: str  # "label" (status / edit) or "meta" (tags and note)
+    generation_id: int
+    batch_id: int | None = None  # label: the label batch to undo
+    edited: bool = False  # label: the action stored an edited response
+    previous_edit: str | None = None  # label: the edited response before it (None: there was none)
+    previous_tags: str | None = None  # meta
+    previous_note: str | None = None  # meta
+
 
 
 def _decode_run(row: dict) -> dict:

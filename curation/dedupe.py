@@ -1,0 +1,579 @@
+"""Exact, normalised and semantic (embedding) duplicates of tasks or responses, reviewed before marking.
+
+The grouping is pure functions on texts and arrays. `plan_dedupe` turns a workspace into clusters a
+person reviews (largest first, one representative kept per cluster by a rule they pick and can change
+by hand); `apply_dedupe` marks the others rejected with a reason, as one label batch that
+`store.undo_batch` reverts. Nothing is ever deleted.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import re
+import sys
+import unicodedata
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import faiss
+import numpy as np
+import pandas as pd
+from threadpoolctl import threadpool_limits
+
+from curation.embed import embedder_key
+from curation.errors import ConfigError, StudioError
+
+TARGETS = ("tasks", "responses")
+METHODS = ("exact", "normalised", "semantic")
+REPRESENTATIVE_RULES = ("judge_score", "longest", "earliest")
+MIN_THRESHOLD = 0.5
+# Neighbours kept per row: enough to join any cluster through its members, and it bounds memory
+# when a low threshold makes whole topics "similar".
+NEIGHBOURS_PER_ROW = 32
+# Up to this many rows every pair is compared exactly; above it, an inverted-file search (k-means
+# cells, each row compared with the rows of its nearest cells) keeps 100k rows in seconds.
+EXACT_SEARCH_MAX_ROWS = 5_000
+CELLS_PROBED = 8
+CELL_FACTOR = 2.0
+KMEANS_ITERATIONS = 4
+KMEANS_SAMPLE_PER_CELL = 32
+# Cosines of identical texts come out a hair under 1.0 in float32.
+_SIMILARITY_SLACK = 1e-5
+
+
+@dataclass(frozen=True)
+class DedupeConfig:
+    """What to deduplicate and how; the CLI, the UI and the tests build this same object."""
+
+    target: str = "responses"
+    """'responses': one row per generation; 'tasks': a duplicate task marks all its generations."""
+    method: str = "semantic"
+    """'exact' (same text), 'normalised' (same text ignoring case, whitespace and punctuation),
+    'semantic' (embedding cosine similarity at or above `threshold`)."""
+    threshold: float = 0.9
+    """Semantic only: cosine similarity, 0.5 to 1.0; lower groups more (and looser) rows."""
+    representative: str = "judge_score"
+    """Which member of a cluster is kept: 'judge_score' (highest; earliest when no judgments),
+    'longest' (most characters), 'earliest' (first created)."""
+    model: str | None = None
+    """Semantic only: the embedding model (None: the bundled all-MiniLM-L6-v2)."""
+
+    def __post_init__(self):
+        if self.target not in TARGETS:
+            raise ConfigError(f"target must be one of {', '.join(TARGETS)} (got {self.target!r})")
+        if self.method not in METHODS:
+            raise ConfigError(f"method must be one of {', '.join(METHODS)} (got {self.method!r})")
+        if not MIN_THRESHOLD <= float(self.threshold) <= 1.0:
+            raise ConfigError(f"threshold must be in the range [{MIN_THRESHOLD}, 1.0] (got {self.threshold}); "
+                              "0.9 is a good start for near-duplicates")
+        if self.representative not in REPRESENTATIVE_RULES:
+            raise ConfigError(f"representative must be one of {', '.join(REPRESENTATIVE_RULES)} "
+                              f"(got {self.representative!r})")
+
+    @property
+    def item_kind(self) -> str:
+        """The embeddings table's item kind for this target."""
+        return "task" if self.target == "tasks" else "response"
+
+
+# ---- pure grouping --------------------------------------------------------------------------------
+
+@functools.cache
+def _punctuation_table() -> dict[int, None]:
+    # Every Unicode punctuation code point (category P*), built once: str.translate is then a single
+    # C pass per text, which matters at 100k responses.
+    return {c: None for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)).startswith("P")}
+
+
+_SPACES = re.compile(r"\s+")
+
+
+def normalise(text: str) -> str:
+    """Text as compared by the 'normalised' method: NFKC, case-folded, punctuation removed,
+    whitespace runs as one space, trimmed. "  Hello,  WORLD!" -> "hello world"."""
+    text = unicodedata.normalize("NFKC", text or "").casefold().translate(_punctuation_table())
+    return _SPACES.sub(" ", text).strip()
+
+
+def groups_from_labels(labels: np.ndarray) -> list[list[int]]:
+    """Rows sharing a label (int[n]), as lists of row indices ascending; only groups of 2 or more,
+    largest first, ties by smallest index."""
+    labels = np.asarray(labels)
+    order = np.argsort(labels, kind="stable")
+    starts = np.flatnonzero(np.r_[True, labels[order][1:] != labels[order][:-1]])
+    groups = [g.tolist() for g in np.split(order, starts[1:]) if len(g) > 1]
+    groups.sort(key=lambda g: (-len(g), g[0]))
+    return groups
+
+
+def _key_labels(keys: list[str]) -> np.ndarray:
+    """int64[n]: rows with equal keys share a label."""
+    return pd.factorize(pd.Series(keys, dtype=object))[0].astype(np.int64)
+
+
+def exact_groups(texts: list[str]) -> list[list[int]]:
+    """Indices of identical texts, grouped (see `groups_from_labels` for the order)."""
+    return groups_from_labels(_key_labels(list(texts)))
+
+
+def normalised_groups(texts: list[str]) -> list[list[int]]:
+    """Indices of texts equal after `normalise` (case, whitespace, punctuation), grouped."""
+    return groups_from_labels(_key_labels([normalise(t) for t in texts]))
+
+
+@dataclass(frozen=True)
+class NeighbourGraph:
+    """Similar pairs among n rows: pairs int64[m, 2] (i < j, unique) with cosine sims float32[m].
+
+    Built once at the lowest threshold of interest; any higher threshold is a mask over it.
+    """
+
+    n: int
+    pairs: np.ndarray
+    sims: np.ndarray
+
+    def components(self, threshold: float) -> np.ndarray:
+        """int64[n] component label (its smallest row index) per row, joining pairs with sim >= threshold."""
+        keep = self.sims >= threshold - _SIMILARITY_SLACK
+        return connected_components(self.n, self.pairs[keep])
+
+
+def neighbour_graph(vectors: np.ndarray, min_similarity: float, k: int = NEIGHBOURS_PER_ROW) -> NeighbourGraph:
+    """Pairs of rows of unit vectors float32[n, d] with cosine >= `min_similarity`, at most about `k`
+    per row (the most similar). Exact below EXACT_SEARCH_MAX_ROWS rows, inverted-file search above."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    n = len(vectors)
+    if n < 2:
+        return NeighbourGraph(n, np.zeros((0, 2), np.int64), np.zeros(0, np.float32))
+    if n <= EXACT_SEARCH_MAX_ROWS:
+        rows, cols, sims = _exact_neighbours(vectors, min_similarity, k)
+    else:
+        rows, cols, sims = _cell_neighbours(vectors, min_similarity, k)
+    return _unique_pairs(n, rows, cols, sims)
+
+
+def _exact_neighbours(vectors, min_similarity, k):
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(vectors)
+    sims, cols = index.search(vectors, min(k + 1, len(vectors)))
+    rows = np.repeat(np.arange(len(vectors)), cols.shape[1])
+    cols, sims = cols.ravel(), sims.ravel()
+    keep = (cols >= 0) & (sims >= min_similarity - _SIMILARITY_SLACK)
+    return rows[keep], cols[keep], sims[keep]
+
+
+def _cell_neighbours(vectors, min_similarity, k):
+    """Inverted-file search done as one matrix product per cell: every row lives in its nearest
+    k-means cell and is compared with the rows living in its CELLS_PROBED nearest cells.
+
+    About 2*sqrt(n) cells balances finding the cells against scanning them. Near-duplicates sit in
+    the same or an adjacent cell, so probing a few cells finds almost all of them. The centroids only
+    need to spread the rows out, so k-means runs few iterations on a small sample.
+    """
+    n, dim = vectors.shape
+    n_cells = max(1, int(CELL_FACTOR * np.sqrt(n)))
+    # The matrices here are small (hundreds of rows a side): one BLAS thread per product is several
+    # times faster than threads waking each other up, and the cells are spread over the cores.
+    with threadpool_limits(limits=1, user_api="blas"):
+        kmeans = faiss.Kmeans(dim, n_cells, niter=KMEANS_ITERATIONS, spherical=True, seed=1234,
+                              max_points_per_centroid=KMEANS_SAMPLE_PER_CELL, min_points_per_centroid=1)
+        kmeans.train(vectors)
+        _, probes = kmeans.index.search(vectors, min(CELLS_PROBED, n_cells))  # int64[n, p], nearest first
+        members_by_cell = _rows_by_cell(probes[:, 0], n_cells)
+        queries_by_cell = _rows_by_cell(probes.ravel(), n_cells, row_of=lambda flat: flat // probes.shape[1])
+
+        def scan(cell):
+            members, queries = members_by_cell[cell], queries_by_cell[cell]
+            sims = vectors[queries] @ vectors[members].T  # float32[|queries|, |members|]
+            return _top_pairs(sims, queries, members, min_similarity, k)
+
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            found = list(pool.map(scan, [c for c in range(n_cells) if len(members_by_cell[c])]))
+    return tuple(np.concatenate(parts) for parts in zip(*found))
+
+
+def _rows_by_cell(cells: np.ndarray, n_cells: int, row_of=None) -> list[np.ndarray]:
+    """For each cell, the rows assigned to it (`row_of` maps a position in `cells` to a row)."""
+    order = np.argsort(cells, kind="stable")
+    bounds = np.searchsorted(cells[order], np.arange(n_cells + 1))
+    rows = row_of(order) if row_of else order
+    return [rows[bounds[c]:bounds[c + 1]] for c in range(n_cells)]
+
+
+def _top_pairs(sims, queries, members, min_similarity, k):
+    """(query rows, member rows, sims) of the entries >= min_similarity, about k at most per query
+    row (its k most similar; ties at the k-th value are all kept)."""
+    floor = np.float32(min_similarity - _SIMILARITY_SLACK)
+    if sims.shape[1] > k:
+        # A row with more than k hits keeps those at or above its k-th largest value: np.partition
+        # finds that value without sorting, and the mask stays one comparison.
+        kth = np.partition(sims, sims.shape[1] - k, axis=1)[:, sims.shape[1] - k]
+        floor = np.maximum(floor, kth)[:, None]
+    rows, cols = np.nonzero(sims >= floor)
+    return queries[rows], members[cols], sims[rows, cols]
+
+
+def _unique_pairs(n, rows, cols, sims) -> NeighbourGraph:
+    """Self pairs dropped, (i, j) and (j, i) merged into i < j."""
+    keep = rows != cols
+    lo, hi, sims = np.minimum(rows, cols)[keep], np.maximum(rows, cols)[keep], sims[keep]
+    _, first = np.unique(lo.astype(np.int64) * n + hi, return_index=True)
+    pairs = np.stack([lo[first], hi[first]], axis=1).astype(np.int64)
+    return NeighbourGraph(n, pairs, np.minimum(sims[first], 1.0).astype(np.float32))
+
+
+def connected_components(n: int, pairs: np.ndarray) -> np.ndarray:
+    """Union-find over int[m, 2] pairs, vectorised: int64[n] label per row = smallest row index in its
+    component. Each round hooks every root under the smallest root it is paired with, then compresses
+    paths by pointer jumping; it ends when every pair has one root (a few rounds in practice)."""
+    parent = np.arange(n, dtype=np.int64)
+    if len(pairs) == 0:
+        return parent
+    a, b = pairs[:, 0], pairs[:, 1]
+    while True:
+        ra, rb = parent[a], parent[b]
+        if np.array_equal(ra, rb):
+            return parent
+        np.minimum.at(parent, np.maximum(ra, rb), np.minimum(ra, rb))
+        while True:
+            grand = parent[parent]
+            if np.array_equal(grand, parent):
+                break
+            parent = grand
+
+
+def semantic_labels(texts: list[str], vectors: np.ndarray, thresholds: list[float]) -> dict[float, np.ndarray]:
+    """For each threshold, int64[n] cluster labels of n texts with unit vectors float32[n, d]: identical
+    texts always together, others joined by cosine >= threshold. One neighbour search serves all
+    thresholds (it runs at the lowest)."""
+    # Identical texts are one point: fewer rows to search, and no block of copies can crowd out a
+    # row's real neighbours.
+    text_label = _key_labels(list(texts))
+    _, first = np.unique(text_label, return_index=True)
+    graph = neighbour_graph(np.asarray(vectors)[first], min(thresholds))
+    return {t: graph.components(t)[text_label] for t in thresholds}
+
+
+def near_duplicate_groups(vectors: np.ndarray, threshold: float) -> list[list[int]]:
+    """Rows of unit vectors float32[n, d] joined (transitively) by cosine >= threshold, grouped as in
+    `groups_from_labels`. Uses a faiss index, never all pairs in Python."""
+    return groups_from_labels(neighbour_graph(vectors, threshold).components(threshold))
+
+
+# ---- representatives ------------------------------------------------------------------------------
+
+def preference_rank(rows: pd.DataFrame, rule: str) -> tuple[np.ndarray, list[str]]:
+    """int64[n]: 0 for the row a cluster should keep first, ties broken by earliest; plus notes for
+    the user (e.g. that the judge rule fell back to earliest). `rows` has created_at, id, text, score."""
+    n = len(rows)
+    earliest = np.empty(n, np.int64)
+    earliest[np.lexsort((rows["id"].to_numpy(), rows["created_at"].to_numpy()))] = np.arange(n)
+    notes = []
+    if rule == "longest":
+        order = np.lexsort((earliest, -rows["text"].str.len().to_numpy()))
+    elif rule == "judge_score" and rows["score"].notna().any():
+        score = rows["score"].to_numpy(dtype=float)
+        order = np.lexsort((earliest, -np.nan_to_num(score, nan=-np.inf)))
+    else:
+        if rule == "judge_score":
+            notes.append("no judge scores yet: each cluster keeps its earliest row")
+        order = np.argsort(earliest)
+    rank = np.empty(n, np.int64)
+    rank[order] = np.arange(n)
+    return rank, notes
+
+
+def _kept_rows(labels: np.ndarray, rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the distinct labels ascending, the row each one keeps: its lowest rank)."""
+    if len(labels) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    order = np.lexsort((rank, labels))
+    sorted_labels = labels[order]
+    first = np.r_[True, sorted_labels[1:] != sorted_labels[:-1]]
+    return sorted_labels[first], order[first]
+
+
+def representatives(labels: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """int64[n]: for each row, the row its cluster keeps (the lowest `rank` int[n] among rows sharing
+    its label in labels int[n])."""
+    distinct, kept = _kept_rows(labels, rank)
+    return kept[np.searchsorted(distinct, labels)]
+
+
+def marked_count(labels: np.ndarray, rank: np.ndarray, weights: np.ndarray) -> int:
+    """How many generations would be marked: the weights int[n] (generations per row) of every row
+    its cluster does not keep."""
+    _, kept = _kept_rows(labels, rank)
+    return int(weights.sum() - weights[kept].sum())
+
+
+# ---- plans over a workspace -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Member:
+    """One compared row: a generation (target responses) or a task (target tasks)."""
+
+    id: int
+    text: str
+    generation_ids: tuple[int, ...]
+    """The generations marked when this member is not kept (a task's may be empty)."""
+    score: float | None
+    """Highest judge score (for a task: over its generations); None when unjudged."""
+    length: int
+    similarity: float
+    """Cosine similarity to the member the rule keeps (1.0 for the exact and normalised methods)."""
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Rows found to be duplicates of one another; one of them is kept."""
+
+    index: int
+    """1 for the largest cluster; the key of `apply_dedupe` overrides and the <k> of the reason."""
+    members: tuple[Member, ...]
+    """By id."""
+    representative: int
+    """Id of the member the rule keeps."""
+    rows_marked: int
+    """Generations marked when the representative is kept."""
+
+    def member(self, member_id: int) -> Member:
+        for m in self.members:
+            if m.id == member_id:
+                return m
+        raise StudioError(f"{member_id} is not a member of cluster {self.index} "
+                          f"(members: {', '.join(str(m.id) for m in self.members)})")
+
+    def rows_marked_keeping(self, member_id: int) -> int:
+        """Generations marked if `member_id` is kept instead (a hand-picked representative)."""
+        kept = self.member(member_id)
+        return sum(len(m.generation_ids) for m in self.members if m is not kept)
+
+
+@dataclass(frozen=True)
+class DedupePlan:
+    """What a dedupe would do; nothing is written until `apply_dedupe`."""
+
+    config: DedupeConfig
+    clusters: tuple[Cluster, ...]
+    """Largest first."""
+    items_total: int
+    """Tasks or responses compared."""
+    rows_total: int
+    """Generations those cover."""
+    rows_marked: int
+    """Generations that applying the plan as it stands would mark rejected."""
+    notes: tuple[str, ...] = field(default=())
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per cluster member: cluster, id, kept, similarity, score, length, generations, text."""
+        records = [{"cluster": c.index, "id": m.id, "kept": m.id == c.representative, "similarity": m.similarity,
+                    "score": m.score, "length": m.length, "generations": len(m.generation_ids), "text": m.text}
+                   for c in self.clusters for m in c.members]
+        columns = ["cluster", "id", "kept", "similarity", "score", "length", "generations", "text"]
+        return pd.DataFrame.from_records(records, columns=columns)
+
+
+def _row_weights(rows: pd.DataFrame) -> np.ndarray:
+    return rows["generation_ids"].map(len).to_numpy(dtype=np.int64)
+
+
+def _labels_by_threshold(config: DedupeConfig, rows: pd.DataFrame, vectors: np.ndarray | None,
+                         thresholds: list[float]) -> dict[float, np.ndarray]:
+    """int64[n] cluster labels of `rows` for each threshold (one neighbour search for all of them);
+    `vectors` float32[n, d] are the rows' embeddings, needed by the semantic method only."""
+    if config.method != "semantic":
+        keys = rows["text"].tolist() if config.method == "exact" else [normalise(t) for t in rows["text"]]
+        labels = _key_labels(keys)
+        return {t: labels for t in thresholds}
+    return semantic_labels(rows["text"].tolist(), vectors, thresholds)
+
+
+def _row_vectors(store, config: DedupeConfig, rows: pd.DataFrame) -> np.ndarray:
+    """float32[n, d] stored vectors of `rows`, in row order; fails when any is missing or stale."""
+    key = embedder_key(config.model)
+    ids, vectors = store.fresh_embeddings(config.item_kind, key)
+    wanted = rows["id"].to_numpy(dtype=np.int64)
+    pos = np.minimum(np.searchsorted(ids, wanted), max(len(ids) - 1, 0))
+    missing = int((ids[pos] != wanted).sum()) if len(ids) else len(wanted)
+    if missing:
+        raise StudioError(f"{missing} of {len(wanted)} {config.target} have no up-to-date embedding from "
+                          f"{key}: embed them first (embed_items), then plan again")
+    return vectors[pos]
+
+
+def plan_dedupe(store, config: DedupeConfig) -> DedupePlan:
+    """The clusters `config` finds in the workspace, largest first, each with the member its rule keeps.
+
+    Covers train-split tasks and their successful, not yet rejected generations. Method 'semantic'
+    needs up-to-date embeddings (`curation.embed.embed_items`) and raises StudioError otherwise.
+    """
+    rows = store.dedupe_items(config.target)
+    if rows.empty:
+        return DedupePlan(config, (), 0, 0, 0, (f"no {config.target} to compare",))
+    vectors = _row_vectors(store, config, rows) if config.method == "semantic" else None
+    labels = _labels_by_threshold(config, rows, vectors, [config.threshold])[config.threshold]
+    rank, notes = preference_rank(rows, config.representative)
+    keep = representatives(labels, rank)
+    weights = _row_weights(rows)
+    # Cosine to the kept row shows the reviewer how close each member is: union-find joins chains
+    # (a ~ b ~ c), so a member of a large cluster can be far from the representative.
+    similarity = (np.einsum("ij,ij->i", vectors, vectors[keep]) if vectors is not None
+                  else np.ones(len(rows), np.float32))
+    groups = groups_from_labels(labels)
+    members = _members(rows, groups, similarity)
+    clusters = tuple(
+        Cluster(i + 1, tuple(members[r] for r in group), representative=members[int(keep[group[0]])].id,
+                rows_marked=int(weights[group].sum() - weights[keep[group[0]]]))
+        for i, group in enumerate(groups))
+    return DedupePlan(config, clusters, items_total=len(rows), rows_total=int(weights.sum()),
+                      rows_marked=sum(c.rows_marked for c in clusters), notes=tuple(notes))
+
+
+def _members(rows: pd.DataFrame, groups: list[list[int]], similarity: np.ndarray) -> dict[int, Member]:
+    """Member objects for the rows in `groups`, by row index (plain lists: pandas per-row access
+    would cost a minute at 100k rows)."""
+    ids, texts, gens = rows["id"].tolist(), rows["text"].tolist(), rows["generation_ids"].tolist()
+    scores = rows["score"].to_numpy(dtype=float)
+    return {r: Member(id=int(ids[r]), text=texts[r], generation_ids=tuple(int(g) for g in gens[r]),
+                      score=None if np.isnan(scores[r]) else float(scores[r]), length=len(texts[r]),
+                      similarity=round(min(float(similarity[r]), 1.0), 4))
+            for group in groups for r in group}
+
+
+def preview_counts(store, config: DedupeConfig, thresholds: list[float]) -> dict[float, int]:
+    """Generations `config` would mark at each threshold, from one neighbour search at the lowest
+    threshold: a UI computes this once and moves its slider over the answer. For the exact and
+    normalised methods every threshold gets the same count."""
+    thresholds = sorted({float(t) for t in thresholds})
+    if not thresholds or thresholds[0] < MIN_THRESHOLD or thresholds[-1] > 1.0:
+        raise StudioError(f"preview thresholds must lie in [{MIN_THRESHOLD}, 1.0] (got {thresholds})")
+    rows = store.dedupe_items(config.target)
+    if rows.empty:
+        return {t: 0 for t in thresholds}
+    rank, _ = preference_rank(rows, config.representative)
+    weights = _row_weights(rows)
+    vectors = _row_vectors(store, config, rows) if config.method == "semantic" else None
+    return {t: marked_count(labels, rank, weights)
+            for t, labels in _labels_by_threshold(config, rows, vectors, thresholds).items()}
+
+
+def dedupe_reason(config: DedupeConfig, cluster_index: int, kept_id: int) -> str:
+    """The label reason of a row marked as a duplicate: 'dedupe:<method>:cluster <k> of <kept id>'."""
+    of = f"task {kept_id}" if config.target == "tasks" else str(kept_id)
+    return f"dedupe:{config.method}:cluster {cluster_index} of {of}"
+
+
+def apply_dedupe(store, plan: DedupePlan, overrides: dict[int, int] | None = None) -> int | None:
+    """Mark every generation of every non-kept member rejected, with `dedupe_reason`, as one label
+    batch; returns its id for `store.undo_batch` (None when nothing was to be marked).
+
+    `overrides` maps a cluster index to the member id to keep instead of the rule's choice.
+    """
+    overrides = dict(overrides or {})
+    by_index = {c.index: c for c in plan.clusters}
+    unknown = sorted(set(overrides) - set(by_index))
+    if unknown:
+        raise StudioError(f"no cluster {unknown[0]} in this plan (it has 1 to {len(plan.clusters)})")
+    reasons = {}
+    for cluster in plan.clusters:
+        kept = cluster.member(int(overrides.get(cluster.index, cluster.representative))).id
+        reason = dedupe_reason(plan.config, cluster.index, kept)
+        for m in cluster.members:
+            if m.id != kept:
+                reasons.update(dict.fromkeys(m.generation_ids, reason))
+    batch = store.label_with_reasons(reasons, "rejected")
+    run_id = store.start_run("dedupe", dataclasses.asdict(plan.config))
+    store.update_run(run_id, status="completed", metrics={"batch_id": batch, "rows_marked": len(reasons),
+                                                         "clusters": len(plan.clusters)})
+    return batch
+
+
+# ---- the 2-D map ----------------------------------------------------------------------------------
+
+MAP_COLOURINGS = ("cluster", "status", "tag", "skill", "domain")
+_MAP_CATEGORIES = 10  # distinct colours before the rest is drawn grey as "other"
+
+
+def projection_2d(vectors: np.ndarray) -> np.ndarray:
+    """float32[n, 2]: PCA of float[n, d] onto its two main axes, signs fixed so reruns look alike.
+
+    The axes come from the SVD of the d x d scatter matrix, not of the n x d data: one matrix product
+    plus a tiny SVD, a fraction of a second at 100k rows.
+    """
+    x = np.asarray(vectors, dtype=np.float64)
+    if len(x) == 0:
+        return np.zeros((0, 2), np.float32)
+    x = x - x.mean(axis=0)
+    axes = np.linalg.svd(x.T @ x)[0][:, :2]  # float[d, 2]
+    axes *= np.where(axes[np.abs(axes).argmax(axis=0), [0, 1]] < 0, -1.0, 1.0)
+    points = x @ axes
+    if points.shape[1] < 2:  # one-dimensional input
+        points = np.pad(points, ((0, 0), (0, 2 - points.shape[1])))
+    return points.astype(np.float32)
+
+
+def cluster_map_figure(points: np.ndarray, colour_by_labels: list, title: str = ""):
+    """A matplotlib Figure of float[n, 2] points coloured by one label per point (cluster, status,
+    tag...). The most frequent labels get their own colour; the rest are grey "other"."""
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure  # the object API: no pyplot global state in a server
+
+    labels = pd.Series([str(x) for x in colour_by_labels], dtype=object)
+    if len(labels) != len(points):
+        raise StudioError(f"{len(points)} points but {len(labels)} colour labels")
+    top = labels.value_counts().index[:_MAP_CATEGORIES].tolist()
+    fig = Figure(figsize=(7, 5.5), layout="constrained")
+    ax = fig.add_subplot()
+    size = float(np.clip(60 / np.sqrt(max(len(points), 1)), 1, 20))  # smaller dots as the map fills
+    other = ~labels.isin(top).to_numpy()
+    if other.any():
+        ax.scatter(points[other, 0], points[other, 1], s=size, color="#c8c8c8",
+                   label=f"other ({int(other.sum())})", rasterized=True)
+    for colour, name in zip(colormaps["tab10"].colors, top):
+        mask = (labels == name).to_numpy()
+        ax.scatter(points[mask, 0], points[mask, 1], s=size, color=colour, label=f"{name} ({int(mask.sum())})",
+                   rasterized=True)
+    ax.set_title(title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if len(points):
+        ax.legend(loc="best", fontsize="small", markerscale=2, frameon=False)
+    return fig
+
+
+def map_data(store, config: DedupeConfig, colour_by: str = "cluster", plan: DedupePlan | None = None,
+             max_points: int = 20_000) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """(points float32[m, 2], a colour label per point, ids int64[m]) of the rows `config` covers,
+    for `cluster_map_figure`. colour_by 'cluster' needs `plan`; other choices: status, tag, skill,
+    domain. Above `max_points` rows a fixed random sample is drawn: a browser plot of 100k dots is
+    slow and no more readable. The projection uses every row."""
+    if colour_by not in MAP_COLOURINGS:
+        raise StudioError(f"colour the map by one of {', '.join(MAP_COLOURINGS)} (got {colour_by!r})")
+    if colour_by == "cluster" and plan is None:
+        raise StudioError("colouring by cluster needs a dedupe plan: plan first")
+    rows = store.dedupe_items(config.target)
+    points = projection_2d(_row_vectors(store, config, rows)) if len(rows) else np.zeros((0, 2), np.float32)
+    labels = _map_labels(rows, colour_by, plan)
+    ids = rows["id"].to_numpy(dtype=np.int64)
+    if len(rows) > max_points:
+        pick = np.sort(np.random.default_rng(0).choice(len(rows), max_points, replace=False))
+        points, labels, ids = points[pick], [labels[i] for i in pick], ids[pick]
+    return points, labels, ids
+
+
+_MAP_COLUMNS = {"status": "status", "tag": "tags", "skill": "skill", "domain": "domain"}
+
+
+def _map_labels(rows: pd.DataFrame, colour_by: str, plan: DedupePlan | None) -> list[str]:
+    if colour_by == "cluster":
+        cluster_of = {m.id: f"cluster {c.index}" for c in plan.clusters for m in c.members}
+        return [cluster_of.get(int(i), "no duplicate") for i in rows["id"]]
+    column = _MAP_COLUMNS[colour_by]
+    if column not in rows.columns:
+        raise StudioError(f"tasks have no {colour_by}; colour them by cluster, skill or domain")
+    values = [v if isinstance(v, str) and v.strip() else "" for v in rows[column]]
+    if colour_by == "tag":  # tags are one comma-separated string; a row takes its first tag's colour
+        values = [v.split(",")[0].strip() for v in values]
+    return [v or f"no {colour_by}" for v in values]

@@ -1,0 +1,333 @@
+"""Dedupe: pure grouping on hand-built inputs, real MiniLM paraphrases, incremental embedding,
+representatives, apply/undo, preview counts and the 2-D map — on a real DuckDB workspace."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from curation import dedupe
+from curation.dedupe import (DedupeConfig, apply_dedupe, cluster_map_figure, connected_components, exact_groups,
+                             map_data, near_duplicate_groups, normalise, normalised_groups, plan_dedupe,
+                             preview_counts, projection_2d)
+from curation.embed import DEFAULT_EMBEDDER, embed_items, load_embedder
+from curation.errors import ConfigError, StudioError
+from tests.conftest import add_generation
+
+# MiniLM cosines (checked): password pair 0.94, "change my password" 0.86 / 0.79 to them, France pair
+# 0.88, the router question 0.53-0.55 to the password ones, everything else below 0.25.
+PASSWORD = ["How do I reset my password?", "What are the steps to reset my password?", "How can I change my password?"]
+FRANCE = ["What is the capital of France?", "Name the capital city of France."]
+ROUTER = "How do I reset my router?"
+UNRELATED = ["Write a haiku about autumn leaves.", "Explain the difference between TCP and UDP.",
+             "Give me a recipe for banana bread."]
+
+
+class CountingEncoder:
+    """The real MiniLM, counting how many texts it was asked to encode."""
+
+    def __init__(self, model):
+        self.model, self.encoded = model, 0
+
+    def encode(self, texts, **kwargs):
+        self.encoded += len(texts)
+        return self.model.encode(texts, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return load_embedder()  # the bundled model, loaded once for the module
+
+
+@pytest.fixture
+def encoder(minilm):
+    return CountingEncoder(minilm)
+
+
+def unit(rows) -> np.ndarray:
+    v = np.asarray(rows, dtype=np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def add_tasks_with_answers(store, instructions, answers_per_task=1):
+    """Tasks, each with `answers_per_task` generations; returns (task ids, {task id: [generation ids]})."""
+    task_ids = store.add_tasks([{"instruction": text} for text in instructions])
+    gens = {t: [add_generation(store, t, f"t{t}s{i}", response=f"answer {i} to task {t}")
+                for i in range(answers_per_task)] for t in task_ids}
+    return task_ids, gens
+
+
+def add_responses(store, responses):
+    """One task with one generation per response text; returns the generation ids in order."""
+    task = store.add_tasks([{"instruction": "Say something"}])[0]
+    return [add_generation(store, task, f"t{task}r{i}", response=text) for i, text in enumerate(responses)]
+
+
+def add_scores(store, scores: dict[int, float]):
+    store.bulk_add("judgments", pd.DataFrame({"generation_id": list(scores), "judge_model": "judge",
+                                              "score": list(scores.values())}))
+
+
+# ---- pure functions -------------------------------------------------------------------------------
+
+def test_normalise_ignores_case_whitespace_and_punctuation():
+    assert normalise("  Hello,  WORLD!\n") == "hello world"
+    assert normalise("What's   the time?") == normalise("whats the TIME")
+    assert normalise("¿Qué tal?") == "qué tal"
+    assert normalise("hello world") != normalise("hello, word")
+
+
+def test_exact_and_normalised_groups():
+    texts = ["Reset my password.", "reset my password", "Reset my password.", "  RESET my   password!! ",
+             "Reset my router.", "Reset my router."]
+    assert exact_groups(texts) == [[0, 2], [4, 5]]
+    # the largest group comes first
+    assert normalised_groups(texts) == [[0, 1, 2, 3], [4, 5]]
+    assert exact_groups(["a", "b"]) == [] and normalised_groups([]) == []
+
+
+def test_connected_components_joins_chains_and_labels_by_smallest_row():
+    pairs = np.array([[5, 6], [1, 3], [3, 4], [0, 4]])
+    np.testing.assert_array_equal(connected_components(8, pairs), [0, 0, 2, 0, 0, 5, 5, 7])
+    np.testing.assert_array_equal(connected_components(3, np.zeros((0, 2), np.int64)), [0, 1, 2])
+    # a long path whose ids are scrambled still ends as one component
+    order = np.random.default_rng(0).permutation(1000)
+    labels = connected_components(1000, np.stack([order[:-1], order[1:]], axis=1))
+    assert (labels == 0).all()
+
+
+def test_near_duplicate_groups_on_hand_built_vectors():
+    angle = np.deg2rad([0, 10, 20, 90, 180, 95])  # cos(10 deg) = 0.985, cos(20 deg) = 0.94
+    vectors = unit(np.stack([np.cos(angle), np.sin(angle), np.zeros(6)], axis=1))
+    # 0-1 and 1-2 are close, so 0-1-2 is one group although 0 and 2 are only 0.94 apart;
+    # 3 and 5 are 5 degrees apart; 4 is the opposite of 0
+    assert near_duplicate_groups(vectors, 0.98) == [[0, 1, 2], [3, 5]]
+    assert near_duplicate_groups(vectors, 0.999) == []
+    assert near_duplicate_groups(vectors[:1], 0.9) == []
+
+
+def test_cell_search_above_the_exact_limit_finds_what_exact_search_finds(monkeypatch):
+    rng = np.random.default_rng(1)
+    base = unit(rng.normal(size=(3000, 64)))
+    copies = unit(base[:1000] + rng.normal(scale=0.04, size=(1000, 64)))  # cosine about 0.95 to their base
+    vectors = np.concatenate([base, copies])
+    exact = near_duplicate_groups(vectors, 0.9)
+    monkeypatch.setattr(dedupe, "EXACT_SEARCH_MAX_ROWS", 100)
+    approximate = near_duplicate_groups(vectors, 0.9)
+    assert len(exact) == 1000 and all(len(g) == 2 for g in exact)
+    found = {tuple(g) for g in approximate} & {tuple(g) for g in exact}
+    assert len(found) >= 990, f"cell search found only {len(found)} of 1000 planted pairs"
+
+
+def test_config_rejects_out_of_range_fields_with_a_fix():
+    with pytest.raises(ConfigError, match=r"threshold must be in the range \[0.5, 1.0\]"):
+        DedupeConfig(threshold=0.3)
+    with pytest.raises(ConfigError, match="method must be one of exact, normalised, semantic"):
+        DedupeConfig(method="fuzzy")
+    with pytest.raises(ConfigError, match="representative"):
+        DedupeConfig(representative="random")
+    with pytest.raises(ConfigError, match="target"):
+        DedupeConfig(target="judgments")
+
+
+def test_projection_2d_finds_the_main_axes():
+    rng = np.random.default_rng(0)
+    x = np.zeros((500, 5), np.float32)
+    x[:, 2] = rng.normal(scale=10, size=500)  # the widest spread
+    x[:, 4] = rng.normal(scale=3, size=500)
+    x[:, 0] = rng.normal(scale=0.1, size=500)
+    points = projection_2d(x)
+    assert points.shape == (500, 2)
+    assert abs(np.corrcoef(points[:, 0], x[:, 2])[0, 1]) > 0.999
+    assert abs(np.corrcoef(points[:, 1], x[:, 4])[0, 1]) > 0.99
+    np.testing.assert_array_equal(projection_2d(x), points)  # same signs every time
+
+
+def test_cluster_map_figure_colours_the_most_frequent_labels():
+    points = np.random.default_rng(0).normal(size=(30, 2))
+    labels = ["cluster 1"] * 12 + ["cluster 2"] * 6 + [f"c{i}" for i in range(12)]
+    fig = cluster_map_figure(points, labels, "responses")
+    assert isinstance(fig, Figure)
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "cluster 1 (12)" in legend and "other (4)" in legend and len(legend) == 11
+    with pytest.raises(StudioError):
+        cluster_map_figure(points, labels[:3], "")
+
+
+# ---- embedding ------------------------------------------------------------------------------------
+
+def test_embedding_is_incremental(store, encoder):
+    gens = add_responses(store, ["first answer", "second answer", "third answer"])
+    assert embed_items(store, "response", embedder=encoder) == {"encoded": 3, "reused": 0, "model": DEFAULT_EMBEDDER}
+    assert encoder.encoded == 3
+    assert embed_items(store, "response", embedder=encoder)["encoded"] == 0
+    assert encoder.encoded == 3
+
+    store.edit_response(gens[1], "second answer, edited")
+    counts = embed_items(store, "response", embedder=encoder)
+    assert (counts["encoded"], counts["reused"], encoder.encoded) == (1, 2, 4)
+    # the stored vector is the edited text's
+    ids, vectors = store.fresh_embeddings("response", DEFAULT_EMBEDDER)
+    assert ids.tolist() == gens and vectors.shape == (3, 384)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    expected = encoder.model.encode(["second answer, edited"], normalize_embeddings=True)[0]
+    np.testing.assert_allclose(vectors[1], expected, atol=1e-5)
+
+    add_responses(store, ["a new one"])
+    progress = []
+    counts = embed_items(store, "response", embedder=encoder, batch_size=1, on_progress=lambda *p: progress.append(p))
+    assert (counts["encoded"], counts["reused"], progress) == (1, 3, [(1, 1)])
+
+
+def test_nothing_to_embed_does_not_load_a_model(store, encoder, monkeypatch):
+    add_responses(store, ["only answer"])
+    embed_items(store, "response", embedder=encoder)
+
+    def refuse(*_):
+        raise AssertionError("the embedder was loaded with nothing to encode")
+    monkeypatch.setattr("curation.embed.load_embedder", refuse)
+    assert embed_items(store, "response") == {"encoded": 0, "reused": 1, "model": DEFAULT_EMBEDDER}
+
+
+def test_embedding_in_batches_reports_progress_per_batch(store, encoder):
+    add_tasks_with_answers(store, [f"task number {i}" for i in range(5)], answers_per_task=0)
+    progress = []
+    embed_items(store, "task", embedder=encoder, batch_size=2, on_progress=lambda d, t: progress.append((d, t)))
+    assert progress == [(2, 5), (4, 5), (5, 5)]
+
+
+def test_a_model_that_is_not_local_fails_with_an_offline_message():
+    with pytest.raises(StudioError, match="not available offline"):
+        load_embedder("someone/not-a-cached-model")
+
+
+# ---- plans on a workspace -------------------------------------------------------------------------
+
+def test_semantic_task_clusters_group_paraphrases_and_not_unrelated_tasks(store, encoder):
+    task_ids, _ = add_tasks_with_answers(store, PASSWORD + FRANCE + [ROUTER] + UNRELATED)
+    embed_items(store, "task", embedder=encoder)
+    plan = plan_dedupe(store, DedupeConfig(target="tasks", method="semantic", threshold=0.8,
+                                           representative="earliest"))
+    clusters = [[m.id for m in c.members] for c in plan.clusters]
+    assert clusters == [task_ids[0:3], task_ids[3:5]]
+    assert [c.representative for c in plan.clusters] == [task_ids[0], task_ids[3]]
+    assert [c.index for c in plan.clusters] == [1, 2]
+    assert plan.rows_marked == 3 and plan.items_total == 9 and plan.rows_total == 9
+    # how close each member is to the kept one: 1.0 for itself, 0.94 and 0.86 for the paraphrases
+    sims = [m.similarity for m in plan.clusters[0].members]
+    assert sims[0] == pytest.approx(1.0) and 0.9 < sims[1] < 0.97 and 0.8 < sims[2] < 0.9
+    frame = plan.to_frame()
+    assert frame["cluster"].tolist() == [1, 1, 1, 2, 2] and frame["kept"].sum() == 2
+
+    tight = plan_dedupe(store, DedupeConfig(target="tasks", threshold=0.9, representative="earliest"))
+    assert [[m.id for m in c.members] for c in tight.clusters] == [task_ids[0:2]]
+
+
+def test_plan_needs_embeddings_first(store):
+    add_responses(store, ["one", "two"])
+    with pytest.raises(StudioError, match="embed them first"):
+        plan_dedupe(store, DedupeConfig(method="semantic"))
+
+
+def test_exact_and_normalised_response_dedupe(store):
+    gens = add_responses(store, ["The answer is 42.", "the answer is 42", "The answer is 42.", "Something else."])
+    exact = plan_dedupe(store, DedupeConfig(method="exact", representative="earliest"))
+    assert [[m.id for m in c.members] for c in exact.clusters] == [[gens[0], gens[2]]]
+    normalised = plan_dedupe(store, DedupeConfig(method="normalised", representative="earliest"))
+    assert [[m.id for m in c.members] for c in normalised.clusters] == [gens[:3]]
+    assert normalised.rows_marked == 2
+
+
+@pytest.mark.parametrize("rule, kept", [("judge_score", 1), ("longest", 2), ("earliest", 0)])
+def test_each_representative_rule_keeps_its_member(store, rule, kept):
+    gens = add_responses(store, ["Paris.", "paris", "PARIS!!!   ", "Lyon"])
+    add_scores(store, {gens[0]: 5.0, gens[1]: 9.0, gens[3]: 10.0})
+    add_scores(store, {gens[0]: 7.0})  # the highest of a generation's scores counts
+    plan = plan_dedupe(store, DedupeConfig(method="normalised", representative=rule))
+    assert plan.clusters[0].representative == gens[kept]
+    assert plan.notes == ()
+
+
+def test_judge_rule_without_judgments_keeps_the_earliest_and_says_so(store):
+    gens = add_responses(store, ["same", "same", "same"])
+    plan = plan_dedupe(store, DedupeConfig(method="exact", representative="judge_score"))
+    assert plan.clusters[0].representative == gens[0]
+    assert any("no judge scores" in note for note in plan.notes)
+
+
+def test_apply_marks_duplicates_rejected_with_a_reason_and_undo_restores(store):
+    gens = add_responses(store, ["A cat.", "a cat", "A dog.", "a dog!", "A bird."])
+    store.set_label([gens[3]], "approved")
+    plan = plan_dedupe(store, DedupeConfig(method="normalised", representative="earliest"))
+    batch = apply_dedupe(store, plan)
+    rows = {g: store.generation(g) for g in gens}
+    assert [rows[g]["review_status"] for g in gens] == ["pending", "rejected", "pending", "rejected", "pending"]
+    assert rows[gens[1]]["reason"] == f"dedupe:normalised:cluster 1 of {gens[0]}"
+    assert rows[gens[3]]["reason"] == f"dedupe:normalised:cluster 2 of {gens[2]}"
+    assert store.runs(kind="dedupe")[0]["metrics"]["batch_id"] == batch
+    # a second plan no longer sees the rejected rows
+    assert plan_dedupe(store, DedupeConfig(method="normalised")).clusters == ()
+
+    store.undo_batch(batch)
+    assert [store.generation(g)["review_status"] for g in gens] == ["pending", "pending", "pending", "approved",
+                                                                     "pending"]
+    assert store.generation(gens[1])["reason"] is None
+
+
+def test_apply_with_a_hand_picked_representative(store):
+    gens = add_responses(store, ["Yes.", "yes", "YES"])
+    plan = plan_dedupe(store, DedupeConfig(method="normalised", representative="earliest"))
+    apply_dedupe(store, plan, overrides={1: gens[2]})
+    assert [store.generation(g)["review_status"] for g in gens] == ["rejected", "rejected", "pending"]
+    assert store.generation(gens[0])["reason"] == f"dedupe:normalised:cluster 1 of {gens[2]}"
+    with pytest.raises(StudioError, match="not a member of cluster 1"):
+        apply_dedupe(store, plan, overrides={1: 999})
+    with pytest.raises(StudioError, match="no cluster 7"):
+        apply_dedupe(store, plan, overrides={7: gens[0]})
+
+
+def test_task_dedupe_marks_every_generation_of_the_duplicate_tasks(store, encoder):
+    task_ids, gens = add_tasks_with_answers(store, PASSWORD[:2] + UNRELATED[:1], answers_per_task=2)
+    add_scores(store, {gens[task_ids[1]][0]: 8.0, gens[task_ids[0]][1]: 6.0})
+    embed_items(store, "task", embedder=encoder)
+    plan = plan_dedupe(store, DedupeConfig(target="tasks", threshold=0.9, representative="judge_score"))
+    assert plan.clusters[0].representative == task_ids[1]  # its best answer scored 8
+    assert plan.rows_marked == 2 and plan.clusters[0].rows_marked_keeping(task_ids[0]) == 2
+    batch = apply_dedupe(store, plan)
+    for g in gens[task_ids[0]]:
+        assert store.generation(g)["review_status"] == "rejected"
+        assert store.generation(g)["reason"] == f"dedupe:semantic:cluster 1 of task {task_ids[1]}"
+    assert all(store.generation(g)["review_status"] == "pending" for g in gens[task_ids[1]] + gens[task_ids[2]])
+    store.undo_batch(batch)
+    assert all(store.generation(g)["review_status"] == "pending" for gs in gens.values() for g in gs)
+
+
+def test_preview_counts_fall_as_the_threshold_rises_and_match_the_plan(store, encoder):
+    add_responses(store, PASSWORD + FRANCE + [ROUTER] + UNRELATED + [PASSWORD[0]])
+    embed_items(store, "response", embedder=encoder)
+    config = DedupeConfig(method="semantic", threshold=0.8)
+    thresholds = [round(t, 2) for t in np.arange(0.5, 1.0001, 0.05)]
+    counts = preview_counts(store, config, thresholds)
+    values = [counts[t] for t in thresholds]
+    assert values == sorted(values, reverse=True)
+    # 0.5: password x4 (one exact copy) + router, France pair; 0.8: router drops out; 1.0: the exact copy
+    assert (counts[0.5], counts[0.8], counts[0.9], counts[1.0]) == (5, 4, 2, 1)
+    assert counts[0.8] == plan_dedupe(store, config).rows_marked
+    exact = preview_counts(store, DedupeConfig(method="exact"), [0.6, 0.9])
+    assert exact == {0.6: 1, 0.9: 1}
+
+
+def test_map_data_colours_rows_by_cluster_and_status(store, encoder):
+    gens = add_responses(store, PASSWORD + UNRELATED)
+    store.set_label([gens[3]], "approved")
+    embed_items(store, "response", embedder=encoder)
+    config = DedupeConfig(threshold=0.8)
+    plan = plan_dedupe(store, config)
+    points, labels, ids = map_data(store, config, "cluster", plan)
+    assert points.shape == (6, 2) and ids.tolist() == gens
+    assert labels == ["cluster 1"] * 3 + ["no duplicate"] * 3
+    assert map_data(store, config, "status")[1] == ["pending"] * 3 + ["approved"] + ["pending"] * 2
+    assert isinstance(cluster_map_figure(points, labels, "responses"), Figure)
+    with pytest.raises(StudioError, match="needs a dedupe plan"):
+        map_data(store, config, "cluster")

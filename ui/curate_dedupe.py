@@ -1,0 +1,252 @@
+"""Curate › Dedupe: plan duplicates, review the clusters, pick what each keeps, mark the rest, undo.
+
+The threshold slider reads counts that `preview_counts` computed once per setting (target, method,
+model, rule) and that sit in a gr.State, so dragging it costs a dictionary lookup, not a search.
+"""
+from __future__ import annotations
+
+import functools
+import html
+from types import SimpleNamespace
+
+import gradio as gr
+import pandas as pd
+
+from curation.dedupe import (MAP_COLOURINGS, METHODS, REPRESENTATIVE_RULES, TARGETS, DedupeConfig, apply_dedupe,
+                             cluster_map_figure, map_data, plan_dedupe, preview_counts)
+from curation.embed import embed_items
+from curation.errors import StudioError
+from ui.common import guarded
+
+THRESHOLDS = [round(0.5 + i / 100, 2) for i in range(51)]  # the slider's stops
+CLUSTER_COLUMNS = ["cluster", "size", "kept", "kept by", "marked", "kept text"]
+MAX_CARDS = 24  # members drawn side by side; the dropdown lists them all
+RULE_WORDS = {"judge_score": "highest judge score", "longest": "longest", "earliest": "earliest"}
+
+
+def dedupe_config(target, method, model, representative, threshold) -> DedupeConfig:
+    return DedupeConfig(target=target, method=method, threshold=float(threshold), representative=representative,
+                        model=(model or "").strip() or None)
+
+
+def settings_key(config: DedupeConfig) -> tuple:
+    """What the cached slider counts depend on: everything but the threshold."""
+    return config.target, config.method, config.model, config.representative
+
+
+def kept_id(cluster, overrides: dict) -> int:
+    return int(overrides.get(cluster.index, cluster.representative))
+
+
+def marked_with(cluster, keep: int) -> int:
+    return sum(len(m.generation_ids) for m in cluster.members if m.id != keep)
+
+
+def clusters_frame(plan, overrides: dict) -> pd.DataFrame:
+    rows = []
+    for c in plan.clusters if plan else ():
+        keep = kept_id(c, overrides)
+        rows.append([c.index, len(c.members), keep, "you" if c.index in overrides else "rule",
+                     marked_with(c, keep), c.member(keep).text[:160]])
+    return pd.DataFrame(rows, columns=CLUSTER_COLUMNS)
+
+
+def plan_summary(plan, overrides: dict) -> str:
+    if plan is None:
+        return "_Press **Preview** to find the duplicates._"
+    marked = sum(marked_with(c, kept_id(c, overrides)) for c in plan.clusters)
+    cfg = plan.config
+    how = f"cosine ≥ {cfg.threshold:g}" if cfg.method == "semantic" else f"{cfg.method} text"
+    clusters = f"{len(plan.clusters)} cluster{'' if len(plan.clusters) == 1 else 's'}"
+    text = (f"**{marked} of {plan.rows_total} generations** would be marked rejected: {clusters} "
+            f"among {plan.items_total} {cfg.target} ({how}; each keeps its {RULE_WORDS[cfg.representative]} member"
+            + (f", {len(overrides)} chosen by you" if overrides else "") + ").")
+    return text + "".join(f"\n\n> {n}" for n in plan.notes)
+
+
+def members_html(cluster, keep: int) -> str:
+    """The members of one cluster side by side, the kept one first and outlined."""
+    members = sorted(cluster.members, key=lambda m: (m.id != keep, m.id))
+    cards = []
+    for m in members[:MAX_CARDS]:
+        kept = m.id == keep
+        score = "unjudged" if m.score is None else f"judge {m.score:g}"
+        cards.append(
+            f'<div style="border:2px solid {"#2f9e44" if kept else "#d0d4d9"};border-radius:8px;padding:8px">'
+            f'<div style="font-size:.85em;margin-bottom:4px"><b>{"✔ kept" if kept else "duplicate"}</b> · '
+            f'id {m.id} · similarity {m.similarity:.3f} · {score} · {m.length} chars · '
+            f'{len(m.generation_ids)} generations</div>'
+            f'<div style="white-space:pre-wrap;max-height:260px;overflow:auto">{html.escape(m.text[:3000])}</div>'
+            '</div>')
+    more = (f"<p>… and {len(members) - MAX_CARDS} more members (all in the keep list).</p>"
+            if len(members) > MAX_CARDS else "")
+    return (f'<h4>Cluster {cluster.index}: {len(members)} members</h4>'
+            '<div style="display:grid;grid-template-columns:repeat(auto-fill,minmax(280px,1fr));gap:8px">'
+            + "".join(cards) + "</div>" + more)
+
+
+def keep_choices(cluster, keep: int) -> gr.update:
+    choices = [(f"id {m.id}" + (" (rule's choice)" if m.id == cluster.representative else "") + f": {m.text[:60]}",
+                m.id) for m in cluster.members]
+    return gr.update(choices=choices, value=keep)
+
+
+# ---- handlers: each takes the store first (bound in `build`), then the form's values ----------------
+def counts_for(store, config: DedupeConfig, cache: dict | None) -> dict:
+    """The slider's counts for `config`'s settings: the cached ones, or one `preview_counts` call."""
+    if cache and cache["key"] == settings_key(config):
+        return cache
+    return {"key": settings_key(config), "counts": preview_counts(store, config, THRESHOLDS)}
+
+
+def count_text(config: DedupeConfig, cache: dict) -> str:
+    n = cache["counts"][round(config.threshold, 2)]
+    at = f" at similarity ≥ {config.threshold:g}" if config.method == "semantic" else ""
+    return f"### {n} generations would be marked{at}"
+
+
+@guarded
+def preview(store, target, method, model, rule, threshold, cache):
+    config = dedupe_config(target, method, model, rule, threshold)
+    cache = counts_for(store, config, cache)
+    plan = plan_dedupe(store, config)
+    first = plan.clusters[0] if plan.clusters else None
+    return (count_text(config, cache), plan_summary(plan, {}), clusters_frame(plan, {}),
+            first.index if first else None, members_html(first, first.representative) if first else "",
+            keep_choices(first, first.representative) if first else gr.update(choices=[], value=None),
+            plan, {}, cache, "")
+
+
+def slide(store, target, method, model, rule, threshold, cache):
+    # Runs on every slider move: an error is shown in place, never as one popup per step.
+    try:
+        config = dedupe_config(target, method, model, rule, threshold)
+        cache = counts_for(store, config, cache)
+    except StudioError as exc:
+        return f"_{exc}_", cache
+    return count_text(config, cache), cache
+
+
+def show_cluster(index, plan, overrides):
+    if plan is None or index is None or not 1 <= int(index) <= len(plan.clusters):
+        return "", gr.update(choices=[], value=None)
+    cluster = plan.clusters[int(index) - 1]
+    chosen = kept_id(cluster, overrides)
+    return members_html(cluster, chosen), keep_choices(cluster, chosen)
+
+
+def select_cluster(frame, plan, overrides, evt: gr.SelectData):
+    index = int(frame.iloc[evt.index[0]]["cluster"])
+    return (index, *show_cluster(index, plan, overrides))
+
+
+@guarded
+def keep_member(index, member_id, plan, overrides):
+    if plan is None or index is None or member_id is None:
+        raise gr.Error("preview, then pick a cluster and the member to keep")
+    cluster = plan.clusters[int(index) - 1]
+    cluster.member(int(member_id))  # refuses an id from another cluster
+    overrides = {**overrides, cluster.index: int(member_id)}
+    return (plan_summary(plan, overrides), clusters_frame(plan, overrides), *show_cluster(index, plan, overrides),
+            overrides)
+
+
+@guarded
+def apply(store, plan, overrides):
+    if plan is None:
+        raise gr.Error("press Preview first: the marking applies the clusters you reviewed")
+    batch = apply_dedupe(store, plan, overrides)
+    note = (f"marked {store.label_batch_count(batch)} generations rejected as duplicates (batch {batch}); "
+            "Undo puts them back" if batch else "nothing to mark")
+    # The plan is spent: the marked rows are out of the next comparison, so counts and clusters reset.
+    return note, batch, None, {}, None, plan_summary(None, {}), clusters_frame(None, {}), "", ""
+
+
+@guarded
+def undo(store, batch):
+    if batch is None:
+        raise gr.Error("nothing to undo: no dedupe was applied in this tab")
+    n = store.undo_batch(int(batch))
+    return f"undid batch {batch}: {n} generations back to their earlier status", None, None
+
+
+@guarded
+def embed(store, target, model, progress=gr.Progress()):
+    config = dedupe_config(target, "semantic", model, "earliest", 0.9)
+    progress(0, desc="loading the embedding model")
+    result = embed_items(store, config.item_kind, config.model,
+                         on_progress=lambda done, total: progress((done, total), desc="embedding", unit="rows"))
+    return (f"embedded {result['encoded']} {config.target} with {result['model']} "
+            f"({result['reused']} already up to date)")
+
+
+@guarded
+def draw_map(store, target, method, model, rule, threshold, colour, plan):
+    config = plan.config if plan is not None else dedupe_config(target, method, model, rule, threshold)
+    points, labels, _ = map_data(store, config, colour, plan)
+    return cluster_map_figure(points, labels, f"{len(points)} {config.target} coloured by {colour}")
+
+
+# ---- layout and wiring --------------------------------------------------------------------------
+def _layout() -> SimpleNamespace:
+    ui = SimpleNamespace()
+    gr.Markdown("Find exact, normalised or semantic duplicates, review each cluster, and mark all but one member "
+                "of each rejected (with the reason; nothing is deleted, Undo puts them back).")
+    with gr.Row():
+        ui.target = gr.Radio(list(TARGETS), value="responses", label="Compare", elem_id="dedupe-target")
+        ui.method = gr.Radio(list(METHODS), value="exact", label="Method", elem_id="dedupe-method")
+        ui.rule = gr.Dropdown([(RULE_WORDS[r], r) for r in REPRESENTATIVE_RULES], value="judge_score",
+                              label="Each cluster keeps the", elem_id="dedupe-rule")
+        ui.model = gr.Textbox("", label="Embedding model (empty: bundled all-MiniLM-L6-v2)", elem_id="dedupe-model")
+    with gr.Row():
+        ui.threshold = gr.Slider(THRESHOLDS[0], THRESHOLDS[-1], value=0.9, step=0.01, scale=3,
+                                 label="Similarity threshold (semantic)", elem_id="dedupe-threshold")
+        ui.count = gr.Markdown(elem_id="dedupe-count")
+    with gr.Row():
+        ui.embed = gr.Button("Compute embeddings", elem_id="dedupe-embed")
+        ui.preview = gr.Button("Preview", variant="primary", elem_id="dedupe-preview")
+        ui.apply = gr.Button("Mark duplicates rejected", variant="stop", elem_id="dedupe-apply")
+        ui.undo = gr.Button("Undo", elem_id="dedupe-undo")
+    ui.summary = gr.Markdown(plan_summary(None, {}), elem_id="dedupe-summary")
+    ui.message = gr.Markdown(elem_id="dedupe-message")
+    ui.clusters = gr.Dataframe(pd.DataFrame(columns=CLUSTER_COLUMNS), interactive=False, wrap=True, max_height=320,
+                               label="Clusters, largest first (click one)", elem_id="dedupe-clusters",
+                               column_widths=["8%", "7%", "8%", "8%", "8%", "61%"])
+    with gr.Row():
+        ui.cluster_no = gr.Number(label="Cluster", precision=0, minimum=1, elem_id="dedupe-cluster")
+        ui.keep = gr.Dropdown([], label="Keep this member instead", scale=3, elem_id="dedupe-keep")
+        ui.keep_btn = gr.Button("Keep it", elem_id="dedupe-keep-btn")
+    ui.members = gr.HTML(elem_id="dedupe-members")
+    with gr.Accordion("2-D map of the embeddings", open=False):
+        with gr.Row():
+            ui.colour_by = gr.Radio(list(MAP_COLOURINGS), value="cluster", label="Colour by", elem_id="dedupe-colour")
+            ui.map_btn = gr.Button("Draw map", elem_id="dedupe-map-btn")
+        ui.map = gr.Plot(label="Embedding map (PCA)", elem_id="dedupe-map")
+    # Per tab: the reviewed plan, the hand-picked members, the slider's counts, the last batch marked.
+    ui.plan, ui.overrides, ui.counts, ui.batch = gr.State(None), gr.State({}), gr.State(None), gr.State(None)
+    return ui
+
+
+def build(studio):
+    ui = _layout()
+    bound = functools.partial
+    store = studio.store
+    settings = [ui.target, ui.method, ui.model, ui.rule, ui.threshold]
+    plan_outputs = [ui.count, ui.summary, ui.clusters, ui.cluster_no, ui.members, ui.keep, ui.plan, ui.overrides,
+                    ui.counts, ui.message]
+    ui.preview.click(bound(preview, store), [*settings, ui.counts], plan_outputs, api_name="dedupe_preview")
+    ui.threshold.input(bound(slide, store), [*settings, ui.counts], [ui.count, ui.counts], show_progress="hidden",
+                       trigger_mode="always_last", api_visibility="private")
+    ui.threshold.release(bound(preview, store), [*settings, ui.counts], plan_outputs, api_visibility="private")
+    ui.clusters.select(select_cluster, [ui.clusters, ui.plan, ui.overrides], [ui.cluster_no, ui.members, ui.keep],
+                       api_visibility="private")
+    ui.cluster_no.submit(show_cluster, [ui.cluster_no, ui.plan, ui.overrides], [ui.members, ui.keep],
+                         api_visibility="private")
+    ui.keep_btn.click(keep_member, [ui.cluster_no, ui.keep, ui.plan, ui.overrides],
+                      [ui.summary, ui.clusters, ui.members, ui.keep, ui.overrides], api_name="dedupe_keep")
+    ui.apply.click(bound(apply, store), [ui.plan, ui.overrides],
+                   [ui.message, ui.batch, ui.plan, ui.overrides, ui.counts, ui.summary, ui.clusters, ui.members,
+                    ui.count], api_name="dedupe_apply")
+    ui.undo.click(bound(undo, store), [ui.batch], [ui.message, ui.batch, ui.counts], api_name="dedupe_undo")
+    ui.embed.click(bound(embed, store), [ui.target, ui.model], [ui.message], api_name="dedupe_embed")
+    ui.map_btn.click(bound(draw_map, store), [*settings, ui.colour_by, ui.plan], [ui.map], api_name="dedupe_map")
