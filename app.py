@@ -15,9 +15,10 @@ import gradio as gr
 from curation.jobs import GenerationJobs
 from curation.local_server import LocalTeacherServer
 from curation.store import Store
+from distill.evaluate import EvalJobs
 from distill.orphans import stop_orphans
 from distill.runner import TrainingSlot
-from ui import curate, generate, review, review_queue, runs, seeds, train
+from ui import curate, evaluate, generate, review, review_queue, runs, seeds, train
 from ui.common import CSS
 
 DEFAULT_WORKSPACE = Path(__file__).resolve().parent / "data"
@@ -32,7 +33,7 @@ class Studio:
     server: LocalTeacherServer
     generation: GenerationJobs
     training: TrainingSlot
-
+    evaluation: EvalJobs
     notes: list[str] = field(default_factory=list)  # what the user must know about this start
 
     @classmethod
@@ -46,11 +47,14 @@ class Studio:
         for note in notes:
             print(f"distill-studio: {note}", file=sys.stderr)
         server = LocalTeacherServer(store.workspace / "logs")
-        return cls(store, server, GenerationJobs(store, server), TrainingSlot(store, store.workspace), notes)
+        return cls(store, server, GenerationJobs(store, server), TrainingSlot(store, store.workspace),
+                   EvalJobs(store, server), notes)
 
     def close(self):
         self.generation.stop()
         self.generation.wait(timeout=30)
+        self.evaluation.stop()
+        self.evaluation.wait(30)
         self.training.close()
         self.server.stop()
         self.store.close()
@@ -74,6 +78,8 @@ def build_app(studio: Studio) -> gr.Blocks:
                 curate.build(studio)
             with gr.Tab("Train", id="train"):
                 train.build(studio)
+            with gr.Tab("Evaluate", id="evaluate"):
+                evaluate.build(studio, jobs=studio.evaluation)
             with gr.Tab("Runs", id="runs") as runs_tab:
                 runs_table = runs.build(studio)
         review_tab.select(load_page, page_inputs, page_outputs, api_visibility="private")

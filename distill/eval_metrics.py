@@ -1,0 +1,264 @@
+"""The evaluation's maths, as pure functions: pairwise win rate, mean score, ROUGE-L, per-token NLL, checks.
+
+Nothing here reads the workspace or calls a model, except `answer_nll`, which only runs a forward pass
+of the model it is given. Every function is tested on hand-built inputs (tests/test_eval_metrics.py).
+
+Checkable expectations (`tasks.expected`) are one string, a kind prefix and a value:
+  "exact:TEXT"      the answer equals TEXT
+  "contains:TEXT"   the answer contains TEXT
+  "regex:PATTERN"   PATTERN (Python `re`) is found somewhere in the answer
+Both sides are normalised first: case-folded, runs of whitespace made one space, trimmed; an exact
+answer may also end with one full stop ("4." passes "exact:4"). A regex is matched case-insensitively
+against the normalised answer, so write it for single spaces.
+"""
+from __future__ import annotations
+
+import math
+import re
+
+from curation.errors import ConfigError
+from curation.methods.novelty import rouge_l, tokens
+
+EXPECTATION_KINDS = ("exact", "contains", "regex")
+OUTCOMES = ("win", "loss", "tie")
+IGNORE_INDEX = -100  # label of a token that is not scored (the prompt)
+
+
+# ---- checkable expectations ---------------------------------------------------------------------
+
+def normalise(text: str | None) -> str:
+    """Case-folded, whitespace collapsed to single spaces, trimmed."""
+    return " ".join((text or "").casefold().split())
+
+
+def parse_expectation(expected: str) -> tuple[str, str]:
+    """(kind, value) of an expectation string; ConfigError saying the format when it is not one."""
+    kind, sep, value = (expected or "").partition(":")
+    kind = kind.strip().lower()
+    if not sep or kind not in EXPECTATION_KINDS or not value.strip():
+        raise ConfigError(f"an expectation is 'exact:TEXT', 'contains:TEXT' or 'regex:PATTERN' (got {expected!r})")
+    if kind == "regex":
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ConfigError(f"expectation regex {value!r} does not compile: {exc}") from None
+    return kind, value
+
+
+def check_expectation(expected: str | None, answer: str | None) -> bool | None:
+    """Whether `answer` meets `expected`; None when the task carries no expectation."""
+    if not expected:
+        return None
+    kind, value = parse_expectation(expected)
+    got = normalise(answer)
+    if kind == "exact":
+        want = normalise(value)
+        return got == want or got == want + "."
+    if kind == "contains":
+        return normalise(value) in got
+    return re.search(value, got, re.IGNORECASE) is not None
+
+
+def pass_rate(flags: list[bool | None]) -> tuple[float | None, int]:
+    """(share of passed checks, number of checked answers); tasks without an expectation (None) are left out."""
+    checked = [f for f in flags if f is not None]
+    return (sum(checked) / len(checked) if checked else None), len(checked)
+
+
+# ---- pairwise judgments -------------------------------------------------------------------------
+
+def candidate_verdicts(judgments: list[dict], candidate: int, other: int) -> list[float | None]:
+    """The candidate's share of each 'compare' verdict between two generations, in either order.
+
+    A judgment row (see curation.methods.compare) has generation_id = the response shown as A,
+    other_generation_id = the one shown as B, score = 1 if A won, 0 if B won, 0.5 for a tie, None when
+    unreadable. Returned per verdict: 1 = candidate won, 0 = lost, 0.5 = tie, None = unreadable.
+    """
+    out = []
+    for j in judgments:
+        if (j.get("kind") or "score") != "compare":
+            continue
+        pair = (j["generation_id"], j["other_generation_id"])
+        if pair == (candidate, other):
+            out.append(None if j["score"] is None else float(j["score"]))
+        elif pair == (other, candidate):
+            out.append(None if j["score"] is None else 1.0 - float(j["score"]))
+    return out
+
+
+def pairwise_outcome(verdicts: list[float | None]) -> str | None:
+    """One task's outcome for the candidate from its verdicts asked in both orders.
+
+    Both orders (all readable verdicts, at least two) say the candidate won -> 'win'; all say it lost
+    -> 'loss'; the orders disagree, or any says tie -> 'tie' (position bias cancelled, not guessed).
+    Fewer than two readable verdicts -> None: the task is left out of the win rate.
+    """
+    readable = [v for v in verdicts if v is not None]
+    if len(readable) < 2:
+        return None
+    if all(v == 1.0 for v in readable):
+        return "win"
+    if all(v == 0.0 for v in readable):
+        return "loss"
+    return "tie"
+
+
+def win_rate(outcomes: list[str | None]) -> dict:
+    """{wins, losses, ties, n, missing, win_rate}: win_rate = (wins + 0.5 * ties) / n over the n tasks
+    with an outcome (None when n = 0); `missing` counts tasks without one."""
+    counts = {o: sum(1 for x in outcomes if x == o) for o in OUTCOMES}
+    n = sum(counts.values())
+    return {"wins": counts["win"], "losses": counts["loss"], "ties": counts["tie"], "n": n,
+            "missing": len(outcomes) - n,
+            "win_rate": (counts["win"] + 0.5 * counts["tie"]) / n if n else None}
+
+
+# ---- scores and overlap -------------------------------------------------------------------------
+
+def mean_or_none(values) -> float | None:
+    """Mean of the values that are not None (or NaN); None when there are none."""
+    kept = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return sum(kept) / len(kept) if kept else None
+
+
+def rouge_l_text(candidate: str | None, reference: str | None) -> float:
+    """ROUGE-L F1 of two texts over lower-cased word tokens (curation.methods.novelty.rouge_l)."""
+    return rouge_l(tokens(candidate or ""), tokens(reference or ""))
+
+
+# ---- negative log-likelihood --------------------------------------------------------------------
+
+def token_nll(logits, labels) -> tuple[float, int]:
+    """Summed NLL (nats) of the scored tokens and their count, for a causal LM.
+
+    logits: float[T, V] (or [1, T, V]) — position t predicts token t+1.
+    labels: int[T] (or [1, T]) — the input ids, with IGNORE_INDEX (-100) at tokens not scored.
+    The first token is never scored (nothing predicts it).
+    """
+    import torch
+
+    logits, labels = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)
+    shift_logits, shift_labels = logits[:-1].float(), labels[1:]
+    mask = shift_labels != IGNORE_INDEX
+    if not bool(mask.any()):
+        return 0.0, 0
+    nll = torch.nn.functional.cross_entropy(shift_logits[mask], shift_labels[mask], reduction="sum")
+    return float(nll), int(mask.sum())
+
+
+def response_token_ids(tokenizer, messages: list[dict], answer: str) -> tuple[list[int], int]:
+    """(ids of the whole chat with `answer` as the assistant turn, index of the first response token).
+
+    Both parts come from the tokenizer's chat template: the prompt is the template with the generation
+    prompt, the response everything after it (the answer and the template's end-of-turn tokens) — the
+    tokens the SFT loss covers. If the template does not render the prompt as a prefix of the whole
+    chat, the response starts where the two first differ.
+    """
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
+    full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": answer}], tokenize=True,
+                                         return_dict=True)
+    prompt_ids, full_ids = list(prompt["input_ids"]), list(full["input_ids"])
+    start = 0
+    while start < min(len(prompt_ids), len(full_ids)) and prompt_ids[start] == full_ids[start]:
+        start += 1
+    return full_ids, start
+
+
+def answer_nll(model, tokenizer, messages: list[dict], answer: str, max_length: int = 2048) -> tuple[float, int]:
+    """(summed NLL in nats, number of response tokens) of `model` generating `answer` after `messages`.
+
+    Per-token NLL is the sum over the count; sum both over tasks for a token-weighted mean. A chat longer
+    than `max_length` tokens is cut at the end (the response's tail is not scored).
+    """
+    import torch
+
+    ids, start = response_token_ids(tokenizer, messages, answer)
+    ids = ids[:max_length]
+    if start >= len(ids):
+        return 0.0, 0
+    input_ids = torch.tensor([ids])
+    labels = input_ids.clone()
+    labels[0, :start] = IGNORE_INDEX
+    with torch.no_grad():
+        logits = model(input_ids=input_ids).logits
+    return token_nll(logits[0], labels[0])
+
+
+# ---- one eval's per-task details -> metrics and breakdowns ---------------------------------------
+# A detail row (one eval task, one line of run_dir/eval.jsonl) has: task_id, skill, domain, answers,
+# scores and pass ({system: value}), rouge_l and nll ({student: value}; nll = {"sum", "tokens"}),
+# vs_base / vs_teacher ({"verdicts", "outcome", "identical"}), lost, deficit.
+
+SYSTEMS = ("base", "distilled", "teacher")
+STUDENTS = ("base", "distilled")
+
+
+def deficit(row: dict) -> float:
+    """How badly the distilled student did against the teacher on one task; higher = worse. Sorts the viewer.
+
+    (teacher score - distilled score) / 9 (0 when either is unscored), plus the distilled student's
+    share of lost verdicts against the teacher (0.5 when none is readable), plus 1 for a failed check.
+    """
+    scores = row.get("scores") or {}
+    gap = ((scores["teacher"] - scores["distilled"]) / 9.0
+           if scores.get("teacher") is not None and scores.get("distilled") is not None else 0.0)
+    shares = [v for v in (row.get("vs_teacher") or {}).get("verdicts", []) if v is not None]
+    lost_share = 1.0 - sum(shares) / len(shares) if shares else 0.5
+    return gap + lost_share + (1.0 if (row.get("pass") or {}).get("distilled") is False else 0.0)
+
+
+def is_lost(row: dict) -> bool:
+    """The student lost the task: the judge found it worse than the teacher (both orders), or its check failed."""
+    return ((row.get("vs_teacher") or {}).get("outcome") == "loss"
+            or (row.get("pass") or {}).get("distilled") is False)
+
+
+def per_token_nll(rows: list[dict], system: str) -> float | None:
+    """Token-weighted mean NLL (nats per response token) of a student over the rows that have one."""
+    total = sum((r.get("nll") or {}).get(system, {}).get("sum", 0.0) for r in rows if (r.get("nll") or {}).get(system))
+    count = sum((r.get("nll") or {}).get(system, {}).get("tokens", 0) for r in rows if (r.get("nll") or {}).get(system))
+    return total / count if count else None
+
+
+def summarise(rows: list[dict]) -> dict:
+    """The headline metrics of an eval from its detail rows (see the comment above)."""
+    out = {"tasks": len(rows), "lost": sum(1 for r in rows if is_lost(r))}
+    for system in SYSTEMS:
+        rate, checked = pass_rate([(r.get("pass") or {}).get(system) for r in rows])
+        m = {"judge_score": mean_or_none((r.get("scores") or {}).get(system) for r in rows),
+             "scored": sum(1 for r in rows if (r.get("scores") or {}).get(system) is not None),
+             "pass_rate": rate, "checked": checked,
+             "answered": sum(1 for r in rows if (r.get("answers") or {}).get(system) is not None)}
+        if system in STUDENTS:
+            m["rouge_l"] = mean_or_none((r.get("rouge_l") or {}).get(system) for r in rows)
+            m["nll"] = per_token_nll(rows, system)
+        out[system] = m
+    out["distilled_vs_base"] = win_rate([(r.get("vs_base") or {}).get("outcome") for r in rows])
+    out["distilled_vs_teacher"] = win_rate([(r.get("vs_teacher") or {}).get("outcome") for r in rows])
+    return out
+
+
+def breakdown(rows: list[dict], by: str) -> list[dict]:
+    """summarise() per value of `by` ('skill' or 'domain'; untagged rows under '(none)'), flattened to one
+    dict per group: group, tasks, score_<system>, rouge_l_<student>, win_vs_base, win_vs_teacher."""
+    if by not in ("skill", "domain"):
+        raise ConfigError(f"break down by skill or domain (got {by!r})")
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(r.get(by) or "(none)", []).append(r)
+    out = []
+    for group, members in sorted(groups.items()):
+        m = summarise(members)
+        flat = {"group": group, "tasks": m["tasks"]}
+        flat.update({f"score_{s}": m[s]["judge_score"] for s in SYSTEMS})
+        flat.update({f"rouge_l_{s}": m[s]["rouge_l"] for s in STUDENTS})
+        flat["win_vs_base"] = m["distilled_vs_base"]["win_rate"]
+        flat["win_vs_teacher"] = m["distilled_vs_teacher"]["win_rate"]
+        out.append(flat)
+    return out
+
+
+__all__ = ["EXPECTATION_KINDS", "normalise", "parse_expectation", "check_expectation", "pass_rate",
+           "candidate_verdicts", "pairwise_outcome", "win_rate", "mean_or_none", "rouge_l_text", "token_nll",
+           "response_token_ids", "answer_nll", "SYSTEMS", "STUDENTS", "deficit", "is_lost", "per_token_nll",
+           "summarise", "breakdown"]

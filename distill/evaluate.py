@@ -1,0 +1,819 @@
+"""Evaluation and the closed loop: base student vs distilled student vs teacher on the eval split.
+
+`run_eval` answers every eval task three times and measures the answers:
+  1. the teacher answers through the label method (stored generations, cached by request key);
+  2. the base student and the distilled student (base + PEFT adapter) answer on this machine
+     (generations with method 'eval', endpoint 'local'), and each student's per-token NLL of the
+     teacher's answer is computed;
+  3. the judge compares distilled vs base and distilled vs teacher in both orders (compare.j2) and
+     scores all three answers 1-10 (judge.j2) — stored judgments, cached by request key;
+  4. metrics (distill.eval_metrics): win rates with ties, mean judge scores, ROUGE-L against the
+     teacher, NLL, pass rate of checkable expectations.
+The eval is a run of kind 'eval' with the metrics; run_dir/eval.jsonl has one detail row per task.
+Every answer and verdict is stored as it arrives, so a stopped or failed eval resumes where it was.
+Eval tasks never reach training (Store.approved_examples), so none of this can leak into a snapshot.
+
+`failures_to_seeds` closes the loop: the tasks the student lost become prompts for NEW train-split
+tasks on the same skill (source 'student_failure', parent = the eval task), never copies of them.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+from curation.errors import ConfigError, StudioError
+from curation.generate import RunContext, _execute, plan_calls, preview, run_method
+from curation.methods import get_method
+from curation.methods.base import Call, Stage, render
+from curation.methods.judge import default_rubric, judge_call
+from curation.methods.label import GenerateConfig, build_messages, check_sampling
+from curation.methods.self_knowledge import STUDENT_ENDPOINT, LocalStudent
+from curation.store import Store
+from curation.teacher import TeacherConfig, call_chat
+from distill import eval_metrics as em
+from distill import runlog
+from distill.models import BUNDLED_STUDENT
+
+DETAILS_NAME = "eval.jsonl"
+EVAL_METHOD = "eval"  # the method of the students' generations: never teacher data, never training data
+TRAINING_KINDS = ("sft", "dpo", "kd", "kd_logprobs")  # run kinds that leave run_dir/adapter
+
+
+@dataclass
+class EvalConfig:
+    """One evaluation's settings. The CLI, the UI and the tests build this same object.
+
+    student: the base model: empty means the training run's student (with `run_id`), else the bundled
+        SmolLM2-135M-Instruct; or a local folder, a .gguf file, a cached hub id.
+    adapter: the distilled student's PEFT adapter folder (a training run's run_dir/adapter).
+    run_id: a completed training run whose adapter to evaluate (instead of `adapter`).
+    teacher: the endpoint that answers as the teacher (default: the embedded server).
+    judge: the endpoint that judges (default: the teacher).
+    max_tokens, temperature: how every system answers (temperature 0 = greedy, the default).
+    judge_max_tokens: room for the judge's verdict and rationale. rubric: empty = the default rubric.
+    limit: evaluate at most this many eval tasks, drawn by `seed` (0 = all of them).
+    """
+
+    student: str = ""
+    adapter: str = ""
+    run_id: int | None = None
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    judge: TeacherConfig | None = None
+    max_tokens: int = 256
+    temperature: float = 0.0
+    judge_max_tokens: int = 256
+    rubric: str = ""
+    limit: int = 0
+    seed: int = 0
+
+    def __post_init__(self):
+        check_sampling(self)
+        if not 1 <= int(self.judge_max_tokens) <= 32768:
+            raise ConfigError(f"judge_max_tokens must be between 1 and 32768 (got {self.judge_max_tokens})")
+        if int(self.limit) < 0 or int(self.seed) < 0:
+            raise ConfigError(f"limit and seed must be 0 or more (got {self.limit}, {self.seed})")
+        self.judge_max_tokens, self.limit, self.seed = int(self.judge_max_tokens), int(self.limit), int(self.seed)
+        self.run_id = int(self.run_id) if self.run_id not in (None, "") else None
+        self.student, self.adapter = (self.student or "").strip(), (self.adapter or "").strip()
+        if bool(self.adapter) == (self.run_id is not None):
+            raise ConfigError("name the distilled student: an adapter folder or a training run id (one of them)")
+        if self.adapter:
+            folder = Path(self.adapter).expanduser()
+            if not (folder / "adapter_config.json").is_file():
+                raise ConfigError(f"adapter {self.adapter} is not a PEFT adapter folder (no adapter_config.json); "
+                                  "pass a training run's adapter folder or its run id")
+            self.adapter = str(folder.resolve())
+        self.rubric = (self.rubric or "").strip() or default_rubric()
+
+    @property
+    def judge_teacher(self) -> TeacherConfig:
+        return self.judge or self.teacher
+
+    def params(self) -> dict:
+        return {"temperature": self.temperature, "max_tokens": self.max_tokens}
+
+    def judge_params(self) -> dict:
+        return {"temperature": 0.0, "max_tokens": self.judge_max_tokens}
+
+
+@dataclass
+class EvalProgress:
+    """Where an eval is: `done` of `total` work units (one answer, NLL or verdict each), in `stage`."""
+
+    done: int
+    total: int
+    stage: str
+    elapsed_s: float = 0.0
+
+
+@dataclass
+class _Plan:
+    """What an eval works on, resolved and checked before anything runs."""
+
+    tasks: list[dict]
+    student: str
+    adapter: Path
+    training: dict
+
+
+# ---- resolving and checking the inputs ------------------------------------------------------------
+
+def set_expectation(store: Store, task_ids: list[int], expected: str | None) -> int:
+    """Store a checkable expectation ("exact:…", "contains:…", "regex:…", see distill.eval_metrics) on
+    tasks, after checking its format; empty clears it. Returns how many tasks were changed."""
+    expected = (expected or "").strip() or None
+    if expected:
+        em.parse_expectation(expected)
+    return store.set_expected(task_ids, expected)
+
+
+def training_info(store: Store, run_id: int | None, adapter: Path) -> dict:
+    """Rows and tokens the adapter was trained on: from its run when known, else from the run dir the
+    adapter sits in (run_dir/adapter); empty when neither is found."""
+    run_dir = adapter.parent if (adapter.parent / runlog.SNAPSHOT_NAME).is_file() else None
+    run = store.run(run_id) if run_id is not None else None
+    if run is None and run_dir is not None:
+        run = next((r for r in store.runs() if r["run_dir"] and Path(r["run_dir"]).resolve() == run_dir.resolve()),
+                   None)
+    if run is not None and run.get("run_dir"):
+        run_dir = Path(run["run_dir"])
+    if run_dir is None:
+        return {}
+    snapshot = run_dir / runlog.SNAPSHOT_NAME
+    rows = (sum(1 for line in snapshot.read_text(encoding="utf-8").splitlines() if line.strip())
+            if snapshot.is_file() else None)
+    metrics = (run or {}).get("metrics") or runlog.summarise(runlog.read_events(run_dir))["metrics"]
+    return {"run_id": run["id"] if run else None, "rows": rows, "tokens": metrics.get("tokens"),
+            "steps": metrics.get("steps"), "train_loss": metrics.get("train_loss")}
+
+
+def resolve_adapter(store: Store, config: EvalConfig) -> tuple[str, Path]:
+    """(base student spec, adapter folder) of the distilled student the config names."""
+    if config.run_id is None:
+        return config.student or BUNDLED_STUDENT, Path(config.adapter)
+    run = store.run(config.run_id)
+    if run is None or run["kind"] not in TRAINING_KINDS:
+        raise StudioError(f"no training run with id {config.run_id}; pick one from the Runs tab")
+    if run["status"] != "completed":
+        raise StudioError(f"training run {config.run_id} is {run['status']}; only a completed run has an adapter")
+    adapter = Path(run["run_dir"] or "") / runlog.ADAPTER_DIR
+    if not (adapter / "adapter_config.json").is_file():
+        raise StudioError(f"training run {config.run_id} has no adapter in {adapter}")
+    return config.student or run["config"].get("student") or BUNDLED_STUDENT, adapter
+
+
+def eval_tasks(store: Store, limit: int = 0, seed: int = 0) -> list[dict]:
+    """The eval-split tasks to evaluate: all, or `limit` of them drawn by `seed`; by id."""
+    tasks = store.tasks(split="eval")
+    if not tasks:
+        raise StudioError("there are no eval tasks: hold some tasks out first (Seeds tab, or "
+                          "python -m curation split) — an eval needs tasks the student never trained on")
+    if limit and limit < len(tasks):
+        tasks = sorted(random.Random(seed).sample(tasks, limit), key=lambda t: t["id"])
+    for task in tasks:
+        if task.get("expected"):
+            try:
+                em.parse_expectation(task["expected"])
+            except ConfigError as exc:
+                raise ConfigError(f"task {task['id']}: {exc}") from None
+    return tasks
+
+
+def prepare(store: Store, config: EvalConfig) -> _Plan:
+    """Check everything an eval needs before it starts (tasks, adapter); raises StudioError with a fix."""
+    tasks = eval_tasks(store, config.limit, config.seed)
+    student, adapter = resolve_adapter(store, config)
+    return _Plan(tasks, student, adapter, training_info(store, config.run_id, adapter))
+
+
+def endpoint_url(teacher: TeacherConfig, base_url: str) -> str:
+    """Where `teacher` answers: its own base URL, or the embedded server's (`base_url`)."""
+    if not teacher.embedded:
+        return teacher.base_url
+    if not base_url:
+        raise StudioError("the embedded teacher is not running: start it (the studio does on first use) or "
+                          "give a teacher base URL and model")
+    return base_url
+
+
+# ---- the eval ---------------------------------------------------------------------------------------
+
+class _Tracker:
+    """Progress across the stages (each a planned number of units), and the cancel check between units."""
+
+    def __init__(self, total: int, on_progress, cancel):
+        self.total, self.on_progress, self.cancel = total, on_progress, cancel
+        self.start = self.end = self.done = 0
+        self.stage = ""
+        self.started = time.monotonic()
+
+    def enter(self, stage: str, units: int) -> None:
+        self.stage, self.start, self.end = stage, self.done, self.done + units
+        self.report()
+
+    def at(self, done_in_stage: int) -> None:
+        self.done = min(self.start + done_in_stage, self.end)
+        self.report()
+
+    def finish_stage(self) -> None:
+        self.done = self.end
+        self.report()
+
+    def report(self) -> None:
+        if self.on_progress:
+            self.on_progress(EvalProgress(self.done, self.total, self.stage, time.monotonic() - self.started))
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel is not None and self.cancel.is_set()
+
+
+# Work units per eval task: 1 teacher answer, 2 x (answer + NLL) for the students, 4 verdicts + 3 scores.
+UNITS_PER_TASK = 1 + 2 * 2 + 7
+
+
+def run_eval(store: Store, config: EvalConfig, base_url: str = "",
+             on_progress: Callable[[EvalProgress], None] | None = None,
+             cancel: threading.Event | None = None) -> dict:
+    """Evaluate base vs distilled student vs teacher on the eval split; returns the eval's metrics.
+
+    base_url: the embedded server's URL, used by a teacher or judge without a base URL of its own.
+    The run (kind 'eval') ends 'completed', 'stopped' (cancel; a re-run resumes from what is stored)
+    or 'failed' (the error is stored and re-raised).
+    """
+    plan = prepare(store, config)
+    run_dir = _new_eval_dir(store.workspace / "runs")
+    run_id = store.start_run("eval", _run_config(config, plan), run_dir=str(run_dir))
+    tracker = _Tracker(UNITS_PER_TASK * len(plan.tasks), on_progress, cancel)
+    try:
+        result = _evaluate(store, config, plan, run_id, base_url, tracker)
+    except BaseException as exc:
+        store.update_run(run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    if result is None:
+        store.update_run(run_id, status="stopped", metrics={"stopped_at": tracker.stage})
+        return {"eval_run_id": run_id, "stopped_at": tracker.stage}
+    details, extra = result
+    write_details(run_dir, details)
+    metrics = {"eval_run_id": run_id, **em.summarise(details), "student": plan.student,
+               "adapter": str(plan.adapter), "training": plan.training, **extra,
+               "elapsed_s": round(time.monotonic() - tracker.started, 1)}
+    store.update_run(run_id, status="completed", metrics=metrics)
+    return metrics
+
+
+def _run_config(config: EvalConfig, plan: _Plan) -> dict:
+    return {"student": plan.student, "adapter": str(plan.adapter), "training_run_id": plan.training.get("run_id"),
+            "teacher": config.teacher.public(), "judge": config.judge_teacher.public(),
+            "max_tokens": config.max_tokens, "temperature": config.temperature,
+            "judge_max_tokens": config.judge_max_tokens, "rubric": config.rubric, "limit": config.limit,
+            "seed": config.seed, "task_ids": [t["id"] for t in plan.tasks]}
+
+
+def _evaluate(store, config, plan, run_id, base_url, tracker) -> tuple[list[dict], dict] | None:
+    """The stages in order; None when cancelled between them."""
+    teacher_gens, teacher_run = _teacher_answers(store, config, plan.tasks, base_url, tracker)
+    if tracker.cancelled:
+        return None
+    students = _student_answers(store, config, plan, run_id, teacher_gens, tracker)
+    if students is None:
+        return None
+    answers = {"teacher": teacher_gens, **{name: gens for name, (gens, _) in students.items()}}
+    judged = _judge(store, config, plan.tasks, answers, base_url, tracker)
+    if judged is None:
+        return None
+    verdicts, scores, judge_run = judged
+    nll = {name: values for name, (_, values) in students.items()}
+    details = [_detail(task, answers, scores, verdicts, nll) for task in plan.tasks]
+    return details, {"teacher_model": config.teacher.model_name, "judge_model": config.judge_teacher.model_name,
+                     "teacher_run_id": teacher_run, "judge_run_id": judge_run}
+
+
+def _teacher_answers(store, config, tasks, base_url, tracker) -> tuple[dict[int, dict], int | None]:
+    """{task id: teacher generation} via the label method (one sample per task, the eval's sampling)."""
+    label = GenerateConfig(task_ids=[t["id"] for t in tasks], n=1, temperature=config.temperature,
+                           max_tokens=config.max_tokens)
+    tracker.enter("teacher answers", len(tasks))
+    todo, _ = plan_calls(store, config.teacher, label)
+    run = None
+    if todo:
+        summary = run_method(store, config.teacher, label, endpoint_url(config.teacher, base_url),
+                             on_progress=lambda p: tracker.at(p.done), cancel=tracker.cancel)
+        run = summary["run_id"]
+    keys = {c["request_key"]: c["task_id"] for c in preview(store, config.teacher, label, limit=len(tasks))}
+    tracker.finish_stage()
+    return _by_task(store, keys), run
+
+
+def _by_task(store, keys: dict[str, int]) -> dict[int, dict]:
+    """{task id: stored generation} for request keys; failed calls are kept (their error is shown)."""
+    return {keys[k]: g for k, g in store.generations_by_keys(list(keys)).items()}
+
+
+def _student_answers(store, config, plan, run_id, teacher_gens, tracker):
+    """{'base' | 'distilled': ({task id: generation}, {task id: NLL of the teacher's answer})}.
+
+    One model is loaded: base + adapter; the base student answers with the adapter disabled.
+    """
+    student = LocalStudent(plan.student, str(plan.adapter), store.workspace / "models")
+    out = {}
+    for name, model_id in (("base", plan.student), ("distilled", f"{plan.student}+adapter:{plan.adapter}")):
+        tracker.enter(f"{name} student", 2 * len(plan.tasks))
+        with _adapter_enabled(student.model, name == "distilled"):
+            result = _answer_locally(store, student, model_id, config, plan.tasks, run_id, teacher_gens, tracker)
+        if result is None:
+            return None
+        out[name] = result
+        tracker.finish_stage()
+    return out
+
+
+class _adapter_enabled:
+    """`with` block in which a PeftModel runs with its adapter (True) or as the bare base model (False)."""
+
+    def __init__(self, model, enabled: bool):
+        self.model, self.enabled, self._ctx = model, enabled, None
+
+    def __enter__(self):
+        if not self.enabled:
+            self._ctx = self.model.disable_adapter()
+            self._ctx.__enter__()
+        return self.model
+
+    def __exit__(self, *exc):
+        if self._ctx is not None:
+            return self._ctx.__exit__(*exc)
+        return False
+
+
+def _answer_locally(store, student, model_id, config, tasks, run_id, teacher_gens, tracker):
+    gens, nll = {}, {}
+    for i, task in enumerate(tasks):
+        if tracker.cancelled:
+            return None
+        messages = build_messages(task)
+        call = Call.make(EVAL_METHOD, "student", STUDENT_ENDPOINT, model_id, messages, config.params(), 0,
+                         task_id=task["id"])
+        if not store.done_request_keys([call.request_key]):
+            store.plan_ledger(run_id, [call.ledger_row()])
+            result = student.generate(call)
+            store.commit_call(call.request_key, result,
+                              generation=call.generation_row(result, run_id, method=EVAL_METHOD))
+        gens[task["id"]] = store.generations_by_keys([call.request_key]).get(call.request_key)
+        tracker.at(2 * i + 1)
+        teacher = teacher_gens.get(task["id"])
+        if teacher and teacher["status"] == "ok" and teacher["response"]:
+            total, count = em.answer_nll(student.model, student.tokenizer, messages, teacher["response"])
+            nll[task["id"]] = {"sum": total, "tokens": count}
+        tracker.at(2 * i + 2)
+    return gens, nll
+
+
+@dataclass
+class _Judging:
+    """The judge's calls for one eval, and how to read their answers back.
+
+    orientation: compare call's request key -> (task id, opponent, whether the distilled answer was A).
+    score_keys: (task id, system) -> the request key of that answer's 1-10 score call.
+    identical: (task id, opponent) pairs whose answers are the same text: a tie, nothing asked.
+    """
+
+    compare_calls: list[Call] = field(default_factory=list)
+    score_calls: list[Call] = field(default_factory=list)
+    orientation: dict = field(default_factory=dict)
+    score_keys: dict = field(default_factory=dict)
+    identical: set = field(default_factory=set)
+
+
+def _plan_judging(store, config, tasks, answers) -> _Judging:
+    judge, plan = config.judge_teacher, _Judging()
+    ctx = RunContext(store, judge)
+    for task in tasks:
+        gens = {name: answers[name].get(task["id"]) for name in em.SYSTEMS}
+        ok = {name: g for name, g in gens.items() if g and g["status"] == "ok"}
+        for name, gen in ok.items():
+            call = judge_call(ctx, _judged(task, gen), config.rubric, config.judge_params())
+            plan.score_calls.append(call)
+            plan.score_keys[(task["id"], name)] = call.request_key
+        for other in ("base", "teacher"):
+            if "distilled" not in ok or other not in ok:
+                continue
+            if em.normalise(ok["distilled"]["response"]) == em.normalise(ok[other]["response"]):
+                plan.identical.add((task["id"], other))
+                continue
+            for a, b in (("distilled", other), (other, "distilled")):
+                call = _compare_call(judge, config, task, ok[a], ok[b])
+                plan.compare_calls.append(call)
+                plan.orientation[call.request_key] = (task["id"], other, a == "distilled")
+    plan.compare_calls, plan.score_calls = _unique(plan.compare_calls), _unique(plan.score_calls)
+    return plan
+
+
+def _judge(store, config, tasks, answers, base_url, tracker):
+    """Pairwise verdicts (both orders) and 1-10 scores; (verdicts, scores, judge run id) or None if cancelled.
+
+    verdicts: {(task id, 'base' | 'teacher'): {"verdicts": [...], "identical": bool}} from the distilled
+    student's side; scores: {(task id, system): (score, rationale)}. Calls go through the engine as the
+    compare and judge methods' own calls, so they are cached, ledgered and retried like theirs.
+    """
+    judge, plan = config.judge_teacher, _plan_judging(store, config, tasks, answers)
+    tracker.enter("judging", 7 * len(tasks))
+    stages = [(Stage("compare", lambda ctx: plan.compare_calls, get_method("compare").writers["compare"]),
+               plan.compare_calls),
+              (Stage("judge", lambda ctx: plan.score_calls, get_method("judge").writers["judge"]), plan.score_calls)]
+    keys = [c.request_key for c in plan.compare_calls + plan.score_calls]
+    run = None
+    if set(keys) - store.done_request_keys(keys):
+        summary = _execute(store, judge, RunContext(store, judge), "eval-judge",
+                           {"method": "eval-judge", "teacher": judge.public(), "calls": len(keys)},
+                           stages, endpoint_url(judge, base_url), lambda p: tracker.at(p.done), tracker.cancel, None)
+        run = summary["run_id"]
+        if summary.get("stopped_reason"):
+            return None
+    tracker.finish_stage()
+    return _read_verdicts(store, plan.orientation, plan.identical), _read_scores(store, plan.score_keys), run
+
+
+def _judged(task: dict, gen: dict) -> dict:
+    return {"id": gen["id"], "task_id": task["id"], "instruction": task["instruction"],
+            "input": task.get("input") or "", "response": gen["response"]}
+
+
+def _compare_call(judge, config, task, a: dict, b: dict) -> Call:
+    # The compare method's own call, so its cache and its retry path apply to eval verdicts too.
+    content = render("compare.j2", rubric=config.rubric, instruction=task["instruction"],
+                     input=task.get("input") or "", response_a=a["response"], response_b=b["response"])
+    return Call.make("compare", "compare", judge.endpoint_id, judge.model_name, [{"role": "user", "content": content}],
+                     config.judge_params(), task_id=task["id"], generation_id=a["id"], other_generation_id=b["id"])
+
+
+def _unique(calls: list[Call]) -> list[Call]:
+    # Two identical prompts are one call: the ledger plans each request key once.
+    seen, out = set(), []
+    for call in calls:
+        if call.request_key not in seen:
+            seen.add(call.request_key)
+            out.append(call)
+    return out
+
+
+def _read_verdicts(store, orientation: dict, identical: set) -> dict:
+    stored = store.judgments_by_keys(list(orientation))
+    out = {key: {"verdicts": [0.5, 0.5], "identical": True} for key in identical}
+    for request_key, (task_id, other, distilled_first) in orientation.items():
+        entry = out.setdefault((task_id, other), {"verdicts": [], "identical": False})
+        j = stored.get(request_key)
+        # Built from the call's own order, not the stored ids: a cached verdict may carry another
+        # generation's id when two systems gave the same text.
+        row = {"kind": "compare", "generation_id": 1 if distilled_first else 2,
+               "other_generation_id": 2 if distilled_first else 1, "score": j["score"] if j else None}
+        entry["verdicts"] += em.candidate_verdicts([row], 1, 2)
+    return out
+
+
+def _read_scores(store, score_keys: dict) -> dict:
+    stored = store.judgments_by_keys(list(score_keys.values()))
+    return {key: ((stored[k]["score"], stored[k]["rationale"]) if k in stored else (None, None))
+            for key, k in score_keys.items()}
+
+
+def _detail(task, answers, scores, verdicts, nll) -> dict:
+    gens = {n: answers[n].get(task["id"]) for n in em.SYSTEMS}
+    text = {n: (g["response"] if g and g["status"] == "ok" else None) for n, g in gens.items()}
+    row = {"task_id": task["id"], "instruction": task["instruction"], "input": task.get("input"),
+           "skill": task.get("skill"), "domain": task.get("domain"), "expected": task.get("expected"),
+           "answers": text,
+           "errors": {n: gens[n]["error"] for n in em.SYSTEMS if gens[n] and gens[n]["status"] != "ok"},
+           "generation_ids": {n: (gens[n] or {}).get("id") for n in em.SYSTEMS},
+           "scores": {n: scores.get((task["id"], n), (None, None))[0] for n in em.SYSTEMS},
+           "rationales": {n: scores.get((task["id"], n), (None, None))[1] for n in em.SYSTEMS},
+           "rouge_l": {n: (em.rouge_l_text(text[n], text["teacher"]) if text[n] is not None
+                           and text["teacher"] is not None else None) for n in em.STUDENTS},
+           "nll": {n: nll[n].get(task["id"]) for n in em.STUDENTS},
+           "pass": {n: (em.check_expectation(task.get("expected"), text[n]) if text[n] is not None else None)
+                    for n in em.SYSTEMS}}
+    for other in ("base", "teacher"):
+        v = verdicts.get((task["id"], other), {"verdicts": [], "identical": False})
+        row[f"vs_{other}"] = {**v, "outcome": em.pairwise_outcome(v["verdicts"])}
+    row["lost"], row["deficit"] = em.is_lost(row), round(em.deficit(row), 4)
+    return row
+
+
+def _new_eval_dir(runs_root: Path) -> Path:
+    runs_root.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    for n in range(1, 1000):
+        candidate = runs_root / (f"{stamp}-eval" if n == 1 else f"{stamp}-{n}-eval")
+        try:
+            candidate.mkdir()  # without exist_ok: two evals started in one second get -2, -3
+            return candidate
+        except FileExistsError:
+            continue
+    raise StudioError(f"could not create a new run folder under {runs_root}")
+
+
+def write_details(run_dir: Path, details: list[dict]) -> Path:
+    """run_dir/eval.jsonl, written to a temp file and renamed, so a reader never sees half of it."""
+    path = Path(run_dir) / DETAILS_NAME
+    tmp = path.with_suffix(".jsonl.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for row in details:
+            f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def read_details(store: Store, eval_run_id: int) -> list[dict]:
+    """The per-task detail rows of a completed eval run."""
+    run = store.run(int(eval_run_id))
+    if run is None or run["kind"] != "eval":
+        raise StudioError(f"no eval run with id {eval_run_id}")
+    path = Path(run["run_dir"] or "") / DETAILS_NAME
+    if run["status"] != "completed" or not path.is_file():
+        raise StudioError(f"eval run {eval_run_id} is {run['status']} and has no report; run the eval to the end")
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+# ---- reports ---------------------------------------------------------------------------------------
+
+def headline_rows(metrics: dict) -> list[dict]:
+    """The report's headline table: one row per measure, a column per system (None where it does not apply)."""
+    def cell(system, key):
+        return (metrics.get(system) or {}).get(key)
+
+    wb, wt = metrics.get("distilled_vs_base") or {}, metrics.get("distilled_vs_teacher") or {}
+    training = metrics.get("training") or {}
+    rows = [{"measure": "mean judge score (1-10)", **{s: cell(s, "judge_score") for s in em.SYSTEMS}},
+            {"measure": "answers the judge scored readably", **{s: cell(s, "scored") for s in em.SYSTEMS}},
+            {"measure": "win rate of distilled vs base", "distilled": wb.get("win_rate")},
+            {"measure": "tasks decided (both orders read), vs base", "distilled": wb.get("n")},
+            {"measure": "win rate of distilled vs teacher", "distilled": wt.get("win_rate")},
+            {"measure": "tasks decided (both orders read), vs teacher", "distilled": wt.get("n")},
+            {"measure": "ROUGE-L vs teacher answer", **{s: cell(s, "rouge_l") for s in em.STUDENTS}},
+            {"measure": "NLL of teacher answer (nats/token)", **{s: cell(s, "nll") for s in em.STUDENTS}},
+            {"measure": "pass rate of checks", **{s: cell(s, "pass_rate") for s in em.SYSTEMS}},
+            {"measure": "tasks with a check", **{s: cell(s, "checked") for s in em.SYSTEMS}},
+            {"measure": "training rows", "distilled": training.get("rows")},
+            {"measure": "training tokens", "distilled": training.get("tokens")}]
+    return [{"base": None, "distilled": None, "teacher": None, **row} for row in rows]
+
+
+def compare_runs(store: Store, eval_run_ids: list[int]) -> list[dict]:
+    """One row per completed eval run, for comparing students trained differently on the same eval split.
+
+    `same_tasks` says whether a run evaluated the same tasks as the first one (else its numbers are
+    not comparable).
+    """
+    rows, first_tasks = [], None
+    for rid in eval_run_ids:
+        run = store.run(int(rid))
+        if run is None or run["kind"] != "eval" or run["status"] != "completed":
+            raise StudioError(f"eval run {rid} is not a completed eval run")
+        m, task_ids = run["metrics"], run["config"].get("task_ids") or []
+        first_tasks = task_ids if first_tasks is None else first_tasks
+        training = m.get("training") or {}
+        rows.append({"eval_run": run["id"], "training_run": training.get("run_id"), "tasks": m.get("tasks"),
+                     "same_tasks": sorted(task_ids) == sorted(first_tasks), "training_rows": training.get("rows"),
+                     "training_tokens": training.get("tokens"),
+                     "score_base": m["base"]["judge_score"], "score_distilled": m["distilled"]["judge_score"],
+                     "score_teacher": m["teacher"]["judge_score"],
+                     "win_vs_base": m["distilled_vs_base"]["win_rate"],
+                     "win_vs_teacher": m["distilled_vs_teacher"]["win_rate"],
+                     "rouge_l_base": m["base"]["rouge_l"], "rouge_l_distilled": m["distilled"]["rouge_l"],
+                     "nll_base": m["base"]["nll"], "nll_distilled": m["distilled"]["nll"],
+                     "pass_distilled": m["distilled"]["pass_rate"]})
+    return rows
+
+
+# ---- closing the loop ---------------------------------------------------------------------------
+
+@dataclass
+class FailureSeedConfig:
+    """How lost eval tasks become new practice tasks.
+
+    per_failure: new tasks asked of the teacher per lost task (1..10).
+    threshold: a new task whose ROUGE-L F1 against ANY task in the workspace (the eval task included)
+        is at or above this is discarded as a near copy (0..1]. Stricter than Self-Instruct's 0.7: the
+        same task with other numbers must not slip through into training (0.52 was seen with the
+        embedded teacher).
+    temperature, max_tokens: sampling of each call.
+    """
+
+    per_failure: int = 2
+    threshold: float = 0.5
+    temperature: float = 0.7
+    max_tokens: int = 256
+
+    def __post_init__(self):
+        check_sampling(self)
+        if not 1 <= int(self.per_failure) <= 10:
+            raise ConfigError(f"per_failure must be between 1 and 10 (got {self.per_failure})")
+        if not 0 < float(self.threshold) <= 1:
+            raise ConfigError(f"threshold must be above 0 and at most 1 (got {self.threshold})")
+        self.per_failure, self.threshold = int(self.per_failure), float(self.threshold)
+
+
+def teacher_of_run(store: Store, eval_run_id: int) -> TeacherConfig:
+    """The teacher an eval run used (its key, never stored, comes from OPENAI_API_KEY)."""
+    run = store.run(int(eval_run_id))
+    public = (run or {}).get("config", {}).get("teacher") or {}
+    endpoint = public.get("endpoint", "embedded")
+    return TeacherConfig(base_url="" if endpoint == "embedded" else endpoint,
+                         model="" if endpoint == "embedded" else public.get("model", ""))
+
+
+def failure_seed_calls(store: Store, eval_run_id: int, teacher: TeacherConfig,
+                       config: FailureSeedConfig) -> list[Call]:
+    """One call per task the student lost in the eval: 'write N new practice tasks on the same skill'.
+
+    The calls are self-instruct expansion calls (method 'self-instruct', stage 'expand'), so they are
+    parsed, novelty-filtered, stored and retried exactly like Self-Instruct's: the new tasks get
+    source 'student_failure' and parent_id = the eval task, in the train split.
+    """
+    lost = [r for r in read_details(store, eval_run_id) if r.get("lost")]
+    calls = []
+    for row in lost:
+        content = render("student_failure.j2", instruction=row["instruction"], input=row.get("input") or "",
+                         skill=row.get("skill"), domain=row.get("domain"), n=config.per_failure)
+        context = {"source": "student_failure", "parent_id": row["task_id"], "skill": row.get("skill"),
+                   "domain": row.get("domain"), "similarity": "rouge", "threshold": config.threshold}
+        calls.append(Call.make("self-instruct", "expand", teacher.endpoint_id, teacher.model_name,
+                               [{"role": "user", "content": content}],
+                               {"temperature": config.temperature, "max_tokens": config.max_tokens},
+                               task_id=row["task_id"], context=context))
+    return calls
+
+
+def failures_to_seeds(store: Store, eval_run_id: int, base_url: str = "", teacher: TeacherConfig | None = None,
+                      config: FailureSeedConfig | None = None, on_progress=None,
+                      cancel: threading.Event | None = None) -> list[int]:
+    """New train-split tasks made from the eval tasks the student lost; returns their ids.
+
+    Idempotent: a lost task whose call is already answered is not asked again, and its tasks are
+    returned again. Eval tasks are never copied: a near copy of any task is discarded.
+    """
+    config = config or FailureSeedConfig()
+    teacher = teacher or teacher_of_run(store, eval_run_id)
+    calls = failure_seed_calls(store, eval_run_id, teacher, config)
+    if not calls:
+        return []
+    write = get_method("self-instruct").writers["expand"]
+    stages = [(Stage("expand", plan=lambda ctx: calls, write=write), calls)]
+    if set(c.request_key for c in calls) - store.done_request_keys([c.request_key for c in calls]):
+        _execute(store, teacher, RunContext(store, teacher), "student-failure",
+                 {"method": "student-failure", "eval_run_id": int(eval_run_id), "teacher": teacher.public(),
+                  **asdict(config)}, stages, endpoint_url(teacher, base_url), on_progress, cancel, None)
+    rows = store.ledger_rows([c.request_key for c in calls], states=("ok",))
+    return sorted(i for r in rows for i in ((r["result"] or {}).get("task_ids") or []))
+
+
+# ---- background jobs and the playground -------------------------------------------------------------
+
+@dataclass
+class EvalJobStatus:
+    state: str = "idle"  # idle | running | completed | stopped | failed
+    kind: str = ""  # eval | seeds
+    progress: EvalProgress | None = None
+    result: dict | list | None = None
+    error: str = ""
+    started_at: float = 0.0
+
+
+class EvalJobs:
+    """One eval (or failures-to-seeds) job at a time, in a background thread owned by the studio;
+    it outlives a closed browser tab, and the UI polls `status()`."""
+
+    def __init__(self, store: Store, server):
+        self.store, self.server = store, server
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._cancel = threading.Event()
+        self._status = EvalJobStatus()
+
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, config: EvalConfig) -> int:
+        """Check the config's inputs and start the eval; returns how many eval tasks it covers."""
+        with self._lock:
+            self._check_idle()
+            plan = prepare(self.store, config)
+            needs_server = config.teacher.embedded or config.judge_teacher.embedded
+            self._launch("eval", lambda cancel: run_eval(self.store, config, self._url(needs_server),
+                                                         self._on_progress, cancel))
+            return len(plan.tasks)
+
+    def start_seeds(self, eval_run_id: int, config: FailureSeedConfig | None = None) -> int:
+        """Start turning a completed eval's lost tasks into new train tasks; returns how many were lost."""
+        with self._lock:
+            self._check_idle()
+            teacher = teacher_of_run(self.store, eval_run_id)
+            calls = failure_seed_calls(self.store, eval_run_id, teacher, config or FailureSeedConfig())
+            if not calls:
+                raise StudioError(f"eval run {eval_run_id}: the student lost no task, so there is nothing to seed")
+            self._launch("seeds", lambda cancel: failures_to_seeds(
+                self.store, eval_run_id, self._url(teacher.embedded), teacher, config, cancel=cancel,
+                on_progress=lambda p: self._on_progress(EvalProgress(p.done, p.total, "new tasks", p.elapsed_s))))
+            return len(calls)
+
+    def _url(self, needs_server: bool) -> str:
+        return self.server.ensure_started() if needs_server else ""
+
+    def _check_idle(self):
+        if self.busy:
+            raise StudioError("an evaluation job is already running; stop it or wait for it to finish")
+
+    def _launch(self, kind: str, work):
+        self._cancel = threading.Event()
+        self._status = EvalJobStatus(state="running", kind=kind, started_at=time.time())
+        self._thread = threading.Thread(target=self._run, args=(work, self._cancel), daemon=True,
+                                        name=f"{kind}-job")
+        self._thread.start()
+
+    def _run(self, work, cancel):
+        try:
+            result = work(cancel)
+            self._status.result = result
+            stopped = cancel.is_set() or (isinstance(result, dict) and "stopped_at" in result)
+            self._status.state = "stopped" if stopped else "completed"
+        except Exception as exc:  # reported through status(); the thread must not die silently
+            self._status.error = f"{type(exc).__name__}: {exc}"
+            self._status.state = "failed"
+
+    def _on_progress(self, progress: EvalProgress):
+        self._status.progress = progress
+
+    def stop(self) -> bool:
+        if not self.busy:
+            return False
+        self._cancel.set()
+        return True
+
+    def wait(self, timeout: float | None = None) -> EvalJobStatus:
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self._status
+
+    def status(self) -> EvalJobStatus:
+        return self._status
+
+
+class Playground:
+    """A typed prompt answered by the base student, the distilled student and the teacher, side by side.
+
+    Nothing is stored. The last student loaded is kept (one at a time) so that the next prompt is quick.
+    """
+
+    def __init__(self, models_dir: Path):
+        self.models_dir = Path(models_dir)
+        self._lock = threading.Lock()
+        self._key: tuple[str, str] | None = None
+        self._student: LocalStudent | None = None
+
+    def _load(self, student: str, adapter: Path) -> LocalStudent:
+        key = (student, str(adapter))
+        if self._key != key:
+            self._student, self._key = None, None  # free the old model before loading the next
+            self._student, self._key = LocalStudent(student, str(adapter), self.models_dir), key
+        return self._student
+
+    def ask(self, prompt: str, student: str, adapter: Path, teacher: TeacherConfig, base_url: str,
+            max_tokens: int = 256, temperature: float = 0.0) -> dict:
+        """{'base', 'distilled', 'teacher': answer text or an error line}."""
+        if not (prompt or "").strip():
+            raise StudioError("type a prompt first")
+        messages = [{"role": "user", "content": prompt.strip()}]
+        params = {"temperature": float(temperature), "max_tokens": int(max_tokens)}
+        out = {}
+        with self._lock:
+            local = self._load(student, adapter)
+            for name in em.STUDENTS:
+                call = Call.make(EVAL_METHOD, "playground", STUDENT_ENDPOINT, name, messages, params)
+                with _adapter_enabled(local.model, name == "distilled"):
+                    result = local.generate(call)
+                out[name] = result["response"] if result["status"] == "ok" else f"[error] {result['error']}"
+        result = asyncio.run(_ask_teacher(teacher, endpoint_url(teacher, base_url), messages, params))
+        out["teacher"] = result["response"] if result["status"] == "ok" else f"[error] {result['error']}"
+        return out
+
+
+async def _ask_teacher(teacher: TeacherConfig, url: str, messages: list[dict], params: dict) -> dict:
+    client = teacher.client(url)
+    try:
+        return await call_chat(client, teacher.model_name, messages, params, teacher.max_retries)
+    finally:
+        await client.close()
+
+
+__all__ = ["EvalConfig", "EvalProgress", "FailureSeedConfig", "EvalJobs", "EvalJobStatus", "Playground",
+           "TRAINING_KINDS", "run_eval", "prepare", "resolve_adapter", "training_info", "eval_tasks",
+           "set_expectation", "read_details", "write_details", "headline_rows", "compare_runs", "failures_to_seeds",
+           "failure_seed_calls", "teacher_of_run", "DETAILS_NAME"]
