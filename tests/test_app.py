@@ -31,3 +31,16 @@ def test_auth_pairs_from_env_and_file(tmp_path, monkeypatch):
         app.load_auth(bad)
     app.check_exposure("0.0.0.0", [("cat", "secret")])  # with auth: allowed
     app.check_exposure("127.0.0.1", [])
+
+
+def test_auth_when_set_keeps_the_api_closed_to_strangers(tmp_path):
+    import httpx
+    from gradio_client import Client
+    from tests.ui_helpers import running_studio
+    with running_studio(tmp_path / "ws", auth=[("ann", "s3cret-pass")]) as (studio, url):
+        assert httpx.get(url + "config", timeout=10).status_code in (401, 403)
+        with pytest.raises(Exception):
+            Client(url, verbose=False)
+        client = Client(url, auth=("ann", "s3cret-pass"), verbose=False)
+        _, info = client.predict("", "all", 1, api_name="/review_page")
+        assert "0 matching" in info

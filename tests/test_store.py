@@ -94,3 +94,19 @@ def test_runs_survive_reopening_and_dead_runs_are_marked_interrupted(tmp_path):
         runs = {r["id"]: r for r in s.runs()}
     assert runs[1]["status"] == "completed" and runs[1]["metrics"] == {"ok": 1}
     assert runs[2]["status"] == "interrupted" and runs[2]["finished_at"] is not None
+
+
+def test_review_page_sorts_in_the_database_and_keeps_the_order_across_pages(store):
+    ids = store.add_tasks([{"instruction": f"t{i}"} for i in range(30)])
+    for i, t in enumerate(ids):
+        store.record_generation({"task_id": t, "request_key": f"s{t}", "endpoint": "e", "model": "m",
+                                 "messages": [{"role": "user", "content": "q"}], "params": {}, "sample_index": 0,
+                                 "response": "r", "status": "ok", "completion_tokens": (i * 7) % 30})
+    first, total = store.review_page(ReviewFilter(), page=1, page_size=10, sort="longest")
+    second, _ = store.review_page(ReviewFilter(), page=2, page_size=10, sort="longest")
+    tokens = [*first["tokens"], *second["tokens"]]
+    assert total == 30 and tokens == sorted(tokens, reverse=True) and tokens[0] == 29
+    newest, _ = store.review_page(ReviewFilter(), page=1, page_size=5, sort="newest")
+    assert list(newest["id"]) == [30, 29, 28, 27, 26]
+    with pytest.raises(StudioError, match="sort must be one of"):
+        store.review_page(ReviewFilter(), sort="instruction; DROP TABLE tasks")

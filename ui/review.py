@@ -7,7 +7,7 @@ import math
 import gradio as gr
 
 from curation import io
-from curation.store import ReviewFilter
+from curation.store import REVIEW_SORTS, ReviewFilter
 from ui.common import guarded
 
 PAGE_SIZE = 25
@@ -22,6 +22,7 @@ def build(studio):
     with gr.Row():
         search = gr.Textbox(label="Search tasks and responses", scale=3, elem_id="review-search")
         status = gr.Dropdown(STATUS_CHOICES, value="all", label="Status", scale=1, elem_id="review-status")
+        sort = gr.Dropdown(list(REVIEW_SORTS), value="id", label="Sort by", scale=1, elem_id="review-sort")
         page = gr.Number(value=1, label="Page", precision=0, minimum=1, scale=1, elem_id="review-page")
     with gr.Row():
         prev_btn = gr.Button("◀ Previous", size="sm", elem_id="review-prev")
@@ -58,9 +59,10 @@ def build(studio):
         export_file = gr.File(label="Download", interactive=False)
     message = gr.Markdown(elem_id="review-message")
 
-    def load_page(q, st, pg):
+    @guarded
+    def load_page(q, st, pg, order="id"):
         flt = make_filter(q, st)
-        frame, total = studio.store.review_page(flt, page=int(pg or 1), page_size=PAGE_SIZE)
+        frame, total = studio.store.review_page(flt, page=int(pg or 1), page_size=PAGE_SIZE, sort=order or "id")
         pages = max(1, math.ceil(total / PAGE_SIZE))
         return frame, f"page {int(pg or 1)} of {pages} · {total} matching generations"
 
@@ -114,13 +116,14 @@ def build(studio):
     export_btn.click(do_export, [export_name, export_format], [export_file, message], api_name="export")
     page_inputs = [search, status, page]
     detail_outputs = [detail_status, task_md, response_md, edited, meta]
-    refresh.click(load_page, page_inputs, [table, info], api_name="review_page")
-    for trigger in (search.submit, status.change, page.submit):
-        trigger(load_page, page_inputs, [table, info], api_visibility="private")
+    view_inputs = [*page_inputs, sort]
+    refresh.click(load_page, view_inputs, [table, info], api_name="review_page")
+    for trigger in (search.submit, status.change, page.submit, sort.change):
+        trigger(load_page, view_inputs, [table, info], api_visibility="private")
     prev_btn.click(lambda p, q, s: clamp(p, -1, q, s), [page, search, status], [page], api_visibility="private").then(
-        load_page, page_inputs, [table, info], api_visibility="private")
+        load_page, view_inputs, [table, info], api_visibility="private")
     next_btn.click(lambda p, q, s: clamp(p, 1, q, s), [page, search, status], [page], api_visibility="private").then(
-        load_page, page_inputs, [table, info], api_visibility="private")
+        load_page, view_inputs, [table, info], api_visibility="private")
     table.select(on_select, [table], [gen_id, *detail_outputs], api_visibility="private")
     gen_id.submit(detail, [gen_id], detail_outputs, api_name="generation_detail")
     for btn, action in ((approve, "approved"), (reject, "rejected"), (save_edit, "edit")):
@@ -129,4 +132,4 @@ def build(studio):
     for btn, action in ((bulk_approve, "approved"), (bulk_reject, "rejected")):
         btn.click(lambda q, s, p, a=action: label_bulk(a, q, s, p), page_inputs, [table, info, message],
                   api_name=f"bulk_{action}")
-    return load_page, page_inputs, [table, info]
+    return load_page, view_inputs, [table, info]
