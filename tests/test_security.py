@@ -65,3 +65,30 @@ def test_exports_are_served_and_typed_paths_outside_the_workspace_refused(tmp_pa
                 client.predict(name, "chat-jsonl", api_name="/export")
         assert sorted(p.name for p in (tmp_path / "ws" / "exports").iterdir()) == ["train-v1.jsonl"]
         assert http_status(url + "gradio_api/file=" + str(studio.store.path)) in (403, 404)
+
+
+def test_a_typed_api_key_reaches_the_teacher_and_nowhere_else(tmp_path):
+    from gradio_client import Client
+    from tests.fault_server import FaultServer
+    from tests.ui_helpers import wait_for
+    secret = "sk-typed-in-the-ui-9f8e7d6c5b4a"
+    with FaultServer([500, 200]) as server, running_studio(tmp_path / "ws") as (studio, url):
+        studio.store.add_tasks([{"instruction": "Say hi."}, {"instruction": "Say bye."}])
+        client = Client(url, verbose=False)
+        client.predict(method="label", base_url=server.base_url, model="scripted", api_key=secret, max_retries=0,
+                       api_name="/start_generation")
+        wait_for(lambda: studio.generation.status().state == "completed", timeout=60, what="the job")
+        assert all(r["headers"].get("authorization", r["headers"].get("Authorization")) == f"Bearer {secret}"
+                   for r in server.requests)
+        shown = [client.predict(api_name="/generation_status"), client.predict("latest", "all", "all", 1,
+                                                                               api_name="/ledger_page")]
+        pages = [httpx_get(url + p) for p in ("", "config", "gradio_api/info")]
+        studio.store.con.execute("CHECKPOINT")
+        files = [p for p in (tmp_path / "ws").rglob("*") if p.is_file()]
+    assert secret not in repr(shown) and not any(secret in page for page in pages)
+    assert files and not [p for p in files if secret.encode() in p.read_bytes()]
+
+
+def httpx_get(url: str) -> str:
+    import httpx
+    return httpx.get(url, timeout=10).text
