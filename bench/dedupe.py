@@ -1,11 +1,13 @@
 """Dedupe benchmark: ours (faiss + union-find) vs semhash 0.5.x on a corpus with planted near-duplicates.
 
-    python bench/dedupe.py --sizes 10000,100000 [--threshold 0.85] [--repeats 3]
+    python bench/dedupe.py [--sizes 10000,100000] [--threshold 0.9] [--repeats 3] [--cache-dir DIR]
 
-Both tools get the same MiniLM vectors: the corpus is encoded once (semhash 0.5 takes precomputed
-vectors through `SemHash.from_embeddings`), so the encode time is shared and reported on its own and
-added to each tool's total. Each dedupe is run `--repeats` times and the fastest is kept, because the
-bench machine is shared and a single timing is noisy. Prints ONE JSON line.
+Both tools get the same MiniLM vectors: each corpus is encoded once (semhash 0.5 takes precomputed
+vectors through `SemHash.from_embeddings`), so the encode time is shared, reported on its own and
+added to each tool's total. The bench machine is shared with other work, so timings are taken to be
+comparable rather than lucky: the corpora are encoded in chunks interleaved across sizes, and the
+dedupe runs alternate sizes and tools `--repeats` times, keeping each one's fastest. The 1-minute load
+average is reported. Prints ONE JSON line.
 
 Quality is pairwise on the planted groups (a base sentence plus its paraphrase / typo / word-order /
 surface variants): recall = planted pairs that end up in one group, precision = grouped pairs that were
@@ -128,29 +130,39 @@ def make_corpus(n: int, seed: int = 0) -> tuple[list[str], np.ndarray]:
     return [texts[i] for i in order], np.asarray([groups[i] for i in order], dtype=np.int64)
 
 
-def encode(texts: list[str], batch_size: int) -> tuple[np.ndarray, float]:
-    """Unit MiniLM vectors float32[n, 384] and the seconds it took (the model load is not counted)."""
+def encode_all(corpora: dict[int, list[str]], batch_size: int, chunk: int = 2000) -> tuple[dict, dict]:
+    """Unit MiniLM vectors float32[n, 384] per corpus and the seconds each took (model load not
+    counted). Chunks of all corpora are spread evenly over the run, so load from other work on the
+    machine falls on every size alike and the 100k/10k ratio means something."""
     from curation.embed import load_embedder, normalize_rows
 
     model = load_embedder()
-    start = time.perf_counter()
-    vectors = model.encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
-    return normalize_rows(vectors), time.perf_counter() - start
+    schedule = sorted(((i + 0.5) / -(-len(texts) // chunk), n, i)
+                      for n, texts in corpora.items() for i in range(-(-len(texts) // chunk)))
+    parts = {n: {} for n in corpora}
+    seconds = dict.fromkeys(corpora, 0.0)
+    for _, n, i in schedule:
+        start = time.perf_counter()
+        parts[n][i] = model.encode(corpora[n][i * chunk:(i + 1) * chunk], batch_size=batch_size,
+                                   convert_to_numpy=True, show_progress_bar=False)
+        seconds[n] += time.perf_counter() - start
+    vectors = {n: normalize_rows(np.concatenate([parts[n][i] for i in sorted(parts[n])])) for n in corpora}
+    return vectors, seconds
 
 
-def cached_encode(texts: list[str], batch_size: int, cache_dir: Path | None) -> tuple[np.ndarray, float]:
-    """`encode`, or the vectors and encode time a previous run stored for the very same texts."""
+def cached_encode_all(corpora: dict[int, list[str]], batch_size: int, cache_dir: Path | None):
+    """`encode_all`, or the vectors and encode times a previous run stored for the very same corpora."""
     if cache_dir is None:
-        return encode(texts, batch_size)
+        return encode_all(corpora, batch_size)
     import hashlib
-    key = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
-    path = cache_dir / f"minilm-{len(texts)}-{key}.npz"
+    key = hashlib.sha256("\n".join(t for n in sorted(corpora) for t in corpora[n]).encode()).hexdigest()[:16]
+    path = cache_dir / f"minilm-{'-'.join(map(str, sorted(corpora)))}-{key}.npz"
     if path.exists():
         stored = np.load(path)
-        return stored["vectors"], float(stored["seconds"])
-    vectors, seconds = encode(texts, batch_size)
+        return ({n: stored[f"v{n}"] for n in corpora}, {n: float(stored[f"s{n}"]) for n in corpora})
+    vectors, seconds = encode_all(corpora, batch_size)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    np.savez(path, vectors=vectors, seconds=seconds)
+    np.savez(path, **{f"v{n}": v for n, v in vectors.items()}, **{f"s{n}": s for n, s in seconds.items()})
     return vectors, seconds
 
 
@@ -194,20 +206,20 @@ def pair_scores(predicted: np.ndarray, planted: np.ndarray) -> dict:
             "pairs": found}
 
 
-def timed(fn, repeats: int, *args) -> tuple[np.ndarray, float]:
-    best, result = float("inf"), None
+def time_dedupes(corpora, vectors, threshold: float, repeats: int) -> tuple[dict, dict]:
+    """{(tool, n): fastest seconds} and {(tool, n): labels}, runs alternating sizes and tools."""
+    best, labels = {}, {}
     for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn(*args)
-        best = min(best, time.perf_counter() - start)
-    return result, best
+        for n in corpora:
+            for name, fn in (("ours", ours), ("semhash", semhash)):
+                start = time.perf_counter()
+                labels[name, n] = fn(corpora[n], vectors[n], threshold)
+                best[name, n] = min(best.get((name, n), float("inf")), time.perf_counter() - start)
+    return best, labels
 
 
-def run_size(n: int, threshold: float, repeats: int, batch_size: int, cache_dir: Path | None) -> dict:
-    texts, planted = make_corpus(n)
-    vectors, encode_s = cached_encode(texts, batch_size, cache_dir)
-    ours_labels, ours_s = timed(ours, repeats, texts, vectors, threshold)
-    semhash_labels, semhash_s = timed(semhash, repeats, texts, vectors, threshold)
+def size_result(n, planted, encode_s, best, labels) -> dict:
+    ours_s, semhash_s = best["ours", n], best["semhash", n]
     return {
         "rows": n, "planted_pairs": _pairs(pd.Series(planted).value_counts()),
         "encode_s": round(encode_s, 2),
@@ -215,7 +227,7 @@ def run_size(n: int, threshold: float, repeats: int, batch_size: int, cache_dir:
         "ours_total_s": round(encode_s + ours_s, 2), "semhash_total_s": round(encode_s + semhash_s, 2),
         "ratio_dedupe": round(ours_s / semhash_s, 3),
         "ratio_total": round((encode_s + ours_s) / (encode_s + semhash_s), 3),
-        "ours": pair_scores(ours_labels, planted), "semhash": pair_scores(semhash_labels, planted),
+        "ours": pair_scores(labels["ours", n], planted), "semhash": pair_scores(labels["semhash", n], planted),
     }
 
 
@@ -224,24 +236,32 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", default="10000,100000", help="comma-separated corpus sizes (default %(default)s)")
     parser.add_argument("--threshold", type=float, default=0.9,
                         help="cosine threshold for both tools (both default to 0.9)")
-    parser.add_argument("--repeats", type=int, default=3, help="dedupe runs per tool; the fastest counts")
+    parser.add_argument("--repeats", type=int, default=3, help="dedupe runs per tool and size; the fastest counts")
     parser.add_argument("--batch-size", type=int, default=128, help="encoder batch size")
     parser.add_argument("--cache-dir", type=Path, default=None,
-                        help="keep the encoded vectors (and their encode time) here for reruns")
+                        help="keep the encoded vectors (and their encode times) here for reruns")
     args = parser.parse_args(argv)
     import torch
 
     sizes = [int(s) for s in args.sizes.split(",") if s]
-    results = [run_size(n, args.threshold, args.repeats, args.batch_size, args.cache_dir) for n in sizes]
+    made = {n: make_corpus(n) for n in sizes}
+    corpora = {n: texts for n, (texts, _) in made.items()}
+    load = {"start": os.getloadavg()[0]}
+    vectors, encode_s = cached_encode_all(corpora, args.batch_size, args.cache_dir)
+    load["after_encode"] = os.getloadavg()[0]
+    best, labels = time_dedupes(corpora, vectors, args.threshold, args.repeats)
+    load["after_dedupe"] = os.getloadavg()[0]
+    results = [size_result(n, made[n][1], encode_s[n], best, labels) for n in sizes]
     line = {"bench": "dedupe", "encoder": "all-MiniLM-L6-v2 (shared vectors)", "threshold": args.threshold,
-            "semhash": importlib.metadata.version("semhash"),
+            "semhash": importlib.metadata.version("semhash"), "faiss": importlib.metadata.version("faiss-cpu"),
             "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "machine": platform.machine(),
-            "sizes": results}
+            "load_avg_1m": {k: round(v, 2) for k, v in load.items()}, "sizes": results}
     if len(results) >= 2:
         small, large = results[0], results[-1]
         line["scale_rows"] = large["rows"] / small["rows"]
         line["ours_scale_dedupe"] = round(large["ours_dedupe_s"] / small["ours_dedupe_s"], 2)
         line["ours_scale_total"] = round(large["ours_total_s"] / small["ours_total_s"], 2)
+        line["semhash_scale_dedupe"] = round(large["semhash_dedupe_s"] / small["semhash_dedupe_s"], 2)
     print(json.dumps(line))
     return 0
 

@@ -204,13 +204,13 @@ def _rows_by_cell(cells: np.ndarray, n_cells: int, row_of=None) -> list[np.ndarr
 def _top_pairs(sims, queries, members, min_similarity, k):
     """(query rows, member rows, sims) of the entries >= min_similarity, about k at most per query
     row (its k most similar; ties at the k-th value are all kept)."""
-    floor = np.float32(min_similarity - _SIMILARITY_SLACK)
-    if sims.shape[1] > k:
-        # A row with more than k hits keeps those at or above its k-th largest value: np.partition
-        # finds that value without sorting, and the mask stays one comparison.
-        kth = np.partition(sims, sims.shape[1] - k, axis=1)[:, sims.shape[1] - k]
-        floor = np.maximum(floor, kth)[:, None]
-    rows, cols = np.nonzero(sims >= floor)
+    hits = sims >= np.float32(min_similarity - _SIMILARITY_SLACK)
+    crowded = np.flatnonzero(np.count_nonzero(hits, axis=1) > k)
+    if len(crowded):  # few rows at useful thresholds: only they pay for finding their k-th value
+        part = sims[crowded]
+        kth = np.partition(part, part.shape[1] - k, axis=1)[:, part.shape[1] - k]
+        hits[crowded] = part >= kth[:, None]
+    rows, cols = np.nonzero(hits)
     return queries[rows], members[cols], sims[rows, cols]
 
 
