@@ -1,10 +1,9 @@
-"""Command line: `python -m distill train ...`.
+"""Command line: `python -m distill <train|merge|eval> ...`.
 
-Two forms of the same subcommand:
-  train --run-dir DIR     the training child the studio (and the headless form) starts: trains from the
-                          run dir prepared by `distill.train.prepare_run_dir`; exit 1 on failure.
-  train --workspace DIR   headless: snapshot the workspace's approved examples, train in a child
-                          process, print progress, print the adapter path; exit 0 / 1 (2: bad usage).
+train and merge are described in distill/cli.py:
+  train --run-dir DIR [--resume]   the training child (also under torchrun / accelerate launch)
+  train --workspace DIR [options]  headless: --method sft|dpo|kd|kd_logprobs, progress, adapter path
+  merge --run-dir DIR [--out DIR]  merged safetensors model + model card
 """
 from __future__ import annotations
 
@@ -14,112 +13,96 @@ import sys
 from pathlib import Path
 
 from curation.errors import StudioError
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+from distill.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_merge_parser, add_train_arguments, merge_command, \
+    train_command
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m distill", description="Distill Studio training side.")
     commands = parser.add_subparsers(dest="command", required=True)
-    train = commands.add_parser("train", help="LoRA SFT of the student on the approved examples",
-                                description="LoRA SFT of a student model on a workspace's approved examples.")
-    where = train.add_mutually_exclusive_group(required=True)
-    where.add_argument("--run-dir", type=Path, help="train from a prepared run dir (the child process entry)")
-    where.add_argument("--workspace", type=Path, help="headless: train on this workspace's approved examples")
-    train.add_argument("--student", help="bundled name, local folder, .gguf file or cached hub id")
-    train.add_argument("--max-steps", type=int, help="optimizer steps (-1: use --epochs)")
-    train.add_argument("--epochs", type=float, help="passes over the examples when --max-steps is -1")
-    train.add_argument("--lr", type=float, help="learning rate")
-    train.add_argument("--batch-size", type=int, help="examples per step")
+    train = commands.add_parser("train", help="LoRA training of the student: sft, dpo, kd or kd_logprobs",
+                                description="LoRA training of a student model on a workspace's reviewed rows "
+                                            "(sft, dpo, kd against a local teacher, kd from stored logprobs).")
+    add_train_arguments(train)
+    add_merge_parser(commands)
+    _add_eval_parser(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.run_dir is not None:
-        return _train_child(args.run_dir)
-    return _train_headless(args)
+    if args.command == "eval":
+        return _eval_command(args)
+    if args.command == "merge":
+        return merge_command(args)
+    return train_command(args)
 
 
-def _train_child(run_dir: Path) -> int:
+def _add_eval_parser(commands) -> None:
+    ev = commands.add_parser(
+        "eval", help="base vs distilled student vs teacher on the eval split",
+        description="Evaluate a distilled student on the workspace's eval split: the teacher, the base student "
+                    "and the distilled student answer; the judge compares them (both orders) and scores them; "
+                    "ROUGE-L, NLL of the teacher's answers and checks are computed. Prints one JSON line of "
+                    "metrics; the per-task report is the run dir's eval.jsonl.")
+    ev.add_argument("--workspace", type=Path, required=True, help="workspace folder")
+    which = ev.add_mutually_exclusive_group(required=True)
+    which.add_argument("--adapter", help="PEFT adapter folder of the distilled student")
+    which.add_argument("--run", type=int, help="id of a completed training run whose adapter to evaluate")
+    ev.add_argument("--student", default="", help="base model (default: the training run's, else the bundled one)")
+    ev.add_argument("--limit", type=int, default=0, help="evaluate at most N eval tasks (0: all)")
+    ev.add_argument("--seed", type=int, default=0, help="which tasks --limit draws")
+    ev.add_argument("--max-tokens", type=int, default=256, help="answer length cap for every system")
+    ev.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (0: greedy)")
+    ev.add_argument("--judge-max-tokens", type=int, default=256, help="room for each verdict")
+    ev.add_argument("--base-url", default="", help="teacher endpoint (OpenAI-compatible; default: embedded server)")
+    ev.add_argument("--model", default="", help="teacher model name at --base-url")
+    ev.add_argument("--judge-base-url", default="", help="judge endpoint (default: the teacher)")
+    ev.add_argument("--judge-model", default="", help="judge model name at --judge-base-url")
+
+
+def _eval_command(args) -> int:
     # Set before anything imports huggingface_hub, which reads it once at import.
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    from distill.train import train
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import json
 
-    try:
-        metrics = train(run_dir)
-    except StudioError as exc:
-        # A user-facing error needs no traceback; anything else propagates, prints one and exits 1.
-        print(f"error: {exc}", flush=True)
-        return EXIT_FAILED
-    print(f"completed: {metrics}", flush=True)
-    return EXIT_OK
-
-
-def _train_headless(args) -> int:
     from curation.errors import ConfigError, WorkspaceInUse
+    from curation.local_server import LocalTeacherServer
     from curation.store import Store
-    from distill.train import TrainConfig
+    from curation.teacher import TeacherConfig
+    from distill.evaluate import EvalConfig, run_eval
 
-    overrides = {key: value for key, value in (
-        ("student", args.student), ("max_steps", args.max_steps), ("epochs", args.epochs),
-        ("learning_rate", args.lr), ("batch_size", args.batch_size)) if value is not None}
     try:
-        config = TrainConfig(**overrides)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
+        teacher = TeacherConfig.from_env(base_url=args.base_url, model=args.model)
+        judge = (TeacherConfig(base_url=args.judge_base_url, model=args.judge_model)
+                 if args.judge_base_url or args.judge_model else None)
+        config = EvalConfig(student=args.student, adapter=args.adapter or "", run_id=args.run, teacher=teacher,
+                            judge=judge, max_tokens=args.max_tokens, temperature=args.temperature,
+                            judge_max_tokens=args.judge_max_tokens, limit=args.limit, seed=args.seed)
         store = Store(args.workspace)
-    except WorkspaceInUse as exc:
+    except (ConfigError, WorkspaceInUse) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    server = LocalTeacherServer(store.workspace / "logs")
     with store:
-        return _run_and_follow(store, config)
+        try:
+            needs_server = teacher.embedded or config.judge_teacher.embedded
+            base_url = server.ensure_started() if needs_server else ""
+            last = [None]
 
+            def show(p):
+                if (p.stage, p.done) != last[0]:
+                    last[0] = (p.stage, p.done)
+                    print(f"{p.stage}: {p.done}/{p.total}", file=sys.stderr, flush=True)
 
-def _run_and_follow(store, config) -> int:
-    from distill.runner import TrainingSlot
-
-    slot = TrainingSlot(store, store.workspace)
-    try:
-        run_id = slot.start(config)
-    except StudioError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    print(f"run {run_id}: training {config.student} in {slot.progress(run_id)['run_dir']}", flush=True)
-    try:
-        _print_progress(slot, run_id)
-    except KeyboardInterrupt:
-        # The child is in its own session, so Ctrl-C does not reach it: stop it explicitly.
-        print("stopping...", file=sys.stderr, flush=True)
-        slot.stop()
-        slot.wait()
-    final = slot.progress(run_id)
-    if final["status"] != "completed":
-        print(f"run {run_id} {final['status']}: {final['error'] or ''}", file=sys.stderr)
-        return EXIT_FAILED
-    metrics = final["metrics"]
-    print(f"done: {metrics.get('steps')} steps, train loss {metrics.get('train_loss'):.4f}, "
-          f"{metrics.get('tokens_per_s')} tokens/s on {metrics.get('device')}")
-    print(f"adapter: {final['adapter_dir']}")
+            metrics = run_eval(store, config, base_url, on_progress=show)
+        except StudioError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        finally:
+            server.stop()
+    print(json.dumps(metrics, default=str), flush=True)
     return EXIT_OK
-
-
-def _print_progress(slot, run_id: int, poll_s: float = 1.0) -> None:
-    from distill import runlog
-
-    run_dir, printed = Path(slot.progress(run_id)["run_dir"]), 0
-    while True:
-        finished = slot.wait(poll_s)
-        steps = [e for e in runlog.read_events(run_dir) if e["event"] == "step"]
-        for ev in steps[printed:]:
-            eta = f"{ev['eta_s']:.0f}s" if ev.get("eta_s") is not None else "?"
-            print(f"step {ev['step']}/{ev['max_steps']}  loss {ev['loss']:.4f}  tokens {ev['tokens']}  eta {eta}",
-                  flush=True)
-        printed = len(steps)
-        if finished:
-            return
 
 
 if __name__ == "__main__":

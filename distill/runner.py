@@ -1,12 +1,15 @@
-"""The one training slot of a workspace: starts the training child, watches it, stops it, reports progress.
+"""The one training slot of a workspace: starts the training child, watches it, stops it, resumes it,
+reports progress.
 
 Training runs in a child process (`python -m distill train --run-dir DIR`) so that a crash, an OOM or a
-cancel never takes the studio down, and so the same command runs headless or under torchrun. The child
-only writes its run dir; this object, living in the process that owns the workspace, writes the store.
+cancel never takes the studio down, and so the same command runs headless or under torchrun /
+accelerate (pass `launcher`). The child only writes its run dir; this object, living in the process
+that owns the workspace, writes the store.
 """
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -17,19 +20,28 @@ from pathlib import Path
 
 from curation.errors import StudioError, TrainingBusy
 from distill import runlog
-from distill.train import TrainConfig, prepare_run_dir
+from distill.config import TrainConfig
+from distill.train import prepare_run_dir
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-KILL_AFTER_S = 10.0  # grace between SIGTERM and SIGKILL: enough for the child to exit, short for a user
+# Grace between SIGTERM and SIGKILL: the child finishes its step and saves a checkpoint in it. A second
+# Stop does not wait.
+KILL_AFTER_S = 60.0
 ERROR_TAIL_LINES = 40
+RESUMABLE = ("stopped", "failed", "interrupted")
 
 
 class TrainingSlot:
-    """At most one training run at a time for one workspace. Thread-safe; created once by the app."""
+    """At most one training run at a time for one workspace. Thread-safe; created once by the app.
 
-    def __init__(self, store, workspace: Path):
+    launcher: the command that runs Python modules for the child, e.g. ["torchrun", "--nproc_per_node",
+    "4"] or ["accelerate", "launch", "--num_processes", "4"]; default: this interpreter.
+    """
+
+    def __init__(self, store, workspace: Path, launcher: list[str] | str | None = None):
         self.store = store
         self.workspace = Path(workspace)
+        self.launcher = shlex.split(launcher) if isinstance(launcher, str) else list(launcher or [sys.executable])
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
         self._run_id: int | None = None
@@ -48,37 +60,84 @@ class TrainingSlot:
         """The current (or last) run's id."""
         return self._run_id
 
+    @property
+    def models_dir(self) -> Path:
+        return self.workspace / "models"
+
     def start(self, config: TrainConfig) -> int:
-        """Snapshot the approved examples into a new run dir and start the child; returns the run id."""
+        """Snapshot the method's rows into a new run dir and start the child; returns the run id.
+
+        Refused before anything runs (StudioError saying why): no rows for the method (e.g. no DPO
+        pairs), a kd teacher with another vocabulary, or a setting that clearly will not fit in memory.
+        """
+        from distill import preflight, snapshot
+        from distill.data import snapshot_digest
+        from distill.provenance import run_record
+
         with self._lock:
             if self.busy:
                 raise TrainingBusy(self._run_id)
-            examples = self.store.approved_examples()
-            run_dir = prepare_run_dir(examples, config, self.workspace / "runs", self.workspace / "models")
-            run_id = self.store.start_run("sft", asdict(config), run_dir=str(run_dir))
-            try:
-                proc = _spawn(run_dir)
-            except OSError as exc:
-                self.store.update_run(run_id, status="failed", error=f"could not start the training process: {exc}")
-                raise StudioError(f"could not start the training process: {exc}") from exc
-            self.store.update_run(run_id, pid=proc.pid)
-            self._proc, self._run_id, self._run_dir, self._kill_at = proc, run_id, run_dir, None
-            self._watcher = threading.Thread(target=self._watch, args=(proc, run_id, run_dir),
-                                             name=f"training-run-{run_id}", daemon=True)
-            self._watcher.start()
+            rows = snapshot.collect(self.store, config)
+            preflight.check(config, rows, self.models_dir)
+            record = run_record(config, rows, snapshot_digest(rows), snapshot.teachers_of(rows))
+            run_dir = prepare_run_dir(rows, config, self.workspace / "runs", self.models_dir, provenance=record)
+            run_id = self.store.start_run(config.method, {**asdict(config), "provenance": record},
+                                          run_dir=str(run_dir))
+            self.store.record_run_rows(run_id, [(row["row_id"], row["hash"]) for row in rows])
+            self._launch(run_id, run_dir, resume=False)
             return run_id
 
-    def stop(self) -> bool:
-        """Ask the running child's whole process group to stop (SIGTERM, then SIGKILL after 10 s).
+    def resume(self, run_id: int) -> int:
+        """Continue a stopped (or failed / interrupted) run from its last complete checkpoint, in the same
+        run dir and under the same id; training goes on at the checkpoint's global step."""
+        with self._lock:
+            if self.busy:
+                raise TrainingBusy(self._run_id)
+            run = self.store.run(run_id)
+            if run is None or run["kind"] not in ("sft", "dpo", "kd", "kd_logprobs"):
+                raise StudioError(f"no training run with id {run_id}")
+            if run["status"] not in RESUMABLE:
+                raise StudioError(f"run {run_id} is {run['status']}; only a stopped, failed or interrupted run "
+                                  "can be resumed")
+            run_dir = Path(run["run_dir"])
+            checkpoint = runlog.last_complete_checkpoint(run_dir)
+            if checkpoint is None:
+                raise StudioError(f"run {run_id} has no complete checkpoint to resume from (a run saves one when "
+                                  "stopped, or every save_steps steps); start a new run instead")
+            self.store.reopen_run(run_id)
+            self._launch(run_id, run_dir, resume=True)
+            return run_id
 
-        Returns False when nothing was running. The run ends as 'stopped' once the child has exited.
-        """
+    def _launch(self, run_id: int, run_dir: Path, resume: bool) -> None:
+        try:
+            proc = _spawn(run_dir, self.launcher, resume)
+        except OSError as exc:
+            self.store.update_run(run_id, status="failed", error=f"could not start the training process: {exc}")
+            raise StudioError(f"could not start the training process: {exc}") from exc
+        self.store.update_run(run_id, pid=proc.pid)
+        self._proc, self._run_id, self._run_dir, self._kill_at = proc, run_id, run_dir, None
+        self._watcher = threading.Thread(target=self._watch, args=(proc, run_id, run_dir),
+                                         name=f"training-run-{run_id}", daemon=True)
+        self._watcher.start()
+
+    def stop(self) -> bool:
+        """Ask the running child to stop: SIGTERM to its process group; the child saves a resumable
+        checkpoint at the end of its step and exits. SIGKILL follows after KILL_AFTER_S, or at once on a
+        second call. Returns False when nothing was running. The run ends as 'stopped'."""
         with self._lock:
             if not self.busy or self._proc is None:
                 return False
+            if self._kill_at is not None:
+                self._kill_at = time.monotonic()  # a second Stop: do not wait for the checkpoint
+                _signal_group(self._proc.pid, signal.SIGKILL)
+                return True
             self._kill_at = time.monotonic() + KILL_AFTER_S
             _signal_group(self._proc.pid, signal.SIGTERM)
             return True
+
+    @property
+    def stopping(self) -> bool:
+        return self.busy and self._kill_at is not None
 
     def close(self) -> None:
         """Stop a run still going when the studio shuts down.
@@ -106,10 +165,13 @@ class TrainingSlot:
         run_dir = Path(run["run_dir"]) if run.get("run_dir") else None
         events = runlog.read_events(run_dir) if run_dir else []
         out = runlog.summarise(events)
-        out.update(run_id=run_id, status=run["status"], run_dir=str(run_dir) if run_dir else None,
+        out.update(run_id=run_id, status=run["status"], kind=run["kind"], run_dir=str(run_dir) if run_dir else None,
                    error=run.get("error") or out["error"],
                    metrics=run.get("metrics") or out["metrics"],
                    adapter_dir=str(run_dir / runlog.ADAPTER_DIR) if run_dir else None,
+                   resumable=bool(run_dir and run["status"] in RESUMABLE
+                                  and runlog.last_complete_checkpoint(run_dir)),
+                   stopping=self.stopping and run_id == self._run_id,
                    log_tail=runlog.tail_lines(run_dir / runlog.STDOUT_NAME, 20) if run_dir else "")
         return out
 
@@ -128,20 +190,23 @@ class TrainingSlot:
         self.store.update_run(run_id, **_final_fields(returncode, run_dir, stopped=self._kill_at is not None))
 
 
-def _spawn(run_dir: Path) -> subprocess.Popen:
+def child_env() -> dict:
     # OMP_WAIT_POLICY=PASSIVE (unless the user chose): OpenMP threads that spin while waiting made CPU
     # training 6x slower on a 2-core machine shared with the teacher server (5.7 vs 41 tokens/s).
-    env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ,
-           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
-           # Four one-line dataset passes would otherwise fill the log tail the UI shows with progress bars.
-           "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+    return {"OMP_WAIT_POLICY": "PASSIVE", **os.environ,
+            "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+            "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", "TRL_EXPERIMENTAL_SILENCE": "1",
+            # Four one-line dataset passes would otherwise fill the log tail the UI shows with progress bars.
+            "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+
+
+def _spawn(run_dir: Path, launcher: list[str], resume: bool) -> subprocess.Popen:
+    argv = [*launcher, "-m", "distill", "train", "--run-dir", str(run_dir), *(["--resume"] if resume else [])]
     # The child's output goes to a file, never a pipe: nobody has to drain it, so it can never block.
     with open(run_dir / runlog.STDOUT_NAME, "ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "distill", "train", "--run-dir", str(run_dir)],
-            cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True)  # its own process group, so stop() reaches every process it started
+        return subprocess.Popen(argv, cwd=REPO_ROOT, env=child_env(), stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT,
+                                start_new_session=True)  # its own process group: stop() reaches every process
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -157,7 +222,9 @@ def _final_fields(returncode: int, run_dir: Path, stopped: bool) -> dict:
         # Checked before `stopped`: a stop that arrives after the adapter was saved changes nothing.
         return {"status": "completed", "metrics": summary["metrics"]}
     if stopped:
-        return {"status": "stopped", "metrics": {"steps": summary["steps"], "tokens": summary["tokens"]}}
+        metrics = {"steps": summary["steps"], "tokens": summary["tokens"], "device": summary["device"],
+                   **summary["metrics"], "checkpoint": summary["checkpoint"]}
+        return {"status": "stopped", "metrics": metrics}
     tail = runlog.tail_lines(run_dir / runlog.STDOUT_NAME, ERROR_TAIL_LINES)
     reason = summary["error"] or f"training process exited with code {returncode}"
     return {"status": "failed", "error": f"{reason}\n--- last lines of {runlog.STDOUT_NAME} ---\n{tail}"}

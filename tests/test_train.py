@@ -161,6 +161,57 @@ def test_labels_cover_the_response_only(tiny_student, tmp_path):
     assert "Be brief." in tok.decode(row["input_ids"][:prompt_len])
 
 
+def test_padding_free_batches_carry_no_padding_and_give_the_padded_loss(tiny_student, tmp_path):
+    import torch
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from distill.train import build_trainer
+
+    examples = [{"generation_id": i, "messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+                for i, (q, a) in enumerate(QA)]
+    trainer = build_trainer(tiny_student, examples, TrainConfig(student=str(tiny_student), max_steps=1,
+                                                                batch_size=len(QA)), tmp_path)
+    packed = next(iter(trainer.get_train_dataloader()))
+    edges = packed["cu_seq_lens_q"].tolist()
+    lengths = [e - s for s, e in zip(edges, edges[1:])]
+    assert sorted(lengths) == sorted(len(trainer.train_dataset[i]["input_ids"]) for i in range(len(QA)))
+    assert packed["input_ids"].shape == (1, sum(lengths)) and "attention_mask" not in packed
+    assert packed["position_ids"][0].tolist() == [p for n in lengths for p in range(n)]
+    # The same examples, padded the usual way.
+    rows = [{"input_ids": packed["input_ids"][0, s:e].tolist(), "labels": packed["labels"][0, s:e].tolist()}
+            for s, e in zip(edges, edges[1:])]
+    padded = DataCollatorForLanguageModeling(pad_token_id=trainer.processing_class.pad_token_id)(rows)
+    assert padded["input_ids"].numel() == len(QA) * max(lengths) > sum(lengths)
+    assert trainer.model.config._attn_implementation == "sdpa_segments"
+    trainer.model.eval()  # no LoRA dropout: the two forwards must be comparable
+    with torch.no_grad():  # use_cache=False as TRL's compute_loss passes it
+        packed_out = trainer.model(**packed, use_cache=False)
+        padded_out = trainer.model(**padded, use_cache=False)
+    # Same examples, same logits and loss: no example attends to another.
+    for i, (s, e) in enumerate(zip(edges, edges[1:])):
+        assert torch.allclose(packed_out.logits[0, s:e], padded_out.logits[i, :e - s], atol=1e-5)
+    assert torch.allclose(packed_out.loss, padded_out.loss, atol=1e-5)
+
+
+def test_edited_answers_reach_training_and_teacher_only_system_prompts_do_not(ws, tiny_student, tmp_path):
+    from transformers import AutoTokenizer
+
+    from distill import snapshot
+    from distill.train import build_trainer
+    from tests.train_helpers import add_answer
+
+    [tid] = ws.add_tasks([{"instruction": "Capital of France?"}])
+    messages = [{"role": "system", "content": "HIDDEN teacher instructions"},
+                {"role": "user", "content": "Capital of France?"}]
+    gid = add_answer(ws, tid, "k", "", "Paris, I believe.", messages=messages, teacher_only_system=True)
+    ws.set_label([gid], "approved", edited_response="Paris.")
+    rows = snapshot.collect(ws, TrainConfig())
+    assert rows[0]["messages"] == [messages[1], {"role": "assistant", "content": "Paris."}]
+    trainer = build_trainer(tiny_student, rows, TrainConfig(student=str(tiny_student), max_steps=1), tmp_path)
+    text = AutoTokenizer.from_pretrained(str(tiny_student)).decode(trainer.train_dataset[0]["input_ids"])
+    assert "Paris.<|im_end|>" in text and "I believe" not in text and "HIDDEN" not in text
+
+
 # ---- the training child through the slot ------------------------------------------------------
 def test_three_steps_through_the_slot_save_a_loadable_adapter(ws, tiny_student):
     approved = seed_workspace(ws, n_approved=4)
@@ -189,6 +240,14 @@ def test_three_steps_through_the_slot_save_a_loadable_adapter(ws, tiny_student):
     adapter = run_dir / "adapter"
     assert (adapter / "adapter_config.json").exists() and (adapter / "adapter_model.safetensors").exists()
     assert_adapter_loads(tiny_student, adapter)
+    assert (adapter / "README.md").exists() and "| method | sft |" in (adapter / "README.md").read_text()
+
+    # The record: method, config, student, snapshot (ids + hashes), code and library versions, device.
+    prov = run["config"]["provenance"]
+    assert prov["method"] == "sft" and prov["student"] == str(tiny_student) and prov["seed"] == 0
+    assert prov["snapshot"]["rows"] == 4 and prov["code_version"] and prov["libraries"]["trl"]
+    assert ws.run_rows(run_id) == {row["row_id"]: row["hash"] for row in snapshot}
+    assert run["metrics"]["device"] == "cpu" and run["metrics"]["peak_memory_mb"] > 0
 
     progress = slot.progress(run_id)
     assert progress["status"] == "completed" and progress["steps"] == 3 and progress["max_steps"] == 3

@@ -1,30 +1,71 @@
-"""Runs tab: every generation and training run with its config, status, timings and output folder."""
+"""Runs tab: every generation and training run with its config, status, timings and output folder, and
+the difference between two training runs' data (rows added / removed / changed)."""
 from __future__ import annotations
 
 import pandas as pd
 import gradio as gr
 
-from ui.common import fmt_seconds
+from ui.common import fmt_seconds, guarded
+
+TRAINING_KINDS = ("sft", "dpo", "kd", "kd_logprobs")
+DIFF_ROWS_SHOWN = 500
+
+
+def _summary(run: dict) -> str:
+    m = run["metrics"] or {}
+    if run["kind"] == "generate" and m:
+        return f"{m.get('ok', 0)} ok / {m.get('failed', 0)} failed, {m.get('tokens', 0)} tokens"
+    if run["kind"] in TRAINING_KINDS:
+        rows = ((run["config"] or {}).get("provenance") or {}).get("snapshot", {}).get("rows")
+        data = f"{rows} rows, " if rows is not None else ""
+        if m.get("train_loss") is not None:
+            return f"{data}loss {m['train_loss']:.4f}, {m.get('steps')} steps"
+        if run["status"] == "stopped" and m.get("checkpoint"):
+            return f"{data}stopped at step {m.get('steps')}, resumable"
+        return f"{data}{m.get('steps', 0)} steps" if m else data.rstrip(", ")
+    return ""
 
 
 def runs_frame(store) -> pd.DataFrame:
     rows = []
     for r in store.runs():
         duration = (r["finished_at"] - r["started_at"]).total_seconds() if r["finished_at"] else None
-        m = r["metrics"]
-        summary = (f"{m.get('ok', 0)} ok / {m.get('failed', 0)} failed, {m.get('tokens', 0)} tokens"
-                   if r["kind"] == "generate" and m else
-                   f"loss {m['train_loss']:.4f}, {m.get('steps')} steps" if m.get("train_loss") is not None else "")
         rows.append({"id": r["id"], "kind": r["kind"], "status": r["status"], "started": str(r["started_at"])[:19],
-                     "duration": fmt_seconds(duration) if duration is not None else "", "summary": summary,
+                     "duration": fmt_seconds(duration) if duration is not None else "", "summary": _summary(r),
                      "output": r["run_dir"] or ""})
     return pd.DataFrame(rows, columns=["id", "kind", "status", "started", "duration", "summary", "output"])
+
+
+def diff_runs(store, run_a, run_b) -> tuple[str, pd.DataFrame]:
+    """(summary line, one row per differing row id) of the data from run_a to run_b."""
+    runs = []
+    for rid in (run_a, run_b):
+        run = store.run(int(rid)) if rid is not None else None
+        if run is None or run["kind"] not in TRAINING_KINDS:
+            raise gr.Error(f"no training run with id {rid}")
+        runs.append(run)
+    diff = store.diff_run_rows(runs[0]["id"], runs[1]["id"])
+    changes = [(rid, kind) for kind in ("added", "removed", "changed") for rid in diff[kind]]
+    frame = pd.DataFrame(changes[:DIFF_ROWS_SHOWN], columns=["row", "change"])
+    summary = (f"run {runs[0]['id']} ({runs[0]['kind']}) → run {runs[1]['id']} ({runs[1]['kind']}): "
+               f"**{len(diff['added'])} added, {len(diff['removed'])} removed, {len(diff['changed'])} changed** "
+               f"(edited), {diff['same']} the same")
+    if len(changes) > DIFF_ROWS_SHOWN:
+        summary += f"; the first {DIFF_ROWS_SHOWN} differences are listed"
+    return summary, frame
 
 
 def build(studio):
     refresh = gr.Button("Refresh", size="sm", elem_id="runs-refresh")
     table = gr.Dataframe(value=lambda: runs_frame(studio.store), interactive=False, elem_id="runs-table")
-    detail = gr.JSON(label="Run config, metrics and error")
+    detail = gr.JSON(label="Run config (with provenance), metrics and error")
+    with gr.Accordion("Compare two training runs' data", open=False):
+        with gr.Row():
+            run_a = gr.Number(label="Run A", precision=0, elem_id="runs-diff-a")
+            run_b = gr.Number(label="Run B", precision=0, elem_id="runs-diff-b")
+            diff_btn = gr.Button("Diff snapshots", elem_id="runs-diff")
+        diff_note = gr.Markdown(elem_id="runs-diff-note")
+        diff_table = gr.Dataframe(interactive=False, elem_id="runs-diff-table")
 
     def on_select(frame, evt: gr.SelectData):
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
@@ -33,4 +74,6 @@ def build(studio):
 
     refresh.click(lambda: runs_frame(studio.store), None, [table], api_name="list_runs")
     table.select(on_select, [table], [detail], api_visibility="private")
+    diff_btn.click(guarded(lambda a, b: diff_runs(studio.store, a, b)), [run_a, run_b], [diff_note, diff_table],
+                   api_name="diff_runs")
     return table

@@ -1,32 +1,105 @@
-"""Train tab: one click starts a LoRA SFT child process on the approved rows; the tab polls its log."""
+"""Train tab: pick a method (sft, dpo, kd, kd_logprobs), see the memory estimate, start / stop / resume the
+training child, watch its log, export the merged model. Thin: every decision is in distill/."""
 from __future__ import annotations
 
 import gradio as gr
 import pandas as pd
 
-from distill.models import BUNDLED_STUDENT
-from distill.train import TrainConfig
+from distill.config import BUNDLED_STUDENT, KD_LOSSES, METHODS, PAIR_SOURCES, DPOOptions, KDOptions, TrainConfig
 from ui.common import fmt_seconds, guarded, progress_html
 
+METHOD_HELP = {
+    "sft": "**sft** — LoRA SFT on the approved answers (edited answers win; teacher-only system prompts are "
+           "left out), loss on the answer tokens, padding-free batches.",
+    "dpo": "**dpo** — DPO on preference pairs: per task the best- vs the worst-judged answer (scores), the "
+           "judge's pairwise verdicts (compare) or your approved vs hand-rejected answers (review). The "
+           "reference model is the student with its adapter switched off.",
+    "kd": "**kd** — logit distillation from a local teacher that shares the student's tokenizer: forward KL, "
+          "reverse KL or generalised JSD, optionally on the student's own samples (on-policy fraction).",
+    "kd_logprobs": "**kd_logprobs** — distillation from the top-k logprobs the teacher API returned with its "
+                   "answers (generate with the *logprobs* method). Tokens that do not map fall back to "
+                   "cross-entropy.",
+}
 
-def build(studio):
-    gr.Markdown("Trains a LoRA adapter on the **approved** rows (train split), with the student's chat template "
-                "and the loss on the response tokens only. Runs in its own process: GPU (bf16) when present, "
-                "else CPU. One run at a time.")
+
+def config_from_values(student, max_steps, epochs, lr, batch, rank, max_length, method="sft", grad_accum=1,
+                       batching="padding_free", save_steps=0, checkpointing="auto", four_bit=False,
+                       pairs="scores", min_gap=2.0, dpo_beta=0.1, teacher="", kd_loss="forward_kl", kd_beta=0.5,
+                       temperature=1.0, on_policy=0.0, max_new_tokens=128) -> TrainConfig:
+    """start_training's inputs → TrainConfig (validated there; a ConfigError names the field)."""
+    try:
+        alpha = 2 * int(float(rank))
+    except (TypeError, ValueError):
+        alpha = 32  # TrainConfig then rejects lora_r with a message naming it
+    return TrainConfig(
+        method=method or "sft", student=(student or BUNDLED_STUDENT).strip(), max_steps=max_steps, epochs=epochs,
+        learning_rate=lr, batch_size=batch, lora_r=rank, lora_alpha=alpha, max_length=max_length,
+        grad_accum=grad_accum, batching=batching, save_steps=save_steps,
+        gradient_checkpointing=None if checkpointing == "auto" else checkpointing == "on", load_in_4bit=bool(four_bit),
+        dpo=DPOOptions(pairs=pairs, min_score_gap=min_gap, beta=dpo_beta),
+        kd=KDOptions(teacher=teacher or "", loss=kd_loss, beta=kd_beta if kd_loss == "jsd" else 0.5,
+                     temperature=temperature, on_policy=on_policy, max_new_tokens=max_new_tokens))
+
+
+def _common_settings():
     with gr.Row():
+        method = gr.Radio(list(METHODS), value="sft", label="Method", elem_id="train-method")
         student = gr.Textbox(value=BUNDLED_STUDENT, label="Student (bundled name, local folder or model id)",
                              elem_id="train-student")
+    method_help = gr.Markdown(METHOD_HELP["sft"])
+    with gr.Row():
         max_steps = gr.Number(value=30, label="Max steps (-1 = by epochs)", precision=0, elem_id="train-max-steps")
         epochs = gr.Number(value=1, label="Epochs")
-    with gr.Row():
         lr = gr.Number(value=2e-4, label="Learning rate")
         batch = gr.Number(value=4, label="Batch size", precision=0)
         rank = gr.Number(value=16, label="LoRA rank", precision=0)
         max_length = gr.Number(value=1024, label="Max length (tokens)", precision=0)
+    with gr.Accordion("Memory and checkpoints", open=False):
+        with gr.Row():
+            grad_accum = gr.Number(value=1, label="Gradient accumulation", precision=0)
+            batching = gr.Radio(["padding_free", "padded"], value="padding_free", label="Batches (sft)")
+            save_steps = gr.Number(value=0, label="Checkpoint every N steps (0: only on Stop)", precision=0)
+            checkpointing = gr.Radio(["auto", "on", "off"], value="auto", label="Gradient checkpointing")
+            four_bit = gr.Checkbox(value=False, label="4-bit QLoRA (CUDA + bitsandbytes)")
+    return method, method_help, [student, max_steps, epochs, lr, batch, rank, max_length, method, grad_accum,
+                                 batching, save_steps, checkpointing, four_bit]
+
+
+def _method_options():
+    with gr.Group(visible=False) as dpo_box:
+        with gr.Row():
+            pairs = gr.Radio(list(PAIR_SOURCES), value="scores", label="Pairs from", elem_id="train-dpo-pairs")
+            min_gap = gr.Number(value=2.0, label="Minimum judge-score gap (scores)", elem_id="train-dpo-gap")
+            dpo_beta = gr.Number(value=0.1, label="DPO beta")
+    with gr.Group(visible=False) as kd_box:
+        with gr.Row():
+            kd_loss = gr.Radio(list(KD_LOSSES), value="forward_kl", label="Divergence", elem_id="train-kd-loss")
+            kd_beta = gr.Slider(0.05, 0.95, value=0.5, step=0.05, label="JSD beta (teacher weight)")
+        with gr.Row() as white_box:
+            teacher = gr.Textbox(value="", label="Teacher model (local folder / cached id, same tokenizer)",
+                                 elem_id="train-kd-teacher")
+            temperature = gr.Number(value=1.0, label="Temperature")
+            on_policy = gr.Slider(0, 1, value=0.0, step=0.05, label="On-policy fraction (student samples)")
+            max_new_tokens = gr.Number(value=128, label="Sample length (on-policy)", precision=0)
+    boxes = [dpo_box, kd_box, white_box]
+    return boxes, [pairs, min_gap, dpo_beta, teacher, kd_loss, kd_beta, temperature, on_policy, max_new_tokens]
+
+
+def build(studio):
+    gr.Markdown("Trains a LoRA adapter on the **train** split with the student's chat template. Runs in its own "
+                "process: GPU (bf16) when present, else CPU. One run at a time; Stop saves a checkpoint that "
+                "Resume continues from.")
+    method, method_help, common = _common_settings()
+    boxes, options = _method_options()
+    inputs = common + options
     with gr.Row():
         start = gr.Button("Train student", variant="primary", elem_id="train-start")
         stop = gr.Button("Stop", variant="stop", elem_id="train-stop")
-    run_id = gr.Number(label="Run", precision=0, interactive=False, elem_id="train-run-id")
+        resume = gr.Button("Resume", elem_id="train-resume")
+        estimate = gr.Button("Estimate memory", elem_id="train-estimate")
+        export = gr.Button("Export merged model", elem_id="train-export")
+    memory_note = gr.Markdown(elem_id="train-memory")
+    run_id = gr.Number(label="Run", precision=0, elem_id="train-run-id")
     progress = gr.HTML(progress_html(0, 0, state="idle"), elem_id="train-progress")
     message = gr.Markdown(elem_id="train-message")
     loss_plot = gr.LinePlot(x="step", y="loss", title="Training loss", elem_id="train-loss")
@@ -34,33 +107,81 @@ def build(studio):
     timer = gr.Timer(1.0)
 
     @guarded
-    def do_start(stu, steps, ep, rate, bs, r, length):
-        config = TrainConfig(student=(stu or BUNDLED_STUDENT).strip(), max_steps=int(steps), epochs=float(ep),
-                             learning_rate=float(rate), batch_size=int(bs), lora_r=int(r),
-                             lora_alpha=2 * int(r), max_length=int(length))
-        rid = studio.training.start(config)
+    def do_start(*values):
+        rid = studio.training.start(config_from_values(*values))
         return rid, f"started training run {rid}"
 
-    def poll(rid):
-        rid = int(rid) if rid is not None else studio.training.run_id
+    @guarded
+    def do_estimate(*values):
+        return memory_text(studio, config_from_values(*values))
+
+    @guarded
+    def do_resume(rid):
         if rid is None:
-            return progress_html(0, 0, state="idle"), None, "", gr.skip()
-        p = studio.training.progress(rid)
-        detail = f"· loss {p['losses'][-1][1]:.4f}" if p["losses"] else ""
-        detail += f" · {p['tokens']} tokens · ETA {fmt_seconds(p['eta_s'])}"
-        frame = pd.DataFrame(p["losses"], columns=["step", "loss"])
-        note = f"run {rid}: {p['status']}"
-        if p["status"] == "completed":
-            note += f" · adapter in `{p['adapter_dir']}`"
-        elif p["status"] == "failed" and p.get("error"):
-            note += f" · {p['error'].splitlines()[-1] if p['error'] else ''}"
-        return progress_html(p["steps"], p["max_steps"] or 0, detail, state=p["status"]), frame, p["log_tail"], note
+            raise gr.Error("enter the id of a stopped run first")
+        studio.training.resume(int(rid))
+        return int(rid), f"resuming training run {int(rid)} from its last checkpoint"
+
+    @guarded
+    def do_export(rid):
+        from distill.export import export_merged
+
+        rid = int(rid) if rid is not None else studio.training.run_id
+        run = studio.store.run(rid) if rid is not None else None
+        if run is None or run["status"] != "completed":
+            raise gr.Error("export needs a completed training run")
+        return f"merged model (safetensors, with README.md model card) in `{export_merged(run['run_dir'])}`"
 
     def do_stop():
-        return "stopping the training process…" if studio.training.stop() else "no training is running"
+        if studio.training.stopping:
+            return "killing the training process now" if studio.training.stop() else "no training is running"
+        return ("stopping: the run saves a checkpoint at the end of its step (Stop again to kill it now)"
+                if studio.training.stop() else "no training is running")
 
-    start.click(do_start, [student, max_steps, epochs, lr, batch, rank, max_length], [run_id, message],
-                api_name="start_training")
+    method.change(lambda m: (METHOD_HELP[m], gr.update(visible=m == "dpo"),
+                             gr.update(visible=m in ("kd", "kd_logprobs")), gr.update(visible=m == "kd")),
+                  [method], [method_help, *boxes], api_visibility="private")
+    start.click(do_start, inputs, [run_id, message], api_name="start_training")
     stop.click(do_stop, None, [message], api_name="stop_training")
-    timer.tick(poll, [run_id], [progress, loss_plot, log_tail, message], show_progress="hidden",
-               api_name="training_status")
+    resume.click(do_resume, [run_id], [run_id, message], api_name="resume_training")
+    estimate.click(do_estimate, inputs, [memory_note], api_name="estimate_memory")
+    export.click(do_export, [run_id], [message], api_name="export_model")
+    timer.tick(lambda rid: poll(studio, rid), [run_id], [progress, loss_plot, log_tail, message],
+               show_progress="hidden", api_name="training_status")
+
+
+def memory_text(studio, config: TrainConfig) -> str:
+    from distill import preflight, snapshot
+
+    rows = snapshot.collect(studio.store, config)
+    found = preflight.preview_memory(config, rows, studio.training.models_dir)
+    if found is None:
+        return "Memory: estimated when the run starts (the student is not on disk yet; its first run prepares it)."
+    return f"Memory ({len(rows)} rows): {found.describe()}"
+
+
+def poll(studio, rid):
+    rid = int(rid) if rid is not None else studio.training.run_id
+    if rid is None:
+        return progress_html(0, 0, state="idle"), None, "", gr.skip()
+    p = studio.training.progress(rid)
+    detail = f"· loss {p['losses'][-1][1]:.4f}" if p["losses"] else ""
+    detail += f" · {p['tokens']} tokens · ETA {fmt_seconds(p['eta_s'])}"
+    frame = pd.DataFrame(p["losses"], columns=["step", "loss"])
+    return progress_html(p["steps"], p["max_steps"] or 0, detail, state=p["status"]), frame, p["log_tail"], note(p)
+
+
+def note(p: dict) -> str:
+    """One line under the progress bar: what the run is doing and what the user can do next."""
+    text = f"run {p['run_id']} ({p.get('kind') or 'sft'}): {p['status']}"
+    if p.get("memory"):
+        text += f" · memory ~{p['memory']['estimate_mb']:,.0f} MB estimated on {p['memory']['device']}"
+    if p["status"] == "completed":
+        text += f" · adapter in `{p['adapter_dir']}`"
+    elif p.get("stopping"):
+        text += " · stopping: saving a checkpoint (Stop again to kill now)"
+    elif p["status"] in ("stopped", "interrupted", "failed") and p.get("resumable"):
+        text += f" · checkpoint at step {p['steps']}: Resume continues from it"
+    if p["status"] == "failed" and p.get("error"):
+        text += f" · {p['error'].splitlines()[0]}"
+    return text

@@ -1,0 +1,82 @@
+"""Snapshot rows → token ids with response-only labels, and the content hash that identifies a row.
+
+`tokenize_example` is what every token-level method (sft, kd, kd_logprobs) trains on, so they agree on
+what the prompt is, where the answer starts and how a long example is cut.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+
+IGNORE = -100  # label of a token that is not trained on (prompt, padding)
+
+
+def content_hash(row: dict, keys: tuple[str, ...]) -> str:
+    """sha256 of the row's training content (the given keys, canonical JSON): equal text, equal hash."""
+    payload = json.dumps({k: row.get(k) for k in keys}, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def snapshot_digest(rows: list[dict]) -> str:
+    """One hash for a whole snapshot: its rows' ids and hashes in order."""
+    h = hashlib.sha256()
+    for row in rows:
+        h.update(f"{row['row_id']}:{row['hash']}\n".encode())
+    return h.hexdigest()
+
+
+def common_prefix_length(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def prompt_and_full_ids(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
+    """Token ids of the prompt (with the assistant header) and of the whole chat, by the chat template."""
+    prompt_ids = tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=True,
+                                               return_dict=True)["input_ids"]
+    full_ids = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
+    return list(prompt_ids), list(full_ids)
+
+
+def tokenize_example(tokenizer, messages: list[dict], max_length: int) -> dict | None:
+    """{input_ids, labels, prompt_length} of a chat ending with the assistant's answer; None if nothing to learn.
+
+    labels are the ids on the answer (and the end-of-turn tokens after it), IGNORE on the prompt. The
+    answer starts where the tokenized prompt and the tokenized chat diverge (TRL's rule: some templates
+    render a prompt alone differently). The first `max_length` tokens are kept; an example whose
+    answer falls entirely beyond them teaches nothing and is dropped (None).
+    """
+    prompt_ids, full_ids = prompt_and_full_ids(tokenizer, messages)
+    start = common_prefix_length(prompt_ids, full_ids)
+    input_ids = full_ids[:max_length]
+    labels = ([IGNORE] * start + full_ids[start:])[:max_length]
+    if all(label == IGNORE for label in labels):
+        return None
+    return {"input_ids": input_ids, "labels": labels, "prompt_length": min(start, len(input_ids))}
+
+
+def answer_token_spans(tokenizer, messages: list[dict], input_ids: list[int]) -> list[tuple[int, int] | None] | None:
+    """For each token of `input_ids`, its (start, end) character span inside the answer text, or None
+    for tokens outside the answer (prompt, end-of-turn). None when the spans cannot be trusted: the
+    tokenizer is not a fast one, or tokenizing the rendered text does not give the template's ids.
+    """
+    if not getattr(tokenizer, "is_fast", False):
+        return None
+    answer = messages[-1]["content"]
+    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    prompt_text = tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=False)
+    begin = text.find(answer, len(prompt_text)) if text.startswith(prompt_text) else -1
+    if begin < 0:
+        return None
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    if list(enc["input_ids"][:len(input_ids)]) != list(input_ids):
+        return None
+    end = begin + len(answer)
+    spans = []
+    for s, e in enc["offset_mapping"][:len(input_ids)]:
+        spans.append((s - begin, e - begin) if begin <= s and e <= end and e > s else None)
+    return spans

@@ -1,0 +1,73 @@
+"""What a run trains on: the workspace's rows for its method, frozen with an id and a content hash each.
+
+Runs in the studio process (standard library + the store). The training child only ever reads the
+snapshot file written from these rows, never the live workspace.
+
+Row ids: a generation id ("12") for sft / kd / kd_logprobs, "chosen>rejected" generation ids for a DPO
+pair. The hash covers the training text only (messages; prompt + chosen + rejected), so an edited answer
+shows as "changed" when two runs are diffed, while logprobs (never rewritten) do not enter it.
+"""
+from __future__ import annotations
+
+from curation.errors import StudioError
+from distill import dpo
+from distill.config import TrainConfig
+from distill.data import content_hash
+
+EXAMPLE_KEYS = ("messages",)
+PAIR_KEYS = ("prompt", "chosen", "rejected")
+
+
+def collect(store, config: TrainConfig) -> list[dict]:
+    """The method's rows, in a stable order; StudioError (what to do about it) when there are none."""
+    if config.method == "dpo":
+        return pair_rows(store, config)
+    return example_rows(store, with_logprobs=config.method == "kd_logprobs")
+
+
+def example_rows(store, with_logprobs: bool = False) -> list[dict]:
+    """Approved train-split rows as chat examples (edited answers, teacher-only system prompts dropped).
+
+    with_logprobs: each row also carries the teacher's stored top-k `logprobs`, None where there are
+    none or where the answer was edited (they describe the teacher's text, not the edit).
+    """
+    examples = store.approved_examples()
+    if not examples:
+        raise StudioError("no approved examples to train on: approve some generations on the Review tab first")
+    sources = store.generation_sources([ex["generation_id"] for ex in examples], with_logprobs=with_logprobs)
+    rows = []
+    for ex in examples:
+        source = sources.get(ex["generation_id"], {})
+        row = {"row_id": str(ex["generation_id"]), "generation_id": ex["generation_id"], "task_id": ex["task_id"],
+               "teacher": source.get("model"), "messages": ex["messages"]}
+        if with_logprobs:
+            row["logprobs"] = None if source.get("edited") else source.get("logprobs")
+        row["hash"] = content_hash(row, EXAMPLE_KEYS)
+        rows.append(row)
+    if with_logprobs and not any(row["logprobs"] for row in rows):
+        raise StudioError(f"none of the {len(rows)} approved answers carries the teacher's token logprobs (or "
+                          "every such answer was edited): generate answers with the logprobs method on the "
+                          "Generate tab and approve them, or train with sft or kd instead")
+    return rows
+
+
+def pair_rows(store, config: TrainConfig) -> list[dict]:
+    """DPO pairs from the source the options name; StudioError saying why when there are none."""
+    options = config.dpo
+    candidates = store.preference_candidates()
+    if options.pairs == "scores":
+        pairs = dpo.pairs_from_scores(candidates, options.min_score_gap)
+    elif options.pairs == "compare":
+        pairs = dpo.pairs_from_preferences(store.judgments_of(kind="compare"), candidates)
+    else:
+        pairs = dpo.pairs_from_review(candidates)
+    if not pairs:
+        raise StudioError(dpo.why_no_pairs(options, candidates))
+    for pair in pairs:
+        pair["hash"] = content_hash(pair, PAIR_KEYS)
+    return pairs
+
+
+def teachers_of(rows: list[dict]) -> list[str]:
+    """The teacher models whose answers a snapshot holds."""
+    return sorted({row["teacher"] for row in rows if row.get("teacher")})
