@@ -49,12 +49,12 @@ def merge(run_dir: Path, out_dir: Path | None = None) -> Path:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from distill.models import resolve_student
+    from distill.models import check_adapter_folder, resolve_student
     from distill.train import read_run_dir
 
     run_dir = Path(run_dir)
     config, _, models_dir = read_run_dir(run_dir)
-    adapter = run_dir / runlog.ADAPTER_DIR
+    adapter = check_adapter_folder(run_dir / runlog.ADAPTER_DIR)
     out_dir = Path(out_dir) if out_dir else run_dir / runlog.MERGED_DIR
     base = AutoModelForCausalLM.from_pretrained(str(resolve_student(config.student, models_dir)), dtype="auto",
                                                 local_files_only=True, use_safetensors=True)

@@ -168,6 +168,20 @@ def check_model_folder(folder: Path) -> Path:
     return folder
 
 
+def check_adapter_folder(folder: Path) -> Path:
+    """Accept a PEFT adapter folder with safetensors weights; refuse pickle adapters (.bin/.pt)."""
+    folder = Path(folder).expanduser()
+    if not (folder / "adapter_config.json").is_file():
+        raise StudioError(f"{folder} has no adapter_config.json, so it is not a PEFT adapter folder")
+    if not (folder / "adapter_model.safetensors").is_file():
+        pickles = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+        what = f"only pickle weights ({', '.join(pickles[:3])})" if pickles else "no adapter_model.safetensors"
+        # Unpickling an adapter someone handed you runs whatever code it carries.
+        raise StudioError(f"adapter {folder} has {what}; only safetensors adapters are loaded "
+                          "(re-save it with save_pretrained(dir, safe_serialization=True))")
+    return folder
+
+
 def _looks_like_path(spec: str) -> bool:
     # A hub id is "name" or "owner/name"; anything else that does not exist is a mistyped path.
     return spec.startswith((".", "/", "~")) or spec.count("/") > 1 or "\\" in spec

@@ -322,3 +322,20 @@ def test_200_concurrent_review_pages_while_a_job_runs(tmp_path):
                           "p95_s": round(p95, 3)}))
         studio.generation.stop()
         studio.generation.wait(timeout=60)
+
+
+# ---- 11: only safetensors weights are ever loaded -------------------------------------------------------
+def test_pickle_adapters_are_refused_before_loading(tmp_path):
+    from distill.models import check_adapter_folder
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    (adapter / "adapter_model.bin").write_bytes(b"\x80\x04not really a pickle")
+    with pytest.raises(StudioError, match=r"only pickle weights \(adapter_model.bin\)"):
+        check_adapter_folder(adapter)
+    from curation.methods.self_knowledge import LocalStudent
+    with pytest.raises(StudioError, match="only safetensors adapters are loaded"):
+        LocalStudent("smollm2-135m-instruct", str(adapter), tmp_path / "models")
+    assert not (tmp_path / "models").exists()  # refused before the student was even materialised
+    (adapter / "adapter_model.safetensors").write_bytes(b"")
+    assert check_adapter_folder(adapter) == adapter

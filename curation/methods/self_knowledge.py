@@ -80,13 +80,14 @@ class LocalStudent:
     def __init__(self, spec: str, adapter: str, models_dir: Path):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from distill.models import resolve_student  # offline resolution of the student spec
+        from distill.models import check_adapter_folder, resolve_student  # offline, safetensors only
+        adapter_dir = check_adapter_folder(adapter) if adapter else None  # before any slow model work
         path = resolve_student(spec, models_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(str(path))
-        self.model = AutoModelForCausalLM.from_pretrained(str(path))
-        if adapter:
+        self.model = AutoModelForCausalLM.from_pretrained(str(path), use_safetensors=True)
+        if adapter_dir:
             from peft import PeftModel
-            self.model = PeftModel.from_pretrained(self.model, str(Path(adapter).expanduser()))
+            self.model = PeftModel.from_pretrained(self.model, str(adapter_dir))
         self.model.eval()
 
     def generate(self, call: Call) -> dict:
