@@ -11,8 +11,10 @@ Both see the same examples in the same order, so the losses must agree.
 
 tokens/s counts real tokens only (the attention mask for the padded batches, the packed length for
 ours) over `trainer.train()` wall time. Peak memory: each contender trains in its own fresh child
-process (so neither inherits the other's allocations) and reports its peak RSS growth from just
-before the model loaded (ru_maxrss); the parent prints ONE JSON line with both and the ratios.
+process with the training child's environment (`distill.runner.child_env`), so neither inherits the
+other's allocations, and reports its peak RSS growth from just before the model loaded (ru_maxrss);
+both run fp32 without activation checkpointing (ours' CPU setting; TRL's defaults would turn both on).
+The parent prints ONE JSON line with both and the ratios.
 Goal: ours >= 1.3x tokens/s at <= 1.0x memory with an equal loss.
 """
 from __future__ import annotations
@@ -119,9 +121,10 @@ def _trl_default(model_path, rows, config, out, Dataset, to_prompt_completion):
                      learning_rate=config.learning_rate, max_length=config.max_length, seed=config.seed,
                      data_seed=config.seed, logging_steps=1, save_strategy="no", report_to="none", use_cpu=True,
                      disable_tqdm=True, completion_only_loss=True,
-                     # TRL's SFTConfig turns bf16 autocast on by default, even on CPU; both contenders run
-                     # in fp32 here so that the batching is the only difference (ours trains fp32 on CPU).
-                     bf16=False)
+                     # TRL's SFTConfig turns on bf16 autocast and activation checkpointing by default, even on
+                     # CPU; ours trains fp32 without checkpointing on CPU. Both contenders run ours' setting,
+                     # so that the batching is the only difference.
+                     bf16=False, activation_checkpointing=False)
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                       target_modules=config.target_module_list(), task_type="CAUSAL_LM")
     dataset = Dataset.from_list([to_prompt_completion(r) for r in rows])
@@ -151,6 +154,7 @@ def main(argv=None) -> int:
         return 0
 
     from distill.models import resolve_student
+    from distill.runner import child_env
 
     resolve_student("smollm2-135m-instruct", ROOT / "data" / "models")  # materialise once, outside the timings
     with tempfile.TemporaryDirectory() as tmp:
@@ -161,7 +165,8 @@ def main(argv=None) -> int:
         for name in ("trl", "ours"):
             cmd = [sys.executable, __file__, "--contender", name, "--rows-file", str(rows_file),
                    "--batch", str(args.batch), "--steps", str(args.steps), "--max-length", str(args.max_length)]
-            done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+            # The training child's environment (allocator and OpenMP settings) for both contenders.
+            done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False, env=child_env())
             if done.returncode != 0:
                 raise SystemExit(f"{name} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
             figures[name] = json.loads(done.stdout.strip().splitlines()[-1])

@@ -5,16 +5,19 @@ is read, torch is not needed), so the studio can answer while the user is still 
 
     weights     parameters x bytes per parameter (fp32 on CPU, bf16 on CUDA, ~0.6 for 4-bit NF4)
     adapter     LoRA parameters x 16 bytes (fp32 weight, gradient, two AdamW moments)
-    activations tokens of the largest micro-batch x layers x (4 x hidden + 2 x intermediate) values
-                (checkpointing: one layer's worth plus one hidden vector per layer)
+    activations tokens of the largest micro-batch x layers x (14 x hidden + 6 x intermediate) values kept
+                for the backward pass (norms, LoRA inputs and dropout copies, q/k/v, MLP products);
+                with checkpointing: one layer's worth plus 4 hidden vectors a layer
     logits      tokens x vocabulary x 4 bytes x LOGIT_COPIES (logits, log-softmax, their gradients, TRL's
-                entropy/accuracy metrics; KD adds the teacher's and the divergence's copies)
+                entropy/accuracy metrics; DPO and KD add the reference's or teacher's copies)
     teacher     kd: the teacher's weights
-    overhead    ~200 MB of allocator, framework, tokenizer and dataset state
-Calibrated on CPU against the growth of the training child's peak RSS from just before the model loads
-(tiny Llama and SmolLM2-135M, 256 to 4096 tokens a micro-batch: the estimate came out 1.0x-1.3x the
-measured peak). Not calibrated on CUDA in this project (no GPU was lent); there the same model counts
-bf16 activations and weights.
+    overhead    200 MB of framework, tokenizer and dataset state; on CPU also half the weights again
+                (the safetensors file stays mapped, and its pages count in RSS)
+Calibrated for sft on CPU against the growth of the training child's peak RSS from just before the
+model loads, with the child's allocator setting (runner.child_env): tiny Llama and SmolLM2-135M, 370 to
+1950 tokens a micro-batch, with and without checkpointing: the estimate came out 1.0x-1.3x the measured
+peak. The DPO and KD copy counts are reasoned, not measured, and nothing was calibrated on CUDA in this
+project (no GPU was lent); there bf16 halves the weights and activations.
 """
 from __future__ import annotations
 
@@ -155,18 +158,20 @@ def _parts(config: TrainConfig, student: ModelShape, tokens: int, device: str, t
     act_bytes = 2 if cuda else 4
     weight_bytes = 0.6 if config.load_in_4bit else act_bytes
     checkpointing = config.gradient_checkpointing if config.gradient_checkpointing is not None else cuda
-    per_layer = act_bytes * (4 * student.hidden + 2 * student.intermediate)
+    per_layer = act_bytes * (14 * student.hidden + 6 * student.intermediate)
     if checkpointing:
-        activations = tokens * (per_layer + student.layers * act_bytes * student.hidden)
+        activations = tokens * (per_layer + student.layers * act_bytes * 4 * student.hidden)
     else:
         activations = tokens * student.layers * per_layer
+    weights = int(student.params * weight_bytes)
+    teacher_weights = int(teacher.params * act_bytes) if teacher is not None and config.method == "kd" else 0
     return {
-        "weights": int(student.params * weight_bytes),
+        "weights": weights,
         "adapter": student.lora_params(config.lora_r, config.target_module_list()) * 16,
         "activations": int(activations),
         "logits": int(tokens * student.vocab * 4 * LOGIT_COPIES[config.method]),
-        "teacher": int(teacher.params * act_bytes) if teacher is not None and config.method == "kd" else 0,
-        "overhead": OVERHEAD,
+        "teacher": teacher_weights,
+        "overhead": OVERHEAD + (0 if cuda else (weights + teacher_weights) // 2),
     }
 
 
