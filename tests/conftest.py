@@ -45,3 +45,23 @@ def tiny_student(tmp_path_factory):
     from tests.fixtures_models import make_tiny_student
     tokenizer_dir = bundled_tokenizer_dir(tmp_path_factory.mktemp("models"))
     return make_tiny_student(tmp_path_factory.mktemp("tiny-student"), tokenizer_dir)
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's headless Chromium through Playwright; missing it fails where DISTILL_REQUIRE_BROWSER is set."""
+    from pathlib import Path
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("DISTILL_REQUIRE_BROWSER"):
+            pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (browser tests are required here)")
+        pytest.skip(f"{CHROMIUM} not installed")
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as pw:
+        launched = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield launched
+        launched.close()

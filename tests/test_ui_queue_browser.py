@@ -1,7 +1,6 @@
 """The review queue's keyboard shortcuts and the Curate tab in a real headless Chromium (Playwright)."""
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -11,25 +10,11 @@ from curation.store import Store
 from tests.conftest import add_generation
 from tests.ui_helpers import running_studio, wait_for
 
-CHROMIUM = "/usr/bin/chromium"
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run", "--disable-quic"]
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("DISTILL_REQUIRE_BROWSER"):
-            pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (browser tests are required here)")
-        pytest.skip(f"{CHROMIUM} not installed")
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield browser
-        browser.close()
 
 
 def screenshot(page, tmp_path, name):
