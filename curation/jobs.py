@@ -26,17 +26,42 @@ class JobStatus:
     method: str = ""
 
 
-class GenerationJobs:
+class BackgroundJob:
+    """What every background job slot shares: one worker thread, a cancel flag, a status to poll.
+
+    Subclasses set `_thread`, `_cancel` and `_status` when they start work.
+    """
+
+    _thread: threading.Thread | None = None
+    _cancel: threading.Event
+    _status: object
+
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self) -> bool:
+        if not self.busy:
+            return False
+        self._cancel.set()
+        return True
+
+    def wait(self, timeout: float | None = None):
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self._status
+
+    def status(self):
+        return self._status
+
+
+class GenerationJobs(BackgroundJob):
     def __init__(self, store: Store, server: LocalTeacherServer):
         self.store, self.server = store, server
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._cancel = threading.Event()
         self._status = JobStatus()
-
-    @property
-    def busy(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
     def start(self, teacher: TeacherConfig, config, budget: Budget | None = None) -> int:
         """Start the job `config` describes (GenerateConfig, SelfInstructConfig, EvolConfig, TopicsConfig,
@@ -92,17 +117,3 @@ class GenerationJobs:
 
     def _on_progress(self, progress: Progress):
         self._status.progress = progress
-
-    def stop(self) -> bool:
-        if not self.busy:
-            return False
-        self._cancel.set()
-        return True
-
-    def wait(self, timeout: float | None = None) -> JobStatus:
-        if self._thread is not None:
-            self._thread.join(timeout)
-        return self._status
-
-    def status(self) -> JobStatus:
-        return self._status

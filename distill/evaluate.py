@@ -30,6 +30,7 @@ from typing import Callable
 
 from curation.errors import ConfigError, StudioError
 from curation.generate import RunContext, _execute, plan_calls, preview, run_method
+from curation.jobs import BackgroundJob
 from curation.methods import get_method
 from curation.methods.base import Call, Stage, render
 from curation.methods.judge import default_rubric, judge_call
@@ -686,7 +687,7 @@ class EvalJobStatus:
     started_at: float = 0.0
 
 
-class EvalJobs:
+class EvalJobs(BackgroundJob):
     """One eval (or failures-to-seeds) job at a time, in a background thread owned by the studio;
     it outlives a closed browser tab, and the UI polls `status()`."""
 
@@ -696,10 +697,6 @@ class EvalJobs:
         self._thread: threading.Thread | None = None
         self._cancel = threading.Event()
         self._status = EvalJobStatus()
-
-    @property
-    def busy(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
     def start(self, config: EvalConfig) -> int:
         """Check the config's inputs and start the eval; returns how many eval tasks it covers."""
@@ -750,20 +747,6 @@ class EvalJobs:
 
     def _on_progress(self, progress: EvalProgress):
         self._status.progress = progress
-
-    def stop(self) -> bool:
-        if not self.busy:
-            return False
-        self._cancel.set()
-        return True
-
-    def wait(self, timeout: float | None = None) -> EvalJobStatus:
-        if self._thread is not None:
-            self._thread.join(timeout)
-        return self._status
-
-    def status(self) -> EvalJobStatus:
-        return self._status
 
 
 class Playground:
