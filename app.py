@@ -16,6 +16,7 @@ from curation.jobs import GenerationJobs
 from curation.local_server import LocalTeacherServer
 from curation.store import Store
 from distill.evaluate import EvalJobs
+from distill.models import TRUST_ENV, trusted_models
 from distill.orphans import stop_orphans
 from distill.runner import TrainingSlot
 from ui import curate, evaluate, generate, review, review_queue, runs, seeds, train
@@ -44,6 +45,9 @@ class Studio:
         notes += stop_orphans(interrupted)
         notes += [f"run {r['id']} ({r['kind']}) was interrupted when the studio stopped; start it again to resume"
                   for r in interrupted]
+        if trusted_models():
+            notes.append(f"remote code is ON for {', '.join(trusted_models())}: loading these models runs Python "
+                         "files from their folders, which can do anything you can")
         for note in notes:
             print(f"distill-studio: {note}", file=sys.stderr)
         server = LocalTeacherServer(store.workspace / "logs")
@@ -114,6 +118,12 @@ def check_exposure(host: str, auth: list) -> None:
                          "or pass --auth-file FILE (or keep the default --host 127.0.0.1)")
 
 
+def allow_remote_code(models: list[str]) -> None:
+    """Add models to the trust list in the environment, which the training child inherits."""
+    if models:
+        os.environ[TRUST_ENV] = ",".join(dict.fromkeys(trusted_models() + [m.strip() for m in models if m.strip()]))
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workspace", type=Path, default=DEFAULT_WORKSPACE, help="workspace folder (default: %(default)s)")
@@ -121,6 +131,9 @@ def parse_args(argv=None):
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
     parser.add_argument("--auth-file", type=Path, help="file of user:password lines (or set DISTILL_AUTH)")
     parser.add_argument("--max-upload-mb", type=int, default=MAX_UPLOAD_MB, help="largest upload accepted")
+    parser.add_argument("--trust-remote-code", action="append", default=[], metavar="MODEL",
+                        help=f"let this model (hub id or folder, repeatable; or set {TRUST_ENV}) run the Python code "
+                             "in its folder when loaded; off by default, since that code can do anything you can")
     return parser.parse_args(argv)
 
 
@@ -139,6 +152,7 @@ def launch(studio: Studio, host: str, port: int, auth=None, block: bool = True,
 
 def main(argv=None):
     args = parse_args(argv)
+    allow_remote_code(args.trust_remote_code)
     auth = load_auth(args.auth_file)
     check_exposure(args.host, auth)
     studio = Studio.open(args.workspace)

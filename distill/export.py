@@ -49,19 +49,22 @@ def merge(run_dir: Path, out_dir: Path | None = None) -> Path:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from distill.models import check_adapter_folder, resolve_student
+    from distill.models import check_adapter_folder, resolve_student, trust_remote_code
     from distill.train import read_run_dir
 
     run_dir = Path(run_dir)
     config, _, models_dir = read_run_dir(run_dir)
     adapter = check_adapter_folder(run_dir / runlog.ADAPTER_DIR)
     out_dir = Path(out_dir) if out_dir else run_dir / runlog.MERGED_DIR
-    base = AutoModelForCausalLM.from_pretrained(str(resolve_student(config.student, models_dir)), dtype="auto",
-                                                local_files_only=True, use_safetensors=True)
+    student = resolve_student(config.student, models_dir)
+    base = AutoModelForCausalLM.from_pretrained(str(student), dtype="auto", local_files_only=True,
+                                                use_safetensors=True,
+                                                trust_remote_code=trust_remote_code(student, config.student))
     with torch.no_grad():
         merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
     merged.save_pretrained(out_dir, safe_serialization=True)
-    AutoTokenizer.from_pretrained(str(adapter)).save_pretrained(out_dir)
+    AutoTokenizer.from_pretrained(str(adapter), trust_remote_code=trust_remote_code(adapter, config.student)
+                                  ).save_pretrained(out_dir)
     metrics = runlog.summarise(runlog.read_events(run_dir))["metrics"]
     write_model_card(out_dir, run_dir, metrics, merged=True)
     return out_dir

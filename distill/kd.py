@@ -61,11 +61,12 @@ def check_teacher(student_spec: str, teacher_spec: str, models_dir: Path) -> Non
 def _tokenizer(spec: str, models_dir: Path):
     from transformers import AutoTokenizer
 
-    from distill.models import BUNDLED_STUDENT, bundled_tokenizer_dir, resolve_student
+    from distill.models import BUNDLED_STUDENT, bundled_tokenizer_dir, resolve_student, trust_remote_code
 
     folder = (bundled_tokenizer_dir(models_dir) if (spec or "").strip().lower() == BUNDLED_STUDENT
               else resolve_student(spec, models_dir))
-    return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    return AutoTokenizer.from_pretrained(str(folder), local_files_only=True,
+                                         trust_remote_code=trust_remote_code(folder, spec))
 
 
 def check_model_vocab(name: str, model_path: Path, n_tokens: int) -> None:
@@ -394,7 +395,7 @@ def build_kd_trainer(model_path: Path, rows: list[dict], config: TrainConfig, ru
         runlog.append_event(run_dir, {"event": "data", **stats})
     require_memory(config, model_path, [len(f["input_ids"]) for f in features], run_dir, device, teacher_path)
     student = load_student(model_path, config, device)
-    teacher = load_model(teacher_path, config, device) if teacher_path is not None else None
+    teacher = load_model(teacher_path, config.kd.teacher, config, device) if teacher_path is not None else None
     model = get_peft_model(student, lora_config(config))
     if use_checkpointing(config, device):
         model.enable_input_require_grads()  # checkpointed layers need an input that requires grad under LoRA

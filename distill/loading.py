@@ -8,6 +8,7 @@ from pathlib import Path
 from curation.errors import StudioError
 from distill import memory, runlog
 from distill.config import TrainConfig
+from distill.models import trust_remote_code
 
 
 def device_of() -> str:
@@ -25,7 +26,8 @@ def is_main_process() -> bool:
 def load_tokenizer(model_path: Path, name: str):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(model_path), local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_path), local_files_only=True,
+                                              trust_remote_code=trust_remote_code(model_path, name))
     if not tokenizer.chat_template:
         raise StudioError(f"model {name} has no chat template; pick an instruct (chat) model")
     if tokenizer.pad_token is None:
@@ -33,13 +35,14 @@ def load_tokenizer(model_path: Path, name: str):
     return tokenizer
 
 
-def load_model(model_path: Path, config: TrainConfig, device: str, quantize: bool = False):
+def load_model(model_path: Path, name: str, config: TrainConfig, device: str, quantize: bool = False):
     """A causal LM from a safetensors folder: bf16 on CUDA (4-bit NF4 when `quantize`), fp32 on CPU."""
     import torch
     from transformers import AutoModelForCausalLM
 
     bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
-    kwargs = {"dtype": torch.bfloat16 if bf16 else torch.float32}
+    kwargs = {"dtype": torch.bfloat16 if bf16 else torch.float32,
+              "trust_remote_code": trust_remote_code(model_path, name)}
     if quantize:
         from transformers import BitsAndBytesConfig
 
@@ -60,7 +63,7 @@ def load_model(model_path: Path, config: TrainConfig, device: str, quantize: boo
 def load_student(model_path: Path, config: TrainConfig, device: str):
     if config.load_in_4bit:
         check_4bit(device)
-    return load_model(model_path, config, device, quantize=config.load_in_4bit)
+    return load_model(model_path, config.student, config, device, quantize=config.load_in_4bit)
 
 
 def check_4bit(device: str) -> None:

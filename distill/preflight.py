@@ -11,11 +11,15 @@ from pathlib import Path
 from curation.errors import StudioError
 from distill import memory
 from distill.config import TrainConfig
-from distill.models import BUNDLED_STUDENT, resolve_student
+from distill.models import BUNDLED_STUDENT, resolve_student, trust_remote_code
 
 
 def check(config: TrainConfig, rows: list[dict], models_dir: Path) -> None:
     """Raise StudioError (VocabularyMismatch for the teacher) when the run cannot work."""
+    for spec in [config.student] + ([config.kd.teacher] if config.method == "kd" else []):
+        folder = local_model_folder(spec, models_dir)
+        if folder is not None:
+            trust_remote_code(folder, spec)  # refuses a model that needs its own code unless it is trusted
     if config.method == "kd":
         from distill.kd import check_teacher
 

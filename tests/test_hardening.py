@@ -339,3 +339,83 @@ def test_pickle_adapters_are_refused_before_loading(tmp_path):
     assert not (tmp_path / "models").exists()  # refused before the student was even materialised
     (adapter / "adapter_model.safetensors").write_bytes(b"")
     assert check_adapter_folder(adapter) == adapter
+
+
+CUSTOM_CODE = '''
+from pathlib import Path
+from transformers import LlamaConfig, LlamaForCausalLM
+
+Path({marker!r}).write_text("the model's own code ran")
+
+
+class StudioCustomConfig(LlamaConfig):
+    model_type = "studio_custom"
+
+
+class StudioCustomForCausalLM(LlamaForCausalLM):
+    config_class = StudioCustomConfig
+'''
+
+
+def custom_code_model(folder: Path, tiny_student: Path, marker: Path, model_type: str) -> Path:
+    """The tiny student with an `auto_map` naming a Python file that leaves `marker` when it is imported."""
+    import shutil
+    shutil.copytree(tiny_student, folder)
+    (folder / "custom_model.py").write_text(CUSTOM_CODE.format(marker=str(marker)))
+    config = json.loads((folder / "config.json").read_text())
+    config.update(model_type=model_type, auto_map={"AutoConfig": "custom_model.StudioCustomConfig",
+                                                   "AutoModelForCausalLM": "custom_model.StudioCustomForCausalLM"})
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_a_model_runs_its_own_code_only_when_trusted_by_name_with_a_warning(tmp_path, tiny_student, monkeypatch,
+                                                                           caplog):
+    from curation.methods.self_knowledge import LocalStudent
+    from distill import preflight
+    from distill.loading import load_model, load_tokenizer
+    from distill.models import TRUST_ENV
+    monkeypatch.delenv(TRUST_ENV, raising=False)
+    marker = tmp_path / "ran"
+    custom = custom_code_model(tmp_path / "custom", tiny_student, marker, "studio_custom")
+    config = TrainConfig(student=str(custom))
+    # Off by default: every loader refuses before importing anything from the folder, and says how to opt in.
+    refusal = rf"needs its own Python code to load \(model_type 'studio_custom'.*--trust-remote-code {custom}"
+    with pytest.raises(StudioError, match=refusal):
+        load_model(custom, str(custom), config, "cpu")
+    with pytest.raises(StudioError, match=refusal):
+        LocalStudent(str(custom), "", tmp_path / "models")
+    with pytest.raises(StudioError, match=refusal):
+        preflight.check(config, [{"messages": []}], tmp_path / "models")  # the Train button: no run created
+    assert not marker.exists()
+
+    # A model transformers knows natively loads with the built-in class; its own code is ignored.
+    native = custom_code_model(tmp_path / "native", tiny_student, tmp_path / "native-ran", "llama")
+    model = load_model(native, str(native), TrainConfig(student=str(native)), "cpu")
+    assert type(model).__name__ == "LlamaForCausalLM" and not (tmp_path / "native-ran").exists()
+
+    # Trusting another model changes nothing for this one.
+    monkeypatch.setenv(TRUST_ENV, str(native))
+    with pytest.raises(StudioError, match=refusal):
+        load_model(custom, str(custom), config, "cpu")
+    assert not marker.exists()
+
+    # Trusted by name (as app.py --trust-remote-code writes it): the code runs, and every load warns.
+    app.allow_remote_code([str(custom)])
+    assert os.environ[TRUST_ENV] == f"{native},{custom}"
+    with caplog.at_level("WARNING", logger="distill.models"):
+        model = load_model(custom, str(custom), config, "cpu")
+        load_tokenizer(custom, str(custom))
+    assert type(model).__name__ == "StudioCustomForCausalLM" and marker.exists()
+    warnings = [r.getMessage() for r in caplog.records if "runs its own Python code" in r.getMessage()]
+    assert len(warnings) == 2 and "custom_model.StudioCustomForCausalLM" in warnings[0]
+
+
+def test_trusted_models_are_named_on_the_page_at_start(tmp_path, monkeypatch):
+    from distill.models import TRUST_ENV
+    monkeypatch.setenv(TRUST_ENV, "org/some-model")
+    studio = app.Studio.open(tmp_path / "ws")
+    try:
+        assert any("remote code is ON for org/some-model" in note for note in studio.notes)
+    finally:
+        studio.close()

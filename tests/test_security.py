@@ -67,7 +67,8 @@ def test_exports_are_served_and_typed_paths_outside_the_workspace_refused(tmp_pa
         assert http_status(url + "gradio_api/file=" + str(studio.store.path)) in (403, 404)
 
 
-def test_a_typed_api_key_reaches_the_teacher_and_nowhere_else(tmp_path):
+def test_a_typed_api_key_reaches_the_teacher_and_nowhere_else(tmp_path, tiny_student):
+    """Typed key → generation → training → merged export: the key is in no file, config, log, card or page."""
     from gradio_client import Client
     from tests.fault_server import FaultServer
     from tests.ui_helpers import wait_for
@@ -80,13 +81,22 @@ def test_a_typed_api_key_reaches_the_teacher_and_nowhere_else(tmp_path):
         wait_for(lambda: studio.generation.status().state == "completed", timeout=60, what="the job")
         assert all(r["headers"].get("authorization", r["headers"].get("Authorization")) == f"Bearer {secret}"
                    for r in server.requests)
+        client.predict("", "all", 1, api_name="/bulk_approved")
+        run_id, _ = client.predict(str(tiny_student), 2, 1, 1e-3, 1, 2, 64, api_name="/start_training")
+        studio.training.wait(timeout=300)
+        assert studio.store.run(int(run_id))["status"] == "completed"
+        exported = client.predict(run_id, api_name="/export_model")
         shown = [client.predict(api_name="/generation_status"), client.predict("latest", "all", "all", 1,
-                                                                               api_name="/ledger_page")]
+                                                                               api_name="/ledger_page"),
+                 client.predict(run_id, api_name="/training_status"), client.predict(api_name="/list_runs"),
+                 exported]
         pages = [httpx_get(url + p) for p in ("", "config", "gradio_api/info")]
         studio.store.con.execute("CHECKPOINT")
         files = [p for p in (tmp_path / "ws").rglob("*") if p.is_file()]
+    names = {p.name for p in files}
+    assert {"README.md", "config.json", "model.safetensors", "log.jsonl", "stdout.log"} <= names, names  # card, configs, logs
     assert secret not in repr(shown) and not any(secret in page for page in pages)
-    assert files and not [p for p in files if secret.encode() in p.read_bytes()]
+    assert not [p for p in files if secret.encode() in p.read_bytes()]
 
 
 def httpx_get(url: str) -> str:

@@ -19,7 +19,7 @@ from curation.rank import (RankConfig, approve_top, diversity_for_rows, ifd_pair
                            rank_rows)
 from curation.stats import stats_figures, workspace_stats
 from curation.store import ReviewFilter
-from distill.models import BUNDLED_STUDENT, resolve_student
+from distill.models import BUNDLED_STUDENT, resolve_student, trust_remote_code
 from ui import curate_dedupe
 from ui.common import guarded
 
@@ -167,9 +167,11 @@ def student_ifd(studio, spec: str, rows: list[dict], progress) -> np.ndarray:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     progress(0, desc="loading the student")
-    path = resolve_student(spec or BUNDLED_STUDENT, studio.store.workspace / "models")
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
-    model = AutoModelForCausalLM.from_pretrained(str(path))
+    spec = spec or BUNDLED_STUDENT
+    path = resolve_student(spec, studio.store.workspace / "models")
+    trust = trust_remote_code(path, spec)
+    tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust)
+    model = AutoModelForCausalLM.from_pretrained(str(path), use_safetensors=True, trust_remote_code=trust)
     pairs, parts = ifd_pairs(rows), []
     for start in range(0, len(pairs), IFD_CHUNK):
         progress((start, len(pairs)), desc="scoring difficulty", unit="rows")

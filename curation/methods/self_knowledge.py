@@ -80,11 +80,12 @@ class LocalStudent:
     def __init__(self, spec: str, adapter: str, models_dir: Path):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from distill.models import check_adapter_folder, resolve_student  # offline, safetensors only
+        from distill.models import check_adapter_folder, resolve_student, trust_remote_code  # offline, safetensors only
         adapter_dir = check_adapter_folder(adapter) if adapter else None  # before any slow model work
         path = resolve_student(spec, models_dir)
-        self.tokenizer = AutoTokenizer.from_pretrained(str(path))
-        self.model = AutoModelForCausalLM.from_pretrained(str(path), use_safetensors=True)
+        trust = trust_remote_code(path, spec or "smollm2-135m-instruct")
+        self.tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust)
+        self.model = AutoModelForCausalLM.from_pretrained(str(path), use_safetensors=True, trust_remote_code=trust)
         if adapter_dir:
             from peft import PeftModel
             self.model = PeftModel.from_pretrained(self.model, str(adapter_dir))
