@@ -15,7 +15,7 @@ import gradio as gr
 from curation.jobs import GenerationJobs
 from curation.local_server import LocalTeacherServer
 from curation.store import Store
-from distill.evaluate import EvalJobs
+from distill.eval_jobs import EvalJobs
 from distill.models import TRUST_ENV, trusted_models
 from distill.orphans import stop_orphans
 from distill.runner import TrainingSlot

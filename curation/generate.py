@@ -232,8 +232,24 @@ async def _run_stages(job: _Job, ctx: RunContext, stages: list[tuple[Stage, list
             await client.close()
 
 
-def _execute(store, teacher, ctx, method_name: str, run_config: dict, stages, base_url, on_progress, cancel,
-             budget, finish=None) -> dict:
+def execute_stages(store: Store, teacher: TeacherConfig, ctx: RunContext, method_name: str, run_config: dict,
+                   stages: list[tuple[Stage, list[Call] | None]], base_url: str,
+                   on_progress: Callable[[Progress], None] | None, cancel: threading.Event | None,
+                   budget: Budget | None, finish: Callable[[RunContext], dict] | None = None) -> dict:
+    """Run `stages` in order as one recorded run (kind 'generate'); returns its summary, also stored as the
+    run's metrics. The engine under `run_method` and `retry_failed`, for callers that build their own calls
+    (the eval's judge, failures-to-seeds).
+
+    stages: (stage, its calls) pairs; calls None means the stage plans them from `ctx` when it is reached.
+        Only calls without a stored answer are sent; each is stored by `stage.write` as it arrives.
+    method_name: the summary's method; run_config: stored as the run's config (teacher.public(), never a key).
+    base_url: where the teacher answers. finish: called with `ctx` after the last stage unless the run
+        stopped; what it returns is added to the summary.
+    The run ends 'completed', 'stopped' (cancel or budget; a re-run resumes) or 'failed'. A USD budget
+    without a price is refused (ConfigError) before a run is recorded. Raises TeacherError after storing
+    what was done when the endpoint cannot serve a stage at all; any other error is stored on the run
+    and re-raised.
+    """
     price = check_budget(store, teacher, budget)
     run_id = store.start_run("generate", run_config)
     ctx.run_id = run_id
@@ -270,8 +286,8 @@ def run_method(store: Store, teacher: TeacherConfig, config, base_url: str,
     run_config = {"method": method.name, "teacher": teacher.public(), **asdict(config),
                   "budget": asdict(budget) if budget else None}
     stages = [(stage_list[0], first)] + [(s, None) for s in stage_list[1:]]
-    return _execute(store, teacher, ctx, method.name, run_config, stages, base_url, on_progress, cancel, budget,
-                    finish=method.finish)
+    return execute_stages(store, teacher, ctx, method.name, run_config, stages, base_url, on_progress, cancel,
+                          budget, finish=method.finish)
 
 
 run_generation = run_method  # the name the labeling-only engine had
@@ -308,10 +324,10 @@ def retry_failed(store: Store, teacher: TeacherConfig, base_url: str, keys: list
         stages.append((Stage(stage_name, plan=lambda ctx, c=calls: c, write=write), calls))
     run_config = {"method": "retry-failed", "teacher": teacher.public(), "keys": len(ours),
                   "methods": sorted({m for m, _ in groups}), "budget": asdict(budget) if budget else None}
-    summary = _execute(store, teacher, RunContext(store, teacher), "retry-failed", run_config, stages, base_url,
-                       on_progress, cancel, budget)
+    summary = execute_stages(store, teacher, RunContext(store, teacher), "retry-failed", run_config, stages,
+                             base_url, on_progress, cancel, budget)
     return {**summary, "skipped_other_teacher": len(rows) - len(ours)}
 
 
 __all__ = ["Budget", "Progress", "RunContext", "METHODS", "GenerateConfig", "build_messages", "plan_calls",
-           "preview", "run_method", "run_generation", "retry_failed", "check_budget"]
+           "preview", "run_method", "run_generation", "retry_failed", "check_budget", "execute_stages"]

@@ -15,10 +15,11 @@ Eval tasks never reach training (Store.approved_examples), so none of this can l
 
 `failures_to_seeds` closes the loop: the tasks the student lost become prompts for NEW train-split
 tasks on the same skill (source 'student_failure', parent = the eval task), never copies of them.
+
+The studio's background slot for these jobs is distill.eval_jobs; the playground is distill.playground.
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import threading
@@ -29,15 +30,14 @@ from pathlib import Path
 from typing import Callable
 
 from curation.errors import ConfigError, StudioError
-from curation.generate import RunContext, _execute, plan_calls, preview, run_method
-from curation.jobs import BackgroundJob
+from curation.generate import RunContext, execute_stages, plan_calls, preview, run_method
 from curation.methods import get_method
 from curation.methods.base import Call, Stage, render
 from curation.methods.judge import default_rubric, judge_call
 from curation.methods.label import GenerateConfig, build_messages, check_sampling
 from curation.methods.self_knowledge import STUDENT_ENDPOINT, LocalStudent
 from curation.store import Store
-from curation.teacher import TeacherConfig, call_chat
+from curation.teacher import TeacherConfig
 from distill import eval_metrics as em
 from distill import runlog
 from distill.models import BUNDLED_STUDENT
@@ -327,7 +327,7 @@ def _student_answers(store, config, plan, run_id, teacher_gens, tracker):
     out = {}
     for name, model_id in (("base", plan.student), ("distilled", f"{plan.student}+adapter:{plan.adapter}")):
         tracker.enter(f"{name} student", 2 * len(plan.tasks))
-        with _adapter_enabled(student.model, name == "distilled"):
+        with adapter_enabled(student.model, name == "distilled"):
             result = _answer_locally(store, student, model_id, config, plan.tasks, run_id, teacher_gens, tracker)
         if result is None:
             return None
@@ -336,7 +336,7 @@ def _student_answers(store, config, plan, run_id, teacher_gens, tracker):
     return out
 
 
-class _adapter_enabled:
+class adapter_enabled:
     """`with` block in which a PeftModel runs with its adapter (True) or as the bare base model (False)."""
 
     def __init__(self, model, enabled: bool):
@@ -432,9 +432,10 @@ def _judge(store, config, tasks, answers, base_url, tracker):
     keys = [c.request_key for c in plan.compare_calls + plan.score_calls]
     run = None
     if set(keys) - store.done_request_keys(keys):
-        summary = _execute(store, judge, RunContext(store, judge), "eval-judge",
-                           {"method": "eval-judge", "teacher": judge.public(), "calls": len(keys)},
-                           stages, endpoint_url(judge, base_url), lambda p: tracker.at(p.done), tracker.cancel, None)
+        summary = execute_stages(store, judge, RunContext(store, judge), "eval-judge",
+                                 {"method": "eval-judge", "teacher": judge.public(), "calls": len(keys)},
+                                 stages, endpoint_url(judge, base_url), lambda p: tracker.at(p.done), tracker.cancel,
+                                 None)
         run = summary["run_id"]
         if summary.get("stopped_reason"):
             return None
@@ -668,135 +669,14 @@ def failures_to_seeds(store: Store, eval_run_id: int, base_url: str = "", teache
     write = get_method("self-instruct").writers["expand"]
     stages = [(Stage("expand", plan=lambda ctx: calls, write=write), calls)]
     if set(c.request_key for c in calls) - store.done_request_keys([c.request_key for c in calls]):
-        _execute(store, teacher, RunContext(store, teacher), "student-failure",
-                 {"method": "student-failure", "eval_run_id": int(eval_run_id), "teacher": teacher.public(),
-                  **asdict(config)}, stages, endpoint_url(teacher, base_url), on_progress, cancel, None)
+        execute_stages(store, teacher, RunContext(store, teacher), "student-failure",
+                       {"method": "student-failure", "eval_run_id": int(eval_run_id), "teacher": teacher.public(),
+                        **asdict(config)}, stages, endpoint_url(teacher, base_url), on_progress, cancel, None)
     rows = store.ledger_rows([c.request_key for c in calls], states=("ok",))
     return sorted(i for r in rows for i in ((r["result"] or {}).get("task_ids") or []))
 
 
-# ---- background jobs and the playground -------------------------------------------------------------
-
-@dataclass
-class EvalJobStatus:
-    state: str = "idle"  # idle | running | completed | stopped | failed
-    kind: str = ""  # eval | seeds
-    progress: EvalProgress | None = None
-    result: dict | list | None = None
-    error: str = ""
-    started_at: float = 0.0
-
-
-class EvalJobs(BackgroundJob):
-    """One eval (or failures-to-seeds) job at a time, in a background thread owned by the studio;
-    it outlives a closed browser tab, and the UI polls `status()`."""
-
-    def __init__(self, store: Store, server):
-        self.store, self.server = store, server
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._cancel = threading.Event()
-        self._status = EvalJobStatus()
-
-    def start(self, config: EvalConfig) -> int:
-        """Check the config's inputs and start the eval; returns how many eval tasks it covers."""
-        with self._lock:
-            self._check_idle()
-            plan = prepare(self.store, config)
-            needs_server = config.teacher.embedded or config.judge_teacher.embedded
-            self._launch("eval", lambda cancel: run_eval(self.store, config, self._url(needs_server),
-                                                         self._on_progress, cancel))
-            return len(plan.tasks)
-
-    def start_seeds(self, eval_run_id: int, config: FailureSeedConfig | None = None) -> int:
-        """Start turning a completed eval's lost tasks into new train tasks; returns how many were lost."""
-        with self._lock:
-            self._check_idle()
-            teacher = teacher_of_run(self.store, eval_run_id)
-            calls = failure_seed_calls(self.store, eval_run_id, teacher, config or FailureSeedConfig())
-            if not calls:
-                raise StudioError(f"eval run {eval_run_id}: the student lost no task, so there is nothing to seed")
-            self._launch("seeds", lambda cancel: failures_to_seeds(
-                self.store, eval_run_id, self._url(teacher.embedded), teacher, config, cancel=cancel,
-                on_progress=lambda p: self._on_progress(EvalProgress(p.done, p.total, "new tasks", p.elapsed_s))))
-            return len(calls)
-
-    def _url(self, needs_server: bool) -> str:
-        return self.server.ensure_started() if needs_server else ""
-
-    def _check_idle(self):
-        if self.busy:
-            raise StudioError("an evaluation job is already running; stop it or wait for it to finish")
-
-    def _launch(self, kind: str, work):
-        self._cancel = threading.Event()
-        self._status = EvalJobStatus(state="running", kind=kind, started_at=time.time())
-        self._thread = threading.Thread(target=self._run, args=(work, self._cancel), daemon=True,
-                                        name=f"{kind}-job")
-        self._thread.start()
-
-    def _run(self, work, cancel):
-        try:
-            result = work(cancel)
-            self._status.result = result
-            stopped = cancel.is_set() or (isinstance(result, dict) and "stopped_at" in result)
-            self._status.state = "stopped" if stopped else "completed"
-        except Exception as exc:  # reported through status(); the thread must not die silently
-            self._status.error = f"{type(exc).__name__}: {exc}"
-            self._status.state = "failed"
-
-    def _on_progress(self, progress: EvalProgress):
-        self._status.progress = progress
-
-
-class Playground:
-    """A typed prompt answered by the base student, the distilled student and the teacher, side by side.
-
-    Nothing is stored. The last student loaded is kept (one at a time) so that the next prompt is quick.
-    """
-
-    def __init__(self, models_dir: Path):
-        self.models_dir = Path(models_dir)
-        self._lock = threading.Lock()
-        self._key: tuple[str, str] | None = None
-        self._student: LocalStudent | None = None
-
-    def _load(self, student: str, adapter: Path) -> LocalStudent:
-        key = (student, str(adapter))
-        if self._key != key:
-            self._student, self._key = None, None  # free the old model before loading the next
-            self._student, self._key = LocalStudent(student, str(adapter), self.models_dir), key
-        return self._student
-
-    def ask(self, prompt: str, student: str, adapter: Path, teacher: TeacherConfig, base_url: str,
-            max_tokens: int = 256, temperature: float = 0.0) -> dict:
-        """{'base', 'distilled', 'teacher': answer text or an error line}."""
-        if not (prompt or "").strip():
-            raise StudioError("type a prompt first")
-        messages = [{"role": "user", "content": prompt.strip()}]
-        params = {"temperature": float(temperature), "max_tokens": int(max_tokens)}
-        out = {}
-        with self._lock:
-            local = self._load(student, adapter)
-            for name in em.STUDENTS:
-                call = Call.make(EVAL_METHOD, "playground", STUDENT_ENDPOINT, name, messages, params)
-                with _adapter_enabled(local.model, name == "distilled"):
-                    result = local.generate(call)
-                out[name] = result["response"] if result["status"] == "ok" else f"[error] {result['error']}"
-        result = asyncio.run(_ask_teacher(teacher, endpoint_url(teacher, base_url), messages, params))
-        out["teacher"] = result["response"] if result["status"] == "ok" else f"[error] {result['error']}"
-        return out
-
-
-async def _ask_teacher(teacher: TeacherConfig, url: str, messages: list[dict], params: dict) -> dict:
-    client = teacher.client(url)
-    try:
-        return await call_chat(client, teacher.model_name, messages, params, teacher.max_retries)
-    finally:
-        await client.close()
-
-
-__all__ = ["EvalConfig", "EvalProgress", "FailureSeedConfig", "EvalJobs", "EvalJobStatus", "Playground",
-           "TRAINING_KINDS", "run_eval", "prepare", "resolve_adapter", "training_info", "eval_tasks",
-           "set_expectation", "read_details", "write_details", "headline_rows", "compare_runs", "failures_to_seeds",
-           "failure_seed_calls", "teacher_of_run", "DETAILS_NAME"]
+__all__ = ["EvalConfig", "EvalProgress", "FailureSeedConfig", "TRAINING_KINDS", "run_eval", "prepare",
+           "resolve_adapter", "training_info", "eval_tasks", "endpoint_url", "adapter_enabled", "set_expectation",
+           "read_details", "write_details", "headline_rows", "compare_runs", "failures_to_seeds",
+           "failure_seed_calls", "teacher_of_run", "DETAILS_NAME", "EVAL_METHOD"]

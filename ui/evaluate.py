@@ -10,8 +10,10 @@ from matplotlib.figure import Figure
 
 from curation.teacher import TeacherConfig
 from distill import eval_metrics as em
-from distill.evaluate import (TRAINING_KINDS, EvalConfig, EvalJobs, FailureSeedConfig, Playground, compare_runs,
-                              headline_rows, read_details, resolve_adapter, set_expectation)
+from distill.eval_jobs import EvalJobs
+from distill.evaluate import (TRAINING_KINDS, EvalConfig, FailureSeedConfig, compare_runs, headline_rows, read_details,
+                              resolve_adapter, set_expectation)
+from distill.playground import Playground
 from ui.common import fmt_seconds, guarded, progress_html
 
 VIEWER_COLUMNS = ["task_id", "skill", "domain", "deficit", "lost", "vs_teacher", "vs_base", "score_teacher",
