@@ -133,10 +133,10 @@ class NeighbourGraph:
     pairs: np.ndarray
     sims: np.ndarray
 
-    def components(self, threshold: float) -> np.ndarray:
-        """int64[n] component label (its smallest row index) per row, joining pairs with sim >= threshold."""
+    def clusters(self, threshold: float, rank: np.ndarray) -> np.ndarray:
+        """int64[n] cluster label per row (`leader_labels`) over the pairs with sim >= threshold."""
         keep = self.sims >= threshold - _SIMILARITY_SLACK
-        return connected_components(self.n, self.pairs[keep])
+        return leader_labels(self.n, self.pairs[keep], rank)
 
 
 def neighbour_graph(vectors: np.ndarray, min_similarity: float, k: int = NEIGHBOURS_PER_ROW) -> NeighbourGraph:
@@ -223,42 +223,57 @@ def _unique_pairs(n, rows, cols, sims) -> NeighbourGraph:
     return NeighbourGraph(n, pairs, np.minimum(sims[first], 1.0).astype(np.float32))
 
 
-def connected_components(n: int, pairs: np.ndarray) -> np.ndarray:
-    """Union-find over int[m, 2] pairs, vectorised: int64[n] label per row = smallest row index in its
-    component. Each round hooks every root under the smallest root it is paired with, then compresses
-    paths by pointer jumping; it ends when every pair has one root (a few rounds in practice)."""
-    parent = np.arange(n, dtype=np.int64)
+def leader_labels(n: int, pairs: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """Greedy clustering of n rows linked by int[m, 2] pairs: int64[n] label per row (its leader's index).
+
+    Rows are visited best `rank` (int[n], 0 = keep first) first; a row no cluster has taken yet leads a
+    new one and takes every untaken row it is paired with. So each member is a near duplicate of its
+    cluster's leader, the row the cluster keeps. Joining pairs transitively instead (union-find) chains
+    a ~ b ~ c into one cluster and would mark c although c is not close to the kept a.
+    """
+    label = np.arange(n, dtype=np.int64)
     if len(pairs) == 0:
-        return parent
-    a, b = pairs[:, 0], pairs[:, 1]
-    while True:
-        ra, rb = parent[a], parent[b]
-        if np.array_equal(ra, rb):
-            return parent
-        np.minimum.at(parent, np.maximum(ra, rb), np.minimum(ra, rb))
-        while True:
-            grand = parent[parent]
-            if np.array_equal(grand, parent):
-                break
-            parent = grand
+        return label
+    src = np.concatenate([pairs[:, 0], pairs[:, 1]])
+    dst = np.concatenate([pairs[:, 1], pairs[:, 0]])
+    order = np.argsort(src, kind="stable")
+    src, dst = src[order], dst[order]
+    starts = np.searchsorted(src, np.arange(n + 1))
+    linked = np.unique(src)  # only rows with a pair can lead or join; the rest stay alone
+    taken = np.zeros(n, dtype=bool)
+    for leader in linked[np.argsort(np.asarray(rank)[linked], kind="stable")].tolist():
+        if taken[leader]:
+            continue
+        taken[leader] = True
+        members = dst[starts[leader]:starts[leader + 1]]
+        members = members[~taken[members]]
+        taken[members] = True
+        label[members] = leader
+    return label
 
 
-def semantic_labels(texts: list[str], vectors: np.ndarray, thresholds: list[float]) -> dict[float, np.ndarray]:
+def semantic_labels(texts: list[str], vectors: np.ndarray, thresholds: list[float],
+                    rank: np.ndarray | None = None) -> dict[float, np.ndarray]:
     """For each threshold, int64[n] cluster labels of n texts with unit vectors float32[n, d]: identical
-    texts always together, others joined by cosine >= threshold. One neighbour search serves all
-    thresholds (it runs at the lowest)."""
+    texts always together; the others join the best-ranked row (rank int[n], default: row order) they
+    have cosine >= threshold with (`leader_labels`). One neighbour search serves all thresholds (it
+    runs at the lowest)."""
     # Identical texts are one point: fewer rows to search, and no block of copies can crowd out a
-    # row's real neighbours.
-    text_label = _key_labels(list(texts))
-    _, first = np.unique(text_label, return_index=True)
+    # row's real neighbours. A point ranks as its best copy.
+    _, first, point = np.unique(_key_labels(list(texts)), return_index=True, return_inverse=True)
+    rank = np.arange(len(point)) if rank is None else np.asarray(rank, dtype=np.int64)
+    point_rank = np.full(len(first), np.iinfo(np.int64).max)
+    np.minimum.at(point_rank, point, rank)
     graph = neighbour_graph(np.asarray(vectors)[first], min(thresholds))
-    return {t: graph.components(t)[text_label] for t in thresholds}
+    return {t: graph.clusters(t, point_rank)[point] for t in thresholds}
 
 
-def near_duplicate_groups(vectors: np.ndarray, threshold: float) -> list[list[int]]:
-    """Rows of unit vectors float32[n, d] joined (transitively) by cosine >= threshold, grouped as in
-    `groups_from_labels`. Uses a faiss index, never all pairs in Python."""
-    return groups_from_labels(neighbour_graph(vectors, threshold).components(threshold))
+def near_duplicate_groups(vectors: np.ndarray, threshold: float, rank: np.ndarray | None = None) -> list[list[int]]:
+    """Rows of unit vectors float32[n, d] grouped around a leader they have cosine >= threshold with
+    (`leader_labels`; rank int[n], default: row order), as in `groups_from_labels`. Uses a faiss index,
+    never all pairs in Python."""
+    rank = np.arange(len(vectors)) if rank is None else rank
+    return groups_from_labels(neighbour_graph(vectors, threshold).clusters(threshold, rank))
 
 
 # ---- representatives ------------------------------------------------------------------------------
@@ -380,14 +395,15 @@ def _row_weights(rows: pd.DataFrame) -> np.ndarray:
 
 
 def _labels_by_threshold(config: DedupeConfig, rows: pd.DataFrame, vectors: np.ndarray | None,
-                         thresholds: list[float]) -> dict[float, np.ndarray]:
+                         thresholds: list[float], rank: np.ndarray) -> dict[float, np.ndarray]:
     """int64[n] cluster labels of `rows` for each threshold (one neighbour search for all of them);
-    `vectors` float32[n, d] are the rows' embeddings, needed by the semantic method only."""
+    `vectors` float32[n, d] are the rows' embeddings and `rank` int[n] their `preference_rank`, both
+    needed by the semantic method only."""
     if config.method != "semantic":
         keys = rows["text"].tolist() if config.method == "exact" else [normalise(t) for t in rows["text"]]
         labels = _key_labels(keys)
         return {t: labels for t in thresholds}
-    return semantic_labels(rows["text"].tolist(), vectors, thresholds)
+    return semantic_labels(rows["text"].tolist(), vectors, thresholds, rank)
 
 
 def _row_vectors(store, config: DedupeConfig, rows: pd.DataFrame) -> np.ndarray:
@@ -413,12 +429,12 @@ def plan_dedupe(store, config: DedupeConfig) -> DedupePlan:
     if rows.empty:
         return DedupePlan(config, (), 0, 0, 0, (f"no {config.target} to compare",))
     vectors = _row_vectors(store, config, rows) if config.method == "semantic" else None
-    labels = _labels_by_threshold(config, rows, vectors, [config.threshold])[config.threshold]
     rank, notes = preference_rank(rows, config.representative)
+    labels = _labels_by_threshold(config, rows, vectors, [config.threshold], rank)[config.threshold]
     keep = representatives(labels, rank)
     weights = _row_weights(rows)
-    # Cosine to the kept row shows the reviewer how close each member is: union-find joins chains
-    # (a ~ b ~ c), so a member of a large cluster can be far from the representative.
+    # Cosine to the kept row shows the reviewer how close each member is (at least the threshold, until
+    # they pick another row to keep by hand).
     similarity = (np.einsum("ij,ij->i", vectors, vectors[keep]) if vectors is not None
                   else np.ones(len(rows), np.float32))
     groups = groups_from_labels(labels)
@@ -456,7 +472,7 @@ def preview_counts(store, config: DedupeConfig, thresholds: list[float]) -> dict
     weights = _row_weights(rows)
     vectors = _row_vectors(store, config, rows) if config.method == "semantic" else None
     return {t: marked_count(labels, rank, weights)
-            for t, labels in _labels_by_threshold(config, rows, vectors, thresholds).items()}
+            for t, labels in _labels_by_threshold(config, rows, vectors, thresholds, rank).items()}
 
 
 def dedupe_reason(config: DedupeConfig, cluster_index: int, kept_id: int) -> str:

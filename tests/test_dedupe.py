@@ -8,7 +8,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from curation import dedupe
-from curation.dedupe import (DedupeConfig, apply_dedupe, cluster_map_figure, connected_components, exact_groups,
+from curation.dedupe import (DedupeConfig, apply_dedupe, cluster_map_figure, exact_groups, leader_labels,
                              map_data, near_duplicate_groups, normalise, normalised_groups, plan_dedupe,
                              preview_counts, projection_2d)
 from curation.embed import DEFAULT_EMBEDDER, embed_items, load_embedder
@@ -87,22 +87,29 @@ def test_exact_and_normalised_groups():
     assert exact_groups(["a", "b"]) == [] and normalised_groups([]) == []
 
 
-def test_connected_components_joins_chains_and_labels_by_smallest_row():
-    pairs = np.array([[5, 6], [1, 3], [3, 4], [0, 4]])
-    np.testing.assert_array_equal(connected_components(8, pairs), [0, 0, 2, 0, 0, 5, 5, 7])
-    np.testing.assert_array_equal(connected_components(3, np.zeros((0, 2), np.int64)), [0, 1, 2])
-    # a long path whose ids are scrambled still ends as one component
+def test_leader_labels_never_chain_and_follow_the_rank():
+    pairs = np.array([[5, 6], [1, 3], [3, 4], [0, 4]])  # the chain 0 - 4 - 3 - 1, and 5 - 6
+    # by row order: 0 takes 4; 1 takes 3 (4 is taken); 5 takes 6. 1 is not a duplicate of 0.
+    np.testing.assert_array_equal(leader_labels(8, pairs, np.arange(8)), [0, 1, 2, 1, 0, 5, 5, 7])
+    # 3 ranked first takes both its partners; 0 is left alone with nothing untaken to pair with
+    rank = np.array([5, 4, 6, 0, 1, 2, 3, 7])
+    np.testing.assert_array_equal(leader_labels(8, pairs, rank), [0, 3, 2, 3, 3, 5, 5, 7])
+    np.testing.assert_array_equal(leader_labels(3, np.zeros((0, 2), np.int64), np.arange(3)), [0, 1, 2])
+    # a long path whose ids are scrambled splits into pieces of at most 3 (a leader and its 2 partners)
     order = np.random.default_rng(0).permutation(1000)
-    labels = connected_components(1000, np.stack([order[:-1], order[1:]], axis=1))
-    assert (labels == 0).all()
+    labels = leader_labels(1000, np.stack([order[:-1], order[1:]], axis=1), np.arange(1000))
+    sizes = np.bincount(labels)
+    assert sizes.max() <= 3 and sizes.sum() == 1000
 
 
 def test_near_duplicate_groups_on_hand_built_vectors():
     angle = np.deg2rad([0, 10, 20, 90, 180, 95])  # cos(10 deg) = 0.985, cos(20 deg) = 0.94
     vectors = unit(np.stack([np.cos(angle), np.sin(angle), np.zeros(6)], axis=1))
-    # 0-1 and 1-2 are close, so 0-1-2 is one group although 0 and 2 are only 0.94 apart;
+    # 0-1 and 1-2 are close but 0 and 2 only 0.94: with 0 kept, 2 is no duplicate of it and stays;
     # 3 and 5 are 5 degrees apart; 4 is the opposite of 0
-    assert near_duplicate_groups(vectors, 0.98) == [[0, 1, 2], [3, 5]]
+    assert near_duplicate_groups(vectors, 0.98) == [[0, 1], [3, 5]]
+    # keeping 1 first, both 0 and 2 are its near duplicates
+    assert near_duplicate_groups(vectors, 0.98, rank=np.array([1, 0, 2, 3, 4, 5])) == [[0, 1, 2], [3, 5]]
     assert near_duplicate_groups(vectors, 0.999) == []
     assert near_duplicate_groups(vectors[:1], 0.9) == []
 
@@ -217,6 +224,7 @@ def test_semantic_task_clusters_group_paraphrases_and_not_unrelated_tasks(store,
     # how close each member is to the kept one: 1.0 for itself, 0.94 and 0.86 for the paraphrases
     sims = [m.similarity for m in plan.clusters[0].members]
     assert sims[0] == pytest.approx(1.0) and 0.9 < sims[1] < 0.97 and 0.8 < sims[2] < 0.9
+    assert all(m.similarity >= 0.8 for c in plan.clusters for m in c.members)  # each one close to the kept row
     frame = plan.to_frame()
     assert frame["cluster"].tolist() == [1, 1, 1, 2, 2] and frame["kept"].sum() == 2
 
