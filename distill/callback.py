@@ -1,6 +1,7 @@
 """TrainerCallbacks of the training child: log.jsonl events, and a checkpoint when the run is stopped."""
 from __future__ import annotations
 
+import math
 import signal
 import time
 from pathlib import Path
@@ -71,6 +72,57 @@ class JsonlLogCallback(TrainerCallback):
             path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             runlog.append_event(self.run_dir, {"event": "checkpoint", "step": state.global_step, "path": str(path),
                                                "tokens": self.tokens})
+
+
+EVALS_PER_RUN = 10  # eval_steps 0: the eval loss is measured about this many times per run
+
+
+class EvalLossCallback(TrainerCallback):
+    """The student's per-token NLL (nats) of held-out teacher answers, every `every` steps and at the last.
+
+    The rows are chat examples of eval-split tasks, which no run trains on. It is the Evaluate tab's NLL
+    measure, whatever loss the method trains with (cross-entropy, DPO, KL), so the curves of runs of
+    different methods compare. Each measurement is an "eval" event in log.jsonl. Only the main process
+    measures; under torchrun the other ranks wait for it at the next step's all-reduce.
+    """
+
+    def __init__(self, run_dir: Path, rows: list[dict], tokenizer, max_length: int, every: int = 0):
+        self.run_dir = Path(run_dir)
+        self.rows, self.tokenizer, self.max_length = rows, tokenizer, max_length
+        self.every = every
+        self.interval = every or 1
+        self.last_loss: float | None = None
+        self.last_step: int | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.interval = self.every or max(1, math.ceil(state.max_steps / EVALS_PER_RUN))
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        step = state.global_step
+        due = step % self.interval == 0 or step >= state.max_steps
+        if self.rows and model is not None and due and step != self.last_step and state.is_world_process_zero:
+            self.measure(model, step)
+
+    def measure(self, model, step: int) -> float | None:
+        from distill.eval_metrics import answer_nll
+
+        started = time.time()
+        was_training = model.training
+        model.eval()  # no dropout while measuring
+        total, tokens = 0.0, 0
+        try:
+            for row in self.rows:
+                messages = row["messages"]
+                nll, count = answer_nll(model, self.tokenizer, messages[:-1], messages[-1]["content"], self.max_length)
+                total, tokens = total + nll, tokens + count
+        finally:
+            model.train(was_training)
+        self.last_step = step
+        self.last_loss = round(total / tokens, 6) if tokens else None
+        runlog.append_event(self.run_dir, {"event": "eval", "step": step, "eval_loss": self.last_loss,
+                                           "rows": len(self.rows), "tokens": tokens,
+                                           "seconds": round(time.time() - started, 3)})
+        return self.last_loss
 
 
 class StopSignal:

@@ -176,7 +176,7 @@ def answer_nll(model, tokenizer, messages: list[dict], answer: str, max_length: 
     ids = ids[:max_length]
     if start >= len(ids):
         return 0.0, 0
-    input_ids = torch.tensor([ids])
+    input_ids = torch.tensor([ids], device=model.device)
     labels = input_ids.clone()
     labels[0, :start] = IGNORE_INDEX
     with torch.no_grad():

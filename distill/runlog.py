@@ -28,6 +28,7 @@ LOG_NAME = "log.jsonl"
 STDOUT_NAME = "stdout.log"
 CONFIG_NAME = "config.json"
 SNAPSHOT_NAME = "snapshot.jsonl"
+HELDOUT_NAME = "heldout.jsonl"  # eval-split answers whose loss is measured while training
 ADAPTER_DIR = "adapter"
 MERGED_DIR = "merged"
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -70,7 +71,7 @@ def tail_lines(path: Path, n: int = 40) -> str:
 
 def summarise(events: list[dict]) -> dict:
     """Progress for the UI/CLI from the events so far: steps, losses, tokens, ETA, end metrics, error."""
-    out = {"steps": 0, "max_steps": None, "losses": [], "tokens": 0, "eta_s": None, "elapsed_s": 0.0,
+    out = {"steps": 0, "max_steps": None, "losses": [], "eval_losses": [], "tokens": 0, "eta_s": None, "elapsed_s": 0.0,
            "device": None, "metrics": {}, "error": None, "ended": False, "stopped": False, "checkpoint": None,
            "memory": None, "method": None}
     for ev in events:
@@ -81,6 +82,7 @@ def summarise(events: list[dict]) -> dict:
             if ev.get("resumed_from") is not None:
                 resumed = ev["resumed_from"]
                 out["losses"] = [(s, loss) for s, loss in out["losses"] if s <= resumed]
+                out["eval_losses"] = [(s, loss) for s, loss in out["eval_losses"] if s <= resumed]
                 out["steps"], out["tokens"] = resumed, ev.get("tokens", out["tokens"])
         elif kind == "memory":
             out["memory"] = ev
@@ -96,6 +98,8 @@ def summarise(events: list[dict]) -> dict:
             out["eta_s"], out["elapsed_s"] = ev.get("eta_s"), ev.get("elapsed_s", 0.0)
             if ev.get("loss") is not None:
                 out["losses"].append((ev["step"], ev["loss"]))
+        elif kind == "eval" and ev.get("eval_loss") is not None:
+            out["eval_losses"].append((ev["step"], ev["eval_loss"]))
         elif kind == "end":
             out["metrics"], out["ended"], out["eta_s"] = ev.get("metrics", {}), True, 0.0
         elif kind == "error":

@@ -79,8 +79,11 @@ class TrainingSlot:
                 raise TrainingBusy(self._run_id)
             rows = snapshot.collect(self.store, config)
             preflight.check(config, rows, self.models_dir)
-            record = run_record(config, rows, snapshot_digest(rows), snapshot.teachers_of(rows))
-            run_dir = prepare_run_dir(rows, config, self.workspace / "runs", self.models_dir, provenance=record)
+            heldout = snapshot.heldout_rows(self.store, config)
+            record = {**run_record(config, rows, snapshot_digest(rows), snapshot.teachers_of(rows)),
+                      "heldout_rows": len(heldout), "heldout_digest": snapshot_digest(heldout) if heldout else None}
+            run_dir = prepare_run_dir(rows, config, self.workspace / "runs", self.models_dir, provenance=record,
+                                      heldout=heldout)
             run_id = self.store.start_run(config.method, {**asdict(config), "provenance": record},
                                           run_dir=str(run_dir))
             self.store.record_run_rows(run_id, [(row["row_id"], row["hash"]) for row in rows])

@@ -51,6 +51,20 @@ def example_rows(store, with_logprobs: bool = False) -> list[dict]:
     return rows
 
 
+def heldout_rows(store, config: TrainConfig) -> list[dict]:
+    """Up to `config.eval_rows` chat examples of eval-split tasks (one teacher answer per task) whose loss
+    the run measures as it trains; [] when the eval loss is off or the eval split has no answers yet."""
+    if config.eval_rows == 0:
+        return []
+    rows = []
+    for ex in store.heldout_examples(config.eval_rows):
+        row = {"row_id": str(ex["generation_id"]), "generation_id": ex["generation_id"], "task_id": ex["task_id"],
+               "messages": ex["messages"]}
+        row["hash"] = content_hash(row, EXAMPLE_KEYS)
+        rows.append(row)
+    return rows
+
+
 def pair_rows(store, config: TrainConfig) -> list[dict]:
     """DPO pairs from the source the options name; StudioError saying why when there are none."""
     options = config.dpo

@@ -24,8 +24,9 @@ from distill.models import resolve_student
 
 
 def prepare_run_dir(rows: list[dict], config: TrainConfig, runs_root: Path, models_dir: Path | None = None,
-                    provenance: dict | None = None) -> Path:
-    """Create runs_root/<timestamp>-<method> with config.json (config + provenance) and snapshot.jsonl.
+                    provenance: dict | None = None, heldout: list[dict] | None = None) -> Path:
+    """Create runs_root/<timestamp>-<method> with config.json (config + provenance) and snapshot.jsonl,
+    plus heldout.jsonl when `heldout` (eval-split chat examples for the eval loss) has rows.
 
     The child trains from this snapshot, never from the live workspace, so later review edits
     cannot change a run in flight and the run stays reproducible. Rows without a row_id / hash (plain
@@ -44,10 +45,24 @@ def prepare_run_dir(rows: list[dict], config: TrainConfig, runs_root: Path, mode
     run_dir = _new_run_dir(runs_root, config.method)
     payload = {"train_config": asdict(config), "models_dir": str(models_dir.resolve()), "provenance": provenance}
     (run_dir / runlog.CONFIG_NAME).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    with open(run_dir / runlog.SNAPSHOT_NAME, "w", encoding="utf-8") as f:
+    _write_jsonl(run_dir / runlog.SNAPSHOT_NAME, rows)
+    if heldout:
+        _write_jsonl(run_dir / runlog.HELDOUT_NAME, heldout)
+    return run_dir
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return run_dir
+
+
+def read_heldout(run_dir: Path) -> list[dict]:
+    """The held-out rows `prepare_run_dir` froze for the eval loss ([] when the run has none)."""
+    path = Path(run_dir) / runlog.HELDOUT_NAME
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _with_identity(row: dict) -> dict:
@@ -118,7 +133,7 @@ def train(run_dir: Path, resume: bool = False) -> dict:
 
 
 def _train(run_dir: Path, resume: bool, stop) -> dict:
-    from distill.callback import CheckpointOnStop, JsonlLogCallback
+    from distill.callback import CheckpointOnStop, EvalLossCallback, JsonlLogCallback
     from distill.loading import device_of, is_main_process
 
     config, rows, models_dir = read_run_dir(run_dir)
@@ -133,7 +148,10 @@ def _train(run_dir: Path, resume: bool, stop) -> dict:
     log = JsonlLogCallback(run_dir, student=config.student, method=config.method,
                            tokens_before=runlog.tokens_at_step(runlog.read_events(run_dir), step_before))
     on_stop = CheckpointOnStop(stop)
+    heldout = read_heldout(run_dir)[:config.eval_rows]
     trainer = build_method_trainer(model_path, rows, config, run_dir, [log, on_stop], device, models_dir)
+    eval_loss = EvalLossCallback(run_dir, heldout, trainer.processing_class, config.max_length, config.eval_steps)
+    trainer.add_callback(eval_loss)
     if stop.requested:
         return _stopped(run_dir, step_before, log, device, checkpoint)
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -143,6 +161,8 @@ def _train(run_dir: Path, resume: bool, stop) -> dict:
         return _stopped(run_dir, state.global_step, log, device, runlog.last_complete_checkpoint(run_dir), peak)
     adapter_dir = run_dir / runlog.ADAPTER_DIR
     metrics = {**end_metrics(output.metrics, state, log), **peak, "method": config.method}
+    if eval_loss.last_loss is not None:
+        metrics.update(eval_loss=eval_loss.last_loss, eval_rows=len(heldout))
     if is_main_process():
         trainer.model.save_pretrained(adapter_dir, safe_serialization=True)
         # The tokenizer (with its chat template) travels with the adapter so it can be used on its own.

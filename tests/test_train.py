@@ -236,6 +236,7 @@ def test_three_steps_through_the_slot_save_a_loadable_adapter(ws, tiny_student):
     assert end[0]["status"] == "completed" and run["metrics"] == end[0]["metrics"]
     assert run["metrics"]["steps"] == 3 and run["metrics"]["tokens"] == steps[-1]["tokens"]
     assert run["metrics"]["tokens_per_s"] > 0 and run["metrics"]["train_loss"] > 0
+    assert events(run_dir, "eval") == [] and not (run_dir / "heldout.jsonl").exists()  # no eval split here
 
     adapter = run_dir / "adapter"
     assert (adapter / "adapter_config.json").exists() and (adapter / "adapter_model.safetensors").exists()
@@ -253,6 +254,60 @@ def test_three_steps_through_the_slot_save_a_loadable_adapter(ws, tiny_student):
     assert progress["status"] == "completed" and progress["steps"] == 3 and progress["max_steps"] == 3
     assert [s for s, _ in progress["losses"]] == [1, 2, 3] and progress["adapter_dir"] == str(adapter)
     assert "train_runtime" in progress["log_tail"] or "completed" in progress["log_tail"]
+
+
+HELD_OUT = [("What is 3+3?", "6."), ("Name a fruit.", "An apple is a fruit."), ("Say goodbye in German.", "Tschüss!")]
+
+
+def test_the_eval_loss_is_measured_on_held_out_answers_that_are_never_trained_on(ws, tiny_student):
+    from distill.eval_metrics import answer_nll
+    approved = seed_workspace(ws, n_approved=4)
+    held_tasks = ws.add_tasks([{"instruction": q} for q, _ in HELD_OUT])
+    ws.set_split(held_tasks, "eval")
+    held = [ws.record_generation({
+        "task_id": tid, "request_key": f"held-{tid}", "endpoint": "http://teacher", "model": "teacher",
+        "messages": [{"role": "user", "content": q}], "params": {}, "sample_index": i, "response": a, "status": "ok"})
+        for i, (tid, (q, a)) in enumerate(zip(held_tasks, HELD_OUT))]
+    ws.set_label(held[:1], "approved")  # approved or not, an eval-split answer is held out, never trained on
+    ws.set_label(held[2:], "rejected")  # a rejected answer is no reference
+    ws.record_generation({"task_id": held_tasks[1], "request_key": "student-answer", "endpoint": "local",
+                          "model": "student", "messages": [{"role": "user", "content": HELD_OUT[1][0]}],
+                          "params": {}, "sample_index": 0, "response": "a student's answer", "status": "ok"})
+    slot = TrainingSlot(ws, ws.workspace)
+    run_id = slot.start(TrainConfig(student=str(tiny_student), max_steps=4, batch_size=4, eval_steps=2))
+    assert slot.wait(CHILD_TIMEOUT_S), "training child did not finish"
+    run = ws.run(run_id)
+    run_dir = Path(run["run_dir"])
+    assert run["status"] == "completed", run["error"]
+
+    heldout = [json.loads(line) for line in (run_dir / "heldout.jsonl").read_text().splitlines()]
+    snapshot = [json.loads(line) for line in (run_dir / "snapshot.jsonl").read_text().splitlines()]
+    assert [row["generation_id"] for row in heldout] == held[:2]  # one teacher answer per task, by id
+    assert [row["generation_id"] for row in snapshot] == approved
+    assert run["config"]["provenance"]["heldout_rows"] == 2
+
+    evals = events(run_dir, "eval")
+    assert [e["step"] for e in evals] == [2, 4] and all(e["rows"] == 2 and e["tokens"] > 0 for e in evals)
+    assert run["metrics"]["eval_loss"] == evals[-1]["eval_loss"] and run["metrics"]["eval_rows"] == 2
+    assert slot.progress(run_id)["eval_losses"] == [(e["step"], e["eval_loss"]) for e in evals]
+
+    # The logged value is the Evaluate tab's measure: the trained student's NLL per token of those answers.
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(tiny_student)),
+                                      str(run_dir / "adapter")).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(run_dir / "adapter"))
+    parts = [answer_nll(model, tokenizer, row["messages"][:-1], row["messages"][-1]["content"]) for row in heldout]
+    assert evals[-1]["eval_loss"] == pytest.approx(sum(s for s, _ in parts) / sum(n for _, n in parts), abs=1e-4)
+
+    # eval_rows 0 turns it off; by default (eval_steps 0) it runs about 10 times per run: every step here.
+    off = slot.start(TrainConfig(student=str(tiny_student), max_steps=2, batch_size=4, eval_rows=0))
+    assert slot.wait(CHILD_TIMEOUT_S)
+    assert not (Path(ws.run(off)["run_dir"]) / "heldout.jsonl").exists()
+    assert events(Path(ws.run(off)["run_dir"]), "eval") == [] and "eval_loss" not in ws.run(off)["metrics"]
+    every = slot.start(TrainConfig(student=str(tiny_student), max_steps=3, batch_size=4))
+    assert slot.wait(CHILD_TIMEOUT_S)
+    assert [e["step"] for e in events(Path(ws.run(every)["run_dir"]), "eval")] == [1, 2, 3]
 
 
 def snapshot_tokens(model_dir, snapshot) -> int:

@@ -19,7 +19,8 @@ def _summary(run: dict) -> str:
         rows = ((run["config"] or {}).get("provenance") or {}).get("snapshot", {}).get("rows")
         data = f"{rows} rows, " if rows is not None else ""
         if m.get("train_loss") is not None:
-            return f"{data}loss {m['train_loss']:.4f}, {m.get('steps')} steps"
+            held_out = f", eval loss {m['eval_loss']:.4f}" if m.get("eval_loss") is not None else ""
+            return f"{data}loss {m['train_loss']:.4f}{held_out}, {m.get('steps')} steps"
         if run["status"] == "stopped" and m.get("checkpoint"):
             return f"{data}stopped at step {m.get('steps')}, resumable"
         return f"{data}{m.get('steps', 0)} steps" if m else data.rstrip(", ")

@@ -102,7 +102,8 @@ def build(studio):
     run_id = gr.Number(label="Run", precision=0, elem_id="train-run-id")
     progress = gr.HTML(progress_html(0, 0, state="idle"), elem_id="train-progress")
     message = gr.Markdown(elem_id="train-message")
-    loss_plot = gr.LinePlot(x="step", y="loss", title="Training loss", elem_id="train-loss")
+    loss_plot = gr.LinePlot(x="step", y="loss", color="curve", title="Loss (train, and eval on held-out answers)",
+                            elem_id="train-loss")
     log_tail = gr.Textbox(label="Log tail", lines=10, max_lines=10, interactive=False, elem_id="train-log")
     timer = gr.Timer(1.0)
 
@@ -167,8 +168,16 @@ def poll(studio, rid):
     p = studio.training.progress(rid)
     detail = f"· loss {p['losses'][-1][1]:.4f}" if p["losses"] else ""
     detail += f" · {p['tokens']} tokens · ETA {fmt_seconds(p['eta_s'])}"
-    frame = pd.DataFrame(p["losses"], columns=["step", "loss"])
-    return progress_html(p["steps"], p["max_steps"] or 0, detail, state=p["status"]), frame, p["log_tail"], note(p)
+    if p["eval_losses"]:
+        detail += f" · eval loss {p['eval_losses'][-1][1]:.4f}"
+    return progress_html(p["steps"], p["max_steps"] or 0, detail, state=p["status"]), loss_frame(p), p["log_tail"], note(p)
+
+
+def loss_frame(p: dict) -> pd.DataFrame:
+    """Both curves for the plot: the training loss and, when the run has held-out rows, the eval loss."""
+    rows = [(step, loss, "train") for step, loss in p["losses"]]
+    rows += [(step, loss, "eval (held out)") for step, loss in p["eval_losses"]]
+    return pd.DataFrame(rows, columns=["step", "loss", "curve"])
 
 
 def note(p: dict) -> str:

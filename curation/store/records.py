@@ -239,14 +239,29 @@ class RecordsMixin:
         rows = self._fetchdicts(
             f"SELECT g.id, g.task_id, g.messages, g.teacher_only_system, coalesce(l.edited_response, g.response) AS answer "
             f"FROM {_REVIEW_FROM} WHERE l.status = 'approved' AND g.status = 'ok' AND t.split = 'train' ORDER BY g.id")
-        examples = []
-        for r in rows:
-            messages = json.loads(r["messages"])
-            if r["teacher_only_system"]:
-                messages = [m for m in messages if m["role"] != "system"]
-            examples.append({"generation_id": r["id"], "task_id": r["task_id"],
-                             "messages": messages + [{"role": "assistant", "content": r["answer"]}]})
-        return examples
+        return [self._chat_example(r) for r in rows]
+
+    def heldout_examples(self, limit: int) -> list[dict]:
+        """Up to `limit` teacher answers of eval-split tasks as chat examples, one per task (the approved
+        one if any, else the first), by task id: the rows a run measures its eval loss on.
+
+        Rejected answers and the local student's own answers (endpoint 'local') are no reference.
+        """
+        rows = self._fetchdicts(
+            f"SELECT g.id, g.task_id, g.messages, g.teacher_only_system, coalesce(l.edited_response, g.response) AS answer "
+            f"FROM {_REVIEW_FROM} WHERE g.status = 'ok' AND t.split = 'eval' AND g.endpoint != 'local' "
+            f"AND coalesce(l.status, 'pending') != 'rejected' "
+            f"QUALIFY row_number() OVER (PARTITION BY g.task_id ORDER BY (l.status = 'approved') DESC NULLS LAST, "
+            f"g.id) = 1 ORDER BY g.task_id LIMIT ?", [int(limit)])
+        return [self._chat_example(r) for r in rows]
+
+    @staticmethod
+    def _chat_example(row: dict) -> dict:
+        messages = json.loads(row["messages"])
+        if row["teacher_only_system"]:
+            messages = [m for m in messages if m["role"] != "system"]
+        return {"generation_id": row["id"], "task_id": row["task_id"],
+                "messages": messages + [{"role": "assistant", "content": row["answer"]}]}
 
     # ---- stats --------------------------------------------------------------------------------
     def stats(self) -> dict:
