@@ -25,7 +25,7 @@ METHOD_HELP = {
 def config_from_values(student, max_steps, epochs, lr, batch, rank, max_length, method="sft", grad_accum=1,
                        batching="padding_free", save_steps=0, checkpointing="auto", four_bit=False,
                        pairs="scores", min_gap=2.0, dpo_beta=0.1, teacher="", kd_loss="forward_kl", kd_beta=0.5,
-                       temperature=1.0, on_policy=0.0, max_new_tokens=128) -> TrainConfig:
+                       temperature=1.0, on_policy=0.0, max_new_tokens=128, eval_rows=32, eval_steps=0) -> TrainConfig:
     """start_training's inputs → TrainConfig (validated there; a ConfigError names the field)."""
     try:
         alpha = 2 * int(float(rank))
@@ -34,7 +34,7 @@ def config_from_values(student, max_steps, epochs, lr, batch, rank, max_length, 
     return TrainConfig(
         method=method or "sft", student=(student or BUNDLED_STUDENT).strip(), max_steps=max_steps, epochs=epochs,
         learning_rate=lr, batch_size=batch, lora_r=rank, lora_alpha=alpha, max_length=max_length,
-        grad_accum=grad_accum, batching=batching, save_steps=save_steps,
+        grad_accum=grad_accum, batching=batching, save_steps=save_steps, eval_rows=eval_rows, eval_steps=eval_steps,
         gradient_checkpointing=None if checkpointing == "auto" else checkpointing == "on", load_in_4bit=bool(four_bit),
         dpo=DPOOptions(pairs=pairs, min_score_gap=min_gap, beta=dpo_beta),
         kd=KDOptions(teacher=teacher or "", loss=kd_loss, beta=kd_beta if kd_loss == "jsd" else 0.5,
@@ -85,13 +85,24 @@ def _method_options():
     return boxes, [pairs, min_gap, dpo_beta, teacher, kd_loss, kd_beta, temperature, on_policy, max_new_tokens]
 
 
+def _eval_settings():
+    with gr.Accordion("Eval loss on held-out answers", open=False):
+        gr.Markdown("Measured on teacher answers of **eval**-split tasks (never trained on), one per task: the "
+                    "student's loss per answer token, drawn beside the training loss.")
+        with gr.Row():
+            eval_rows = gr.Number(value=32, label="Held-out answers (0: off)", precision=0, elem_id="train-eval-rows")
+            eval_steps = gr.Number(value=0, label="Every N steps (0: about 10 times per run)", precision=0,
+                                   elem_id="train-eval-steps")
+    return [eval_rows, eval_steps]
+
+
 def build(studio):
     gr.Markdown("Trains a LoRA adapter on the **train** split with the student's chat template. Runs in its own "
                 "process: GPU (bf16) when present, else CPU. One run at a time; Stop saves a checkpoint that "
                 "Resume continues from.")
     method, method_help, common = _common_settings()
     boxes, options = _method_options()
-    inputs = common + options
+    inputs = common + options + _eval_settings()
     with gr.Row():
         start = gr.Button("Train student", variant="primary", elem_id="train-start")
         stop = gr.Button("Stop", variant="stop", elem_id="train-stop")
