@@ -84,6 +84,22 @@ def test_paging_search_and_status_filter_run_in_the_database(store):
         ReviewFilter(status="bogus")
 
 
+def test_keyword_pages_find_the_word_in_instruction_input_response_and_edit_like_the_full_join(store):
+    tasks = store.add_tasks([{"instruction": "About a ZEBRA"}, {"instruction": "plain", "input": "zebras run"},
+                             {"instruction": "plain"}, {"instruction": "plain"}, {"instruction": "plain"}])
+    gens = [add_generation(store, t, f"k{t}", response=r) for t, r in
+            zip(tasks, ["x", "y", "a zebra crossing", "nothing", "nothing"])]
+    store.set_label([gens[3]], "approved", edited_response="now with a Zebra")
+    store.set_label([gens[0]], "rejected")
+    for flt in [ReviewFilter(search="zebra"), ReviewFilter(search="zebra", status="pending"),
+                ReviewFilter(search="zebra", status="approved"), ReviewFilter(search="nothing")]:
+        expected = store.matching_ids(flt)  # the reference: ILIKE over the whole review join
+        page, total = store.review_page(flt, page_size=2, sort="newest")
+        assert total == len(expected) and page["id"].tolist() == sorted(expected, reverse=True)[:2], flt
+    assert store.matching_ids(ReviewFilter(search="zebra")) == gens[:4]
+    assert store.review_page(ReviewFilter(search="zebra"), page=9, page_size=2)[1] == 4  # past the end: still counted
+
+
 def test_runs_survive_reopening_and_dead_runs_are_marked_interrupted(tmp_path):
     with Store(tmp_path) as s:
         done = s.start_run("generate", {"n": 1})

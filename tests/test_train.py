@@ -385,10 +385,17 @@ def run_cli(*args, timeout=CHILD_TIMEOUT_S):
 def test_headless_cli_trains_and_prints_the_adapter(tmp_path, tiny_student):
     with Store(tmp_path / "ws") as store:
         seed_workspace(store)
+        [held] = store.add_tasks([{"instruction": HELD_OUT[0][0]}])
+        store.set_split([held], "eval")
+        store.record_generation({"task_id": held, "request_key": "held", "endpoint": "http://teacher", "model": "t",
+                                 "messages": [{"role": "user", "content": HELD_OUT[0][0]}], "params": {},
+                                 "sample_index": 0, "response": HELD_OUT[0][1], "status": "ok"})
     result = run_cli("train", "--workspace", str(tmp_path / "ws"), "--student", str(tiny_student),
-                     "--max-steps", "2", "--batch-size", "2", "--lr", "1e-3")
+                     "--max-steps", "2", "--batch-size", "2", "--lr", "1e-3", "--eval-steps", "1")
     assert result.returncode == 0, result.stderr + result.stdout
     assert "step 2/2" in result.stdout
+    assert [line.split()[1] for line in result.stdout.splitlines() if "eval loss" in line] == ["1", "2"]
+    assert "(1 held-out answers)" in result.stdout
     adapter = Path(result.stdout.strip().splitlines()[-1].removeprefix("adapter: "))
     assert (adapter / "adapter_model.safetensors").exists()
     with Store(tmp_path / "ws") as store:

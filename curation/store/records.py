@@ -124,9 +124,12 @@ class RecordsMixin:
             raise StudioError(f"sort must be one of {', '.join(REVIEW_SORTS)} (got {sort!r})")
         ids_sql, params = self._review_ids_sql(flt)
         with self._lock:
-            total = self.con.execute(f"SELECT count(*) FROM ({ids_sql})", params).fetchone()[0]
-            ids = [r[0] for r in self.con.execute(f"{ids_sql} ORDER BY {REVIEW_SORTS[sort]} LIMIT ? OFFSET ?",
-                                                  [*params, page_size, (page - 1) * page_size]).fetchall()]
+            if flt.search.strip():
+                ids, total = self._keyword_page(ids_sql, params, REVIEW_SORTS[sort], page, page_size)
+            else:
+                total = self.con.execute(f"SELECT count(*) FROM ({ids_sql})", params).fetchone()[0]
+                ids = [r[0] for r in self.con.execute(f"{ids_sql} ORDER BY {REVIEW_SORTS[sort]} LIMIT ? OFFSET ?",
+                                                      [*params, page_size, (page - 1) * page_size]).fetchall()]
         # The page's rows first, then only their task and label: a join DuckDB would build on all of
         # tasks and labels costs ~50 ms at 1M rows.
         frame = self._fetchdf(
@@ -138,6 +141,17 @@ class RecordsMixin:
             "LEFT JOIN (SELECT * FROM labels WHERE generation_id IN (SELECT id FROM page)) l ON l.generation_id = g.id "
             "ORDER BY list_position(?::BIGINT[], g.id)", [ids, ids])
         return frame, total
+
+    def _keyword_page(self, ids_sql: str, params: list, order: str, page: int, page_size: int) -> tuple[list[int], int]:
+        """A keyword's page ids and match count from ONE scan of the text (it dominates: ~0.2 s at 1M
+        rows): the matching ids are materialised once, then counted and paged."""
+        rows = self.con.execute(
+            f"WITH m AS MATERIALIZED ({ids_sql}) SELECT g.id, (SELECT count(*) FROM m) FROM generations g "
+            f"WHERE g.id IN (SELECT id FROM m) ORDER BY {order} LIMIT ? OFFSET ?",
+            [*params, page_size, (page - 1) * page_size]).fetchall()
+        if rows:
+            return [r[0] for r in rows], int(rows[0][1])
+        return [], self.con.execute(f"SELECT count(*) FROM ({ids_sql})", params).fetchone()[0]  # past the end
 
     def matching_ids(self, flt: ReviewFilter) -> list[int]:
         where, params = flt.where()
