@@ -60,8 +60,8 @@ class FilteringMixin:
                         "OR coalesce(g.response, '') ILIKE ? "
                         "OR g.id IN (SELECT generation_id FROM labels WHERE edited_response ILIKE ?))")
 
-    def _review_ids_sql(self, flt: ReviewFilter) -> tuple[str, list]:
-        """`SELECT g.id` of the generations matching `flt` (for review_page), never over the full join:
+    def _review_ids_sql(self, flt: ReviewFilter, columns: str = "g.id") -> tuple[str, list]:
+        """`SELECT <columns>` of the generations matching `flt` (for review_page), never over the full join:
         a status needs labels alone, a keyword each table on its own, no filter the generations table."""
         clauses, params = [], []
         if flt.status:
@@ -69,7 +69,7 @@ class FilteringMixin:
         if flt.search.strip():
             clauses.append(self._KEYWORD_IDS_SQL)
             params += [f"%{_escape_like(flt.search.strip())}%"] * 4
-        return "SELECT g.id FROM generations g" + (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+        return f"SELECT {columns} FROM generations g" + (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
     def label_batch(self, gen_ids: list[int], status: str, reason: str | None = None) -> int | None:
         """`set_label` that returns its batch id (None when there was nothing to label), for an exact undo."""

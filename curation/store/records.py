@@ -6,7 +6,7 @@ import json
 import pandas as pd
 
 from curation.errors import StudioError
-from curation.store.review import (_REVIEW_FROM, _REVIEW_STATUS_SQL, REVIEW_SORTS, REVIEW_STATUSES,
+from curation.store.review import (_REVIEW_FROM, _REVIEW_STATUS_SQL, _SORT_COLUMNS, REVIEW_SORTS, REVIEW_STATUSES,
                                    ReviewFilter)
 
 
@@ -122,11 +122,11 @@ class RecordsMixin:
         page = max(1, int(page))
         if sort not in REVIEW_SORTS:
             raise StudioError(f"sort must be one of {', '.join(REVIEW_SORTS)} (got {sort!r})")
-        ids_sql, params = self._review_ids_sql(flt)
         with self._lock:
             if flt.search.strip():
-                ids, total = self._keyword_page(ids_sql, params, REVIEW_SORTS[sort], page, page_size)
+                ids, total = self._keyword_page(flt, REVIEW_SORTS[sort], page, page_size)
             else:
+                ids_sql, params = self._review_ids_sql(flt)
                 total = self.con.execute(f"SELECT count(*) FROM ({ids_sql})", params).fetchone()[0]
                 ids = [r[0] for r in self.con.execute(f"{ids_sql} ORDER BY {REVIEW_SORTS[sort]} LIMIT ? OFFSET ?",
                                                       [*params, page_size, (page - 1) * page_size]).fetchall()]
@@ -142,13 +142,13 @@ class RecordsMixin:
             "ORDER BY list_position(?::BIGINT[], g.id)", [ids, ids])
         return frame, total
 
-    def _keyword_page(self, ids_sql: str, params: list, order: str, page: int, page_size: int) -> tuple[list[int], int]:
+    def _keyword_page(self, flt: ReviewFilter, order: str, page: int, page_size: int) -> tuple[list[int], int]:
         """A keyword's page ids and match count from ONE scan of the text (it dominates: ~0.2 s at 1M
-        rows): the matching ids are materialised once, then counted and paged."""
+        rows): the matches are materialised once with their sort columns, then counted and paged."""
+        ids_sql, params = self._review_ids_sql(flt, columns=_SORT_COLUMNS)
         rows = self.con.execute(
-            f"WITH m AS MATERIALIZED ({ids_sql}) SELECT g.id, (SELECT count(*) FROM m) FROM generations g "
-            f"WHERE g.id IN (SELECT id FROM m) ORDER BY {order} LIMIT ? OFFSET ?",
-            [*params, page_size, (page - 1) * page_size]).fetchall()
+            f"WITH g AS MATERIALIZED ({ids_sql}) SELECT g.id, (SELECT count(*) FROM g) FROM g "
+            f"ORDER BY {order} LIMIT ? OFFSET ?", [*params, page_size, (page - 1) * page_size]).fetchall()
         if rows:
             return [r[0] for r in rows], int(rows[0][1])
         return [], self.con.execute(f"SELECT count(*) FROM ({ids_sql})", params).fetchone()[0]  # past the end

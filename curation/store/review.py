@@ -10,6 +10,7 @@ REVIEW_STATUSES = ("pending", "approved", "rejected", "failed")
 REVIEW_SORTS = {"id": "g.id", "newest": "g.id DESC", "longest": "g.completion_tokens DESC NULLS LAST, g.id",
                 "shortest": "g.completion_tokens ASC NULLS LAST, g.id", "slowest": "g.latency_s DESC NULLS LAST, g.id",
                 "task": "g.task_id, g.id"}
+_SORT_COLUMNS = "g.id, g.task_id, g.completion_tokens, g.latency_s"  # every column REVIEW_SORTS orders by
 
 # A generation's review status: a failed teacher call is 'failed' whatever its label says.
 _REVIEW_STATUS_SQL = "CASE WHEN g.status = 'error' THEN 'failed' ELSE coalesce(l.status, 'pending') END"
