@@ -1,4 +1,4 @@
-"""Headless curation: python -m curation --workspace DIR <import|seed-pack|generate|judge|ledger|retry-failed|prices|review|export|stats> ...
+"""Headless curation: python -m curation --workspace DIR <import|seed-pack|split|generate|judge|ledger|retry-failed|prices|review|export|stats> ...
 
 Every command builds the same config objects as the UI and works on the same workspace file.
 """
@@ -11,6 +11,7 @@ from pathlib import Path
 
 from curation import io
 from curation.errors import StudioError
+from curation.split import hold_out
 from curation.methods import cli as elicit_cli
 from curation.store import REVIEW_STATUSES, ReviewFilter, Store
 
@@ -30,6 +31,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("seed-pack", help="load a bundled seed pack (omit NAME to list them)")
     p.add_argument("name", nargs="?")
+
+    p = sub.add_parser("split", help="hold tasks out for evaluation: a stratified random split, or by id",
+                       description="Eval-split tasks are never trained on or exported; the eval and the eval "
+                                   "loss during training use them.")
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--fraction", type=float, help="re-split every task: hold out this fraction, stratified by "
+                                                    "skill and domain")
+    how.add_argument("--eval", dest="to_eval", help="comma-separated task ids to move to the eval split")
+    how.add_argument("--train", dest="to_train", help="comma-separated task ids to move back to train")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random split (same seed, same split)")
 
     elicit_cli.add_commands(sub)  # generate (every method), judge, ledger, retry-failed, prices
 
@@ -75,6 +86,20 @@ def cmd_seed_pack(store, args) -> int:
     return 0
 
 
+def cmd_split(store, args) -> int:
+    if args.fraction is not None:
+        held, total = hold_out(store, args.fraction, seed=args.seed)
+        print(f"held out {len(held)} of {total} tasks for evaluation (seed {args.seed})")
+        return 0
+    text, split = (args.to_eval, "eval") if args.to_eval is not None else (args.to_train, "train")
+    try:
+        ids = [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise StudioError(f"task ids must be comma-separated numbers (got {text!r})") from None
+    print(f"moved {store.set_split(ids, split)} tasks to {split}")
+    return 0
+
+
 def cmd_review(store, args) -> int:
     flt = ReviewFilter(status=args.status or "", search=args.search)
     n = store.label_filter(flt, "approved" if args.approve_all else "rejected")
@@ -98,7 +123,7 @@ def cmd_stats(store, args) -> int:
     return 0
 
 
-COMMANDS = {"import": cmd_import, "seed-pack": cmd_seed_pack, **elicit_cli.COMMANDS, "review": cmd_review,
+COMMANDS = {"import": cmd_import, "seed-pack": cmd_seed_pack, "split": cmd_split, **elicit_cli.COMMANDS, "review": cmd_review,
             "export": cmd_export, "stats": cmd_stats}
 
 if __name__ == "__main__":

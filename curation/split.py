@@ -34,3 +34,13 @@ def stratified_split(tasks: list[dict], fraction: float, seed: int = 0,
         rng.shuffle(ids)
         held_out += ids[: counts[s]]
     return sorted(held_out)
+
+
+def hold_out(store, fraction: float, seed: int = 0) -> tuple[list[int], int]:
+    """Re-split the whole workspace: `stratified_split` of all tasks to eval, every other task to train.
+    Returns (the held-out ids, the number of tasks). Validates before anything changes."""
+    tasks = store.tasks()
+    held = stratified_split(tasks, fraction, seed=seed)
+    store.set_split([t["id"] for t in tasks], "train")
+    store.set_split(held, "eval")
+    return held, len(tasks)

@@ -21,7 +21,7 @@ def cli(*args, check=True):
     return proc
 
 
-@pytest.mark.parametrize("command", ["import", "seed-pack", "generate", "review", "export", "stats"])
+@pytest.mark.parametrize("command", ["import", "seed-pack", "split", "generate", "review", "export", "stats"])
 def test_every_command_has_help(command):
     assert "usage" in cli(command, "--help").stdout
 
@@ -54,6 +54,26 @@ def test_generate_against_a_custom_endpoint_and_bad_import_writes_nothing(tmp_pa
                    "--task-ids", "1,2")
         assert json.loads(proc.stdout)["ok"] == 2 and len(server.requests) == 2
     assert json.loads(cli("--workspace", ws, "stats", "--json").stdout)["by_status"]["pending"] == 2
+
+
+def test_split_holds_tasks_out_reproducibly_and_by_hand(tmp_path):
+    ws = tmp_path / "ws"
+    cli("--workspace", ws, "seed-pack", "general")
+    out = cli("--workspace", ws, "split", "--fraction", "0.25", "--seed", "3").stdout
+    with Store(ws) as store:
+        held = [t["id"] for t in store.tasks(split="eval")]
+        total = len(store.tasks())
+    assert out.strip() == f"held out {len(held)} of {total} tasks for evaluation (seed 3)" and held
+    cli("--workspace", ws, "split", "--fraction", "0.25", "--seed", "3")  # same seed, same split
+    with Store(ws) as store:
+        assert [t["id"] for t in store.tasks(split="eval")] == held
+    assert "moved 1 tasks to train" in cli("--workspace", ws, "split", "--train", held[0]).stdout
+    bad = cli("--workspace", ws, "split", "--eval", "1,x", check=False)
+    assert bad.returncode == 2 and "comma-separated numbers" in bad.stderr
+    bad = cli("--workspace", ws, "split", "--fraction", "1.5", check=False)
+    assert bad.returncode == 2 and "between 0 and 1" in bad.stderr
+    with Store(ws) as store:  # neither bad call changed anything
+        assert [t["id"] for t in store.tasks(split="eval")] == held[1:]
 
 
 def test_workspace_in_use_names_the_pid(tmp_path):

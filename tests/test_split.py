@@ -49,3 +49,22 @@ def test_eval_tasks_are_never_exported_or_trained_on(store, tmp_path):
         store.set_split(ids, "test")
     with pytest.raises(StudioError, match="no task with id"):
         store.set_split([999], "eval")
+
+
+def test_the_seeds_tab_splits_and_moves_tasks_through_the_api(tmp_path):
+    from gradio_client import Client
+
+    from curation.split import hold_out
+    from tests.ui_helpers import running_studio
+    with running_studio(tmp_path / "ws") as (studio, url):
+        studio.store.add_tasks([{"instruction": f"task {i}", "skill": "code" if i % 2 else "nlu"} for i in range(8)])
+        client = Client(url, verbose=False)
+        message, _ = client.predict(0.25, 3, api_name="/split_tasks")
+        held = [t["id"] for t in studio.store.tasks(split="eval")]
+        assert message == "held out 2 of 8 tasks for evaluation (seed 3)" and len(held) == 2
+        assert sorted({t["skill"] for t in studio.store.tasks(split="eval")}) == ["code", "nlu"]  # stratified
+        assert client.predict(str(held[0]), api_name="/move_to_train")[0] == "moved 1 tasks to train"
+        with pytest.raises(Exception, match="comma-separated numbers"):
+            client.predict("1,x", api_name="/move_to_eval")
+        assert [t["id"] for t in studio.store.tasks(split="eval")] == held[1:]
+        assert hold_out(studio.store, 0.25, seed=3)[0] == held  # the same split the core gives

@@ -4,7 +4,7 @@ from __future__ import annotations
 import gradio as gr
 
 from curation import io
-from curation.split import stratified_split
+from curation.split import hold_out
 from ui.common import guarded
 
 TASKS_SHOWN = 200
@@ -69,11 +69,8 @@ def build(studio):
 
     @guarded
     def do_split(frac, sd):
-        tasks = studio.store.tasks()
-        held = stratified_split(tasks, float(frac), seed=int(sd))  # validates before anything changes
-        studio.store.set_split([t["id"] for t in tasks], "train")
-        studio.store.set_split(held, "eval")
-        return f"held out {len(held)} of {len(tasks)} tasks for evaluation (seed {int(sd)})", table()
+        held, total = hold_out(studio.store, float(frac), seed=int(sd))
+        return f"held out {len(held)} of {total} tasks for evaluation (seed {int(sd)})", table()
 
     @guarded
     def do_move(ids_text, split):
