@@ -194,6 +194,8 @@ def print_progress(slot, run_id: int, skip: int = 0, poll_s: float = 1.0) -> Non
                 print(f"step {ev['step']}  eval loss {ev['eval_loss']:.4f}  ({ev['rows']} held-out answers)", flush=True)
             elif ev["event"] == "checkpoint":
                 print(f"checkpoint: {ev['path']}", flush=True)
+            elif ev["event"] == "note":
+                print(ev["note"], flush=True)
         printed = len(events)
         if finished:
             return

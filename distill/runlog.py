@@ -73,7 +73,7 @@ def summarise(events: list[dict]) -> dict:
     """Progress for the UI/CLI from the events so far: steps, losses, tokens, ETA, end metrics, error."""
     out = {"steps": 0, "max_steps": None, "losses": [], "eval_losses": [], "tokens": 0, "eta_s": None, "elapsed_s": 0.0,
            "device": None, "metrics": {}, "error": None, "ended": False, "stopped": False, "checkpoint": None,
-           "memory": None, "method": None}
+           "memory": None, "method": None, "notes": []}
     for ev in events:
         kind = ev.get("event")
         if kind == "start":
@@ -86,6 +86,8 @@ def summarise(events: list[dict]) -> dict:
                 out["steps"], out["tokens"] = resumed, ev.get("tokens", out["tokens"])
         elif kind == "memory":
             out["memory"] = ev
+        elif kind == "note":
+            out["notes"].append(ev["note"])
         elif kind == "checkpoint":
             out["checkpoint"] = ev.get("path")
         elif kind == "stopped":

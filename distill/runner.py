@@ -84,6 +84,9 @@ class TrainingSlot:
                       "heldout_rows": len(heldout), "heldout_digest": snapshot_digest(heldout) if heldout else None}
             run_dir = prepare_run_dir(rows, config, self.workspace / "runs", self.models_dir, provenance=record,
                                       heldout=heldout)
+            why = snapshot.heldout_note(self.store, config, heldout)
+            if why:
+                runlog.append_event(run_dir, {"event": "note", "note": why})
             run_id = self.store.start_run(config.method, {**asdict(config), "provenance": record},
                                           run_dir=str(run_dir))
             self.store.record_run_rows(run_id, [(row["row_id"], row["hash"]) for row in rows])

@@ -65,6 +65,17 @@ def heldout_rows(store, config: TrainConfig) -> list[dict]:
     return rows
 
 
+def heldout_note(store, config: TrainConfig, heldout: list[dict]) -> str:
+    """Why a run measures no eval loss although it was asked to ('' when it does, or when it is off)."""
+    if config.eval_rows == 0 or heldout:
+        return ""
+    n_eval = len(store.tasks(split="eval"))
+    if not n_eval:
+        return "no eval loss: no task is held out (Seeds tab: hold out a fraction; or python -m curation split)"
+    return (f"no eval loss: none of the {n_eval} eval tasks has a teacher answer yet (Generate with their task ids, "
+            "or run an evaluation once, which asks the teacher)")
+
+
 def pair_rows(store, config: TrainConfig) -> list[dict]:
     """DPO pairs from the source the options name; StudioError saying why when there are none."""
     options = config.dpo

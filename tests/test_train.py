@@ -253,6 +253,8 @@ def test_three_steps_through_the_slot_save_a_loadable_adapter(ws, tiny_student):
     progress = slot.progress(run_id)
     assert progress["status"] == "completed" and progress["steps"] == 3 and progress["max_steps"] == 3
     assert [s for s, _ in progress["losses"]] == [1, 2, 3] and progress["adapter_dir"] == str(adapter)
+    assert progress["notes"] == ["no eval loss: no task is held out (Seeds tab: hold out a fraction; or "
+                                 "python -m curation split)"]
     assert "train_runtime" in progress["log_tail"] or "completed" in progress["log_tail"]
 
 
@@ -289,6 +291,7 @@ def test_the_eval_loss_is_measured_on_held_out_answers_that_are_never_trained_on
     evals = events(run_dir, "eval")
     assert [e["step"] for e in evals] == [2, 4] and all(e["rows"] == 2 and e["tokens"] > 0 for e in evals)
     assert run["metrics"]["eval_loss"] == evals[-1]["eval_loss"] and run["metrics"]["eval_rows"] == 2
+    assert slot.progress(run_id)["notes"] == []
     assert slot.progress(run_id)["eval_losses"] == [(e["step"], e["eval_loss"]) for e in evals]
 
     # The logged value is the Evaluate tab's measure: the trained student's NLL per token of those answers.
@@ -308,6 +311,17 @@ def test_the_eval_loss_is_measured_on_held_out_answers_that_are_never_trained_on
     every = slot.start(TrainConfig(student=str(tiny_student), max_steps=3, batch_size=4))
     assert slot.wait(CHILD_TIMEOUT_S)
     assert [e["step"] for e in events(Path(ws.run(every)["run_dir"]), "eval")] == [1, 2, 3]
+
+
+def test_a_run_says_why_it_has_no_eval_loss(ws):
+    from distill.snapshot import heldout_note
+    seed_workspace(ws)
+    [held] = ws.add_tasks([{"instruction": "Held out, never answered."}])
+    assert heldout_note(ws, TrainConfig(eval_rows=0), []) == ""
+    assert "no task is held out" in heldout_note(ws, TrainConfig(), [])
+    ws.set_split([held], "eval")
+    assert heldout_note(ws, TrainConfig(), []).startswith("no eval loss: none of the 1 eval tasks has a teacher answer")
+    assert heldout_note(ws, TrainConfig(), [{"row_id": "1"}]) == ""
 
 
 def snapshot_tokens(model_dir, snapshot) -> int:

@@ -202,6 +202,8 @@ def note(p: dict) -> str:
         text += " · stopping: saving a checkpoint (Stop again to kill now)"
     elif p["status"] in ("stopped", "interrupted", "failed") and p.get("resumable"):
         text += f" · checkpoint at step {p['steps']}: Resume continues from it"
+    for extra in p.get("notes", []):
+        text += f" · {extra}"
     if p["status"] == "failed" and p.get("error"):
         text += f" · {p['error'].splitlines()[0]}"
     return text
