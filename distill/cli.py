@@ -38,7 +38,7 @@ _OPTIONS = (
     ("--batching", "batching", dict(choices=("padding_free", "padded"), help="sft batches (default padding_free)")),
     ("--save-steps", "save_steps", dict(type=int, help="also checkpoint every N steps (0: only on stop)")),
     ("--eval-rows", "eval_rows", dict(type=int, help="held-out eval-split answers scored while training (0: off)")),
-    ("--eval-steps", "eval_steps", dict(type=int, help="eval loss every N steps (0: about 10 times per run)")),
+    ("--eval-steps", "eval_steps", dict(type=int, help="eval loss every N steps (0: about 5 times per run)")),
     ("--gradient-checkpointing", "gradient_checkpointing",
      dict(choices=("auto", "true", "false"), help="recompute activations to save memory (auto: CUDA only)")),
     ("--load-in-4bit", "load_in_4bit", dict(action="store_true", default=None, help="QLoRA (CUDA + bitsandbytes)")),

@@ -130,11 +130,11 @@ class TrainConfig:
     batching: str = field(default="padding_free", metadata={
         "help": "sft: 'padding_free' concatenates a batch's examples into one sequence (no pad tokens, "
                 "attention kept within each example); 'padded' pads to the longest example"})
-    eval_rows: int = field(default=32, metadata={
+    eval_rows: int = field(default=16, metadata={
         "help": "held-out teacher answers (eval-split tasks, never trained on) whose loss is measured during "
                 "training; 0 turns the eval loss off"})
     eval_steps: int = field(default=0, metadata={
-        "help": "measure the eval loss every this many steps (and at the end); 0: about 10 times per run"})
+        "help": "measure the eval loss every this many steps (and at the end); 0: about 5 times per run"})
     save_steps: int = field(default=0, metadata={
         "help": "also keep a resumable checkpoint every this many steps; 0: only when the run is stopped"})
     gradient_checkpointing: bool | None = field(default=None, metadata={
@@ -176,7 +176,7 @@ class TrainConfig:
         check(self.batching in BATCHING, "batching", f"must be one of {', '.join(BATCHING)} (got {self.batching!r})")
         check(0 <= self.eval_rows <= 10000, "eval_rows",
               f"must be between 0 (no eval loss) and 10000 held-out answers (got {self.eval_rows})")
-        check(self.eval_steps >= 0, "eval_steps", f"must be 0 (about 10 times per run) or a number of steps "
+        check(self.eval_steps >= 0, "eval_steps", f"must be 0 (about 5 times per run) or a number of steps "
                                                   f"(got {self.eval_steps})")
         check(self.save_steps >= 0, "save_steps", f"must be 0 (only on stop) or a number of steps (got {self.save_steps})")
         self._check_method_options()

@@ -303,7 +303,7 @@ def test_the_eval_loss_is_measured_on_held_out_answers_that_are_never_trained_on
     parts = [answer_nll(model, tokenizer, row["messages"][:-1], row["messages"][-1]["content"]) for row in heldout]
     assert evals[-1]["eval_loss"] == pytest.approx(sum(s for s, _ in parts) / sum(n for _, n in parts), abs=1e-4)
 
-    # eval_rows 0 turns it off; by default (eval_steps 0) it runs about 10 times per run: every step here.
+    # eval_rows 0 turns it off; by default (eval_steps 0) it runs about 5 times per run: every step here.
     off = slot.start(TrainConfig(student=str(tiny_student), max_steps=2, batch_size=4, eval_rows=0))
     assert slot.wait(CHILD_TIMEOUT_S)
     assert not (Path(ws.run(off)["run_dir"]) / "heldout.jsonl").exists()

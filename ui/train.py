@@ -25,7 +25,7 @@ METHOD_HELP = {
 def config_from_values(student, max_steps, epochs, lr, batch, rank, max_length, method="sft", grad_accum=1,
                        batching="padding_free", save_steps=0, checkpointing="auto", four_bit=False,
                        pairs="scores", min_gap=2.0, dpo_beta=0.1, teacher="", kd_loss="forward_kl", kd_beta=0.5,
-                       temperature=1.0, on_policy=0.0, max_new_tokens=128, eval_rows=32, eval_steps=0) -> TrainConfig:
+                       temperature=1.0, on_policy=0.0, max_new_tokens=128, eval_rows=16, eval_steps=0) -> TrainConfig:
     """start_training's inputs → TrainConfig (validated there; a ConfigError names the field)."""
     try:
         alpha = 2 * int(float(rank))
@@ -90,8 +90,8 @@ def _eval_settings():
         gr.Markdown("Measured on teacher answers of **eval**-split tasks (never trained on), one per task: the "
                     "student's loss per answer token, drawn beside the training loss.")
         with gr.Row():
-            eval_rows = gr.Number(value=32, label="Held-out answers (0: off)", precision=0, elem_id="train-eval-rows")
-            eval_steps = gr.Number(value=0, label="Every N steps (0: about 10 times per run)", precision=0,
+            eval_rows = gr.Number(value=16, label="Held-out answers (0: off)", precision=0, elem_id="train-eval-rows")
+            eval_steps = gr.Number(value=0, label="Every N steps (0: about 5 times per run)", precision=0,
                                    elem_id="train-eval-steps")
     return [eval_rows, eval_steps]
 
