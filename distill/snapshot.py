@@ -72,8 +72,8 @@ def heldout_note(store, config: TrainConfig, heldout: list[dict]) -> str:
     n_eval = len(store.tasks(split="eval"))
     if not n_eval:
         return "no eval loss: no task is held out (Seeds tab: hold out a fraction; or python -m curation split)"
-    return (f"no eval loss: none of the {n_eval} eval tasks has a teacher answer yet (Generate with their task ids, "
-            "or run an evaluation once, which asks the teacher)")
+    return (f"no eval loss: none of the {n_eval} eval tasks has a teacher answer yet (Generate: label with "
+            "'answer the eval split too', or run an evaluation once)")
 
 
 def pair_rows(store, config: TrainConfig) -> list[dict]:

@@ -370,3 +370,18 @@ def test_real_teacher_judges_the_students_answers(store, teacher_url, tiny_stude
     judged = {j["generation_id"] for j in store.judgments_of(kind="score")}
     assert len(gens) == 2 and judged == {g["id"] for g in gens}
     assert summary["rejected_by_judge"] + summary["kept"] + summary["unjudged"] == 2
+
+
+def test_label_answers_the_eval_split_only_when_asked_and_those_answers_become_eval_references(store):
+    train, held = store.add_tasks([{"instruction": "Name a colour."}, {"instruction": "Name a fruit."}])
+    store.set_split([held], "eval")
+    with FaultServer([{"text": "Blue."}, {"text": "An apple."}]) as server:
+        first = run_method(store, _scripted(server), GenerateConfig(), server.base_url)
+        assert first["ok"] == 1 and store.heldout_examples(16) == []  # by default the eval split is left alone
+        second = run_method(store, _scripted(server), GenerateConfig(with_eval=True), server.base_url)
+        assert second["ok"] == 1 and second["skipped_cached"] == 1 and len(server.requests) == 2
+    [reference] = store.heldout_examples(16)
+    assert reference["task_id"] == held and reference["messages"][-1] == {"role": "assistant", "content": "An apple."}
+    assert [ex["task_id"] for ex in store.approved_examples()] == []  # nothing approved, nothing to train on
+    store.set_label([reference["generation_id"]], "approved")
+    assert store.approved_examples() == []  # approved or not, an eval answer never reaches training

@@ -65,6 +65,12 @@ def test_preview_shows_the_exact_messages_and_sends_nothing(studio_with):
                                    {"role": "user", "content": "Name a colour.\n\nOne word."}],
                       "params": {"temperature": 0.7, "max_tokens": 32}}]
     assert "1 to send, 0 already stored" in note
+    [held] = studio.store.add_tasks([{"instruction": "Name a fruit."}])
+    studio.store.set_split([held], "eval")
+    calls, _ = client.predict(**teacher(fault), method="label", api_name="/preview_generation")
+    assert [c["task_id"] for c in calls] == [task]  # the eval split is left alone by default
+    calls, _ = client.predict(**teacher(fault), method="label", with_eval=True, api_name="/preview_generation")
+    assert [c["task_id"] for c in calls] == [task, held]
 
     gen = add_generation(studio.store, task, "k1", response="Blue.")
     calls, _ = client.predict(**teacher(fault), method="judge", rubric="Is it a colour?", temperature=0,

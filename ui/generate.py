@@ -208,10 +208,12 @@ def _task_groups(groups: dict) -> dict:
             n = gr.Slider(1, 32, value=1, step=1, label="Samples per task")
             teacher_only = gr.Checkbox(label="System prompt for the teacher only (left out of training data)")
             explain = gr.Checkbox(label="Explain step by step (Orca-style traces)")
+            with_eval = gr.Checkbox(label="Answer the eval split too (references for the eval loss; never trained on)",
+                                    elem_id="gen-with-eval")
         system_prompt = gr.Textbox(label="System prompt (optional)", lines=2, value="")
     with gr.Group(visible=False) as groups["logprobs"]:
         top_logprobs = gr.Slider(0, 20, value=5, step=1, label="Top logprobs kept per token")
-    return dict(task_ids=task_ids, n=n, teacher_only_system=teacher_only, explain=explain,
+    return dict(task_ids=task_ids, n=n, teacher_only_system=teacher_only, explain=explain, with_eval=with_eval,
                 system_prompt=system_prompt, top_logprobs=top_logprobs)
 
 

@@ -40,6 +40,9 @@ _METHOD_OPTIONS = [
      "label logprobs self"),
     (("--explain",), dict(action="store_true", default=None,
                           help="Orca-style: ask for step-by-step explanations"), "label logprobs self"),
+    (("--with-eval",), dict(action="store_true", default=None,
+                            help="without --task-ids: answer the eval-split tasks too (references for the eval "
+                                 "loss; never trained on)"), "label logprobs"),
     (("--top-logprobs",), dict(type=int, help="alternatives kept per token (default 5)"), "logprobs"),
     (("--num-prompts",), dict(type=int, help="teacher calls to make (default 4)"), "self-instruct"),
     (("--k",), dict(type=int, help="demonstrations per call (default 3)"), "self-instruct"),

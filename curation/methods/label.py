@@ -1,6 +1,6 @@
 """label — the teacher answers each task (survey 3.1, Labeling).
 
-Reads: tasks (the ids given, else every train-split task). Renders: label_user.j2, and with `explain`
+Reads: tasks (the ids given, else every train-split task, and the eval split's too with `with_eval`). Renders: label_user.j2, and with `explain`
 the Orca-style label_explain_system.j2. Writes: one generation per task x sample. Parser: none — the
 answer is the product; an empty answer is stored as it came.
 """
@@ -24,6 +24,8 @@ class GenerateConfig:
     teacher_only_system: the system prompt steers the teacher but is left out of the training data.
     explain: Orca-style explanation traces: a system message asks the teacher to reason step by step
         (added after the system prompt, if any).
+    with_eval: with no task ids, answer the eval-split tasks too: reference answers for the eval loss
+        during training and for evaluation. They are never trained on or exported.
     """
 
     task_ids: list[int] = field(default_factory=list)
@@ -33,6 +35,7 @@ class GenerateConfig:
     system_prompt: str = ""
     teacher_only_system: bool = False
     explain: bool = False
+    with_eval: bool = False
 
     def __post_init__(self):
         check_sampling(self)
@@ -70,9 +73,9 @@ def build_messages(task: dict, system_prompt: str = "", explain: bool = False) -
     return messages
 
 
-def select_tasks(store, task_ids: list[int]) -> list[dict]:
-    """The tasks named (all must exist), or every train-split task."""
-    tasks = store.tasks(task_ids or None, split=None if task_ids else "train")
+def select_tasks(store, task_ids: list[int], with_eval: bool = False) -> list[dict]:
+    """The tasks named (all must exist), or every train-split task (and every eval-split one, `with_eval`)."""
+    tasks = store.tasks(task_ids or None, split=None if task_ids or with_eval else "train")
     if task_ids and len(tasks) != len(set(task_ids)):
         missing = sorted(set(task_ids) - {t["id"] for t in tasks})
         raise StudioError(f"no task with id {missing[:5]}")
@@ -84,7 +87,7 @@ def plan_answers(ctx, method: str, params: dict, endpoint: str | None = None, mo
     config = ctx.config
     endpoint, model = endpoint or ctx.teacher.endpoint_id, model or ctx.teacher.model_name
     calls = []
-    for task in select_tasks(ctx.store, config.task_ids):
+    for task in select_tasks(ctx.store, config.task_ids, getattr(config, "with_eval", False)):
         messages = build_messages(task, config.system_prompt, getattr(config, "explain", False))
         for i in range(config.n):
             calls.append(Call.make(method, "answer", endpoint, model, messages, params, i, task_id=task["id"],
