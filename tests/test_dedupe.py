@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from curation import dedupe
+from curation import neighbours
 from curation.dedupe import (DedupeConfig, apply_dedupe, cluster_map_figure, exact_groups, leader_labels,
                              map_data, near_duplicate_groups, normalise, normalised_groups, plan_dedupe,
                              preview_counts, projection_2d)
@@ -120,7 +120,7 @@ def test_cell_search_above_the_exact_limit_finds_what_exact_search_finds(monkeyp
     copies = unit(base[:1000] + rng.normal(scale=0.04, size=(1000, 64)))  # cosine about 0.95 to their base
     vectors = np.concatenate([base, copies])
     exact = near_duplicate_groups(vectors, 0.9)
-    monkeypatch.setattr(dedupe, "EXACT_SEARCH_MAX_ROWS", 100)
+    monkeypatch.setattr(neighbours, "EXACT_SEARCH_MAX_ROWS", 100)
     approximate = near_duplicate_groups(vectors, 0.9)
     assert len(exact) == 1000 and all(len(g) == 2 for g in exact)
     found = {tuple(g) for g in approximate} & {tuple(g) for g in exact}
