@@ -1,7 +1,7 @@
 """The studio's one evaluation job slot: an eval or a failures-to-seeds job in a background thread.
 
-The work itself is distill.evaluate's (`run_eval`, `failures_to_seeds`); this module only owns the thread,
-the cancel flag and the status the UI polls.
+The work itself is `distill.evaluate.run_eval` and `distill.failures.failures_to_seeds`; this module only
+owns the thread, the cancel flag and the status the UI polls.
 """
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from curation.errors import StudioError
 from curation.jobs import BackgroundJob
 from curation.store import Store
-from distill.evaluate import (EvalConfig, EvalProgress, FailureSeedConfig, failure_seed_calls, failures_to_seeds,
-                              prepare, run_eval, teacher_of_run)
+from distill.evaluate import EvalConfig, EvalProgress, prepare, run_eval
+from distill.failures import FailureSeedConfig, failure_seed_calls, failures_to_seeds, teacher_of_run
 
 
 @dataclass

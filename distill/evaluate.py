@@ -1,4 +1,4 @@
-"""Evaluation and the closed loop: base student vs distilled student vs teacher on the eval split.
+"""Evaluation: base student vs distilled student vs teacher on the eval split.
 
 `run_eval` answers every eval task three times and measures the answers:
   1. the teacher answers through the label method (stored generations, cached by request key);
@@ -6,15 +6,17 @@
      (generations with method 'eval', endpoint 'local'), and each student's per-token NLL of the
      teacher's answer is computed;
   3. the judge compares distilled vs base and distilled vs teacher in both orders (compare.j2) and
-     scores all three answers 1-10 (judge.j2) — stored judgments, cached by request key;
+     scores all three answers 1-10 (judge.j2) — stored judgments, cached by request key
+     (distill.eval_judge);
   4. metrics (distill.eval_metrics): win rates with ties, mean judge scores, ROUGE-L against the
      teacher, NLL, pass rate of checkable expectations.
 The eval is a run of kind 'eval' with the metrics; run_dir/eval.jsonl has one detail row per task.
 Every answer and verdict is stored as it arrives, so a stopped or failed eval resumes where it was.
 Eval tasks never reach training (Store.approved_examples), so none of this can leak into a snapshot.
 
-`failures_to_seeds` closes the loop: the tasks the student lost become prompts for NEW train-split
-tasks on the same skill (source 'student_failure', parent = the eval task), never copies of them.
+`failures_to_seeds` (distill.failures) closes the loop: the tasks the student lost become prompts for
+NEW train-split tasks on the same skill (source 'student_failure', parent = the eval task), never
+copies of them.
 
 The studio's background slot for these jobs is distill.eval_jobs; the playground is distill.playground.
 """
@@ -24,22 +26,22 @@ import json
 import random
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
 from curation.errors import ConfigError, StudioError
-from curation.generate import RunContext, execute_stages, plan_calls, preview, run_method
-from curation.methods import get_method
-from curation.methods.base import Call, Stage, render
-from curation.methods.judge import default_rubric, judge_call
+from curation.generate import plan_calls, preview, run_method
+from curation.methods.base import Call
+from curation.methods.judge import default_rubric
 from curation.methods.label import GenerateConfig, build_messages, check_sampling
 from curation.methods.self_knowledge import STUDENT_ENDPOINT, LocalStudent
 from curation.store import Store
 from curation.teacher import TeacherConfig
 from distill import eval_metrics as em
 from distill import runlog
+from distill.eval_judge import judge_answers
 from distill.models import BUNDLED_STUDENT
 
 DETAILS_NAME = "eval.jsonl"
@@ -287,7 +289,8 @@ def _evaluate(store, config, plan, run_id, base_url, tracker) -> tuple[list[dict
     if students is None:
         return None
     answers = {"teacher": teacher_gens, **{name: gens for name, (gens, _) in students.items()}}
-    judged = _judge(store, config, plan.tasks, answers, base_url, tracker)
+    judged = judge_answers(store, config, plan.tasks, answers,
+                           lambda: endpoint_url(config.judge_teacher, base_url), tracker)
     if judged is None:
         return None
     verdicts, scores, judge_run = judged
@@ -375,115 +378,6 @@ def _answer_locally(store, student, model_id, config, tasks, run_id, teacher_gen
             nll[task["id"]] = {"sum": total, "tokens": count}
         tracker.at(2 * i + 2)
     return gens, nll
-
-
-@dataclass
-class _Judging:
-    """The judge's calls for one eval, and how to read their answers back.
-
-    orientation: compare call's request key -> (task id, opponent, whether the distilled answer was A).
-    score_keys: (task id, system) -> the request key of that answer's 1-10 score call.
-    identical: (task id, opponent) pairs whose answers are the same text: a tie, nothing asked.
-    """
-
-    compare_calls: list[Call] = field(default_factory=list)
-    score_calls: list[Call] = field(default_factory=list)
-    orientation: dict = field(default_factory=dict)
-    score_keys: dict = field(default_factory=dict)
-    identical: set = field(default_factory=set)
-
-
-def _plan_judging(store, config, tasks, answers) -> _Judging:
-    judge, plan = config.judge_teacher, _Judging()
-    ctx = RunContext(store, judge)
-    for task in tasks:
-        gens = {name: answers[name].get(task["id"]) for name in em.SYSTEMS}
-        ok = {name: g for name, g in gens.items() if g and g["status"] == "ok"}
-        for name, gen in ok.items():
-            call = judge_call(ctx, _judged(task, gen), config.rubric, config.judge_params())
-            plan.score_calls.append(call)
-            plan.score_keys[(task["id"], name)] = call.request_key
-        for other in ("base", "teacher"):
-            if "distilled" not in ok or other not in ok:
-                continue
-            if em.normalise(ok["distilled"]["response"]) == em.normalise(ok[other]["response"]):
-                plan.identical.add((task["id"], other))
-                continue
-            for a, b in (("distilled", other), (other, "distilled")):
-                call = _compare_call(judge, config, task, ok[a], ok[b])
-                plan.compare_calls.append(call)
-                plan.orientation[call.request_key] = (task["id"], other, a == "distilled")
-    plan.compare_calls, plan.score_calls = _unique(plan.compare_calls), _unique(plan.score_calls)
-    return plan
-
-
-def _judge(store, config, tasks, answers, base_url, tracker):
-    """Pairwise verdicts (both orders) and 1-10 scores; (verdicts, scores, judge run id) or None if cancelled.
-
-    verdicts: {(task id, 'base' | 'teacher'): {"verdicts": [...], "identical": bool}} from the distilled
-    student's side; scores: {(task id, system): (score, rationale)}. Calls go through the engine as the
-    compare and judge methods' own calls, so they are cached, ledgered and retried like theirs.
-    """
-    judge, plan = config.judge_teacher, _plan_judging(store, config, tasks, answers)
-    tracker.enter("judging", 7 * len(tasks))
-    stages = [(Stage("compare", lambda ctx: plan.compare_calls, get_method("compare").writers["compare"]),
-               plan.compare_calls),
-              (Stage("judge", lambda ctx: plan.score_calls, get_method("judge").writers["judge"]), plan.score_calls)]
-    keys = [c.request_key for c in plan.compare_calls + plan.score_calls]
-    run = None
-    if set(keys) - store.done_request_keys(keys):
-        summary = execute_stages(store, judge, RunContext(store, judge), "eval-judge",
-                                 {"method": "eval-judge", "teacher": judge.public(), "calls": len(keys)},
-                                 stages, endpoint_url(judge, base_url), lambda p: tracker.at(p.done), tracker.cancel,
-                                 None)
-        run = summary["run_id"]
-        if summary.get("stopped_reason"):
-            return None
-    tracker.finish_stage()
-    return _read_verdicts(store, plan.orientation, plan.identical), _read_scores(store, plan.score_keys), run
-
-
-def _judged(task: dict, gen: dict) -> dict:
-    return {"id": gen["id"], "task_id": task["id"], "instruction": task["instruction"],
-            "input": task.get("input") or "", "response": gen["response"]}
-
-
-def _compare_call(judge, config, task, a: dict, b: dict) -> Call:
-    # The compare method's own call, so its cache and its retry path apply to eval verdicts too.
-    content = render("compare.j2", rubric=config.rubric, instruction=task["instruction"],
-                     input=task.get("input") or "", response_a=a["response"], response_b=b["response"])
-    return Call.make("compare", "compare", judge.endpoint_id, judge.model_name, [{"role": "user", "content": content}],
-                     config.judge_params(), task_id=task["id"], generation_id=a["id"], other_generation_id=b["id"])
-
-
-def _unique(calls: list[Call]) -> list[Call]:
-    # Two identical prompts are one call: the ledger plans each request key once.
-    seen, out = set(), []
-    for call in calls:
-        if call.request_key not in seen:
-            seen.add(call.request_key)
-            out.append(call)
-    return out
-
-
-def _read_verdicts(store, orientation: dict, identical: set) -> dict:
-    stored = store.judgments_by_keys(list(orientation))
-    out = {key: {"verdicts": [0.5, 0.5], "identical": True} for key in identical}
-    for request_key, (task_id, other, distilled_first) in orientation.items():
-        entry = out.setdefault((task_id, other), {"verdicts": [], "identical": False})
-        j = stored.get(request_key)
-        # Built from the call's own order, not the stored ids: a cached verdict may carry another
-        # generation's id when two systems gave the same text.
-        row = {"kind": "compare", "generation_id": 1 if distilled_first else 2,
-               "other_generation_id": 2 if distilled_first else 1, "score": j["score"] if j else None}
-        entry["verdicts"] += em.candidate_verdicts([row], 1, 2)
-    return out
-
-
-def _read_scores(store, score_keys: dict) -> dict:
-    stored = store.judgments_by_keys(list(score_keys.values()))
-    return {key: ((stored[k]["score"], stored[k]["rationale"]) if k in stored else (None, None))
-            for key, k in score_keys.items()}
 
 
 def _detail(task, answers, scores, verdicts, nll) -> dict:
@@ -594,89 +488,6 @@ def compare_runs(store: Store, eval_run_ids: list[int]) -> list[dict]:
     return rows
 
 
-# ---- closing the loop ---------------------------------------------------------------------------
-
-@dataclass
-class FailureSeedConfig:
-    """How lost eval tasks become new practice tasks.
-
-    per_failure: new tasks asked of the teacher per lost task (1..10).
-    threshold: a new task whose ROUGE-L F1 against ANY task in the workspace (the eval task included)
-        is at or above this is discarded as a near copy (0..1]. Stricter than Self-Instruct's 0.7: the
-        same task with other numbers must not slip through into training (0.52 was seen with the
-        embedded teacher).
-    temperature, max_tokens: sampling of each call.
-    """
-
-    per_failure: int = 2
-    threshold: float = 0.5
-    temperature: float = 0.7
-    max_tokens: int = 256
-
-    def __post_init__(self):
-        check_sampling(self)
-        if not 1 <= int(self.per_failure) <= 10:
-            raise ConfigError(f"per_failure must be between 1 and 10 (got {self.per_failure})")
-        if not 0 < float(self.threshold) <= 1:
-            raise ConfigError(f"threshold must be above 0 and at most 1 (got {self.threshold})")
-        self.per_failure, self.threshold = int(self.per_failure), float(self.threshold)
-
-
-def teacher_of_run(store: Store, eval_run_id: int) -> TeacherConfig:
-    """The teacher an eval run used (its key, never stored, comes from OPENAI_API_KEY)."""
-    run = store.run(int(eval_run_id))
-    public = (run or {}).get("config", {}).get("teacher") or {}
-    endpoint = public.get("endpoint", "embedded")
-    return TeacherConfig(base_url="" if endpoint == "embedded" else endpoint,
-                         model="" if endpoint == "embedded" else public.get("model", ""))
-
-
-def failure_seed_calls(store: Store, eval_run_id: int, teacher: TeacherConfig,
-                       config: FailureSeedConfig) -> list[Call]:
-    """One call per task the student lost in the eval: 'write N new practice tasks on the same skill'.
-
-    The calls are self-instruct expansion calls (method 'self-instruct', stage 'expand'), so they are
-    parsed, novelty-filtered, stored and retried exactly like Self-Instruct's: the new tasks get
-    source 'student_failure' and parent_id = the eval task, in the train split.
-    """
-    lost = [r for r in read_details(store, eval_run_id) if r.get("lost")]
-    calls = []
-    for row in lost:
-        content = render("student_failure.j2", instruction=row["instruction"], input=row.get("input") or "",
-                         skill=row.get("skill"), domain=row.get("domain"), n=config.per_failure)
-        context = {"source": "student_failure", "parent_id": row["task_id"], "skill": row.get("skill"),
-                   "domain": row.get("domain"), "similarity": "rouge", "threshold": config.threshold}
-        calls.append(Call.make("self-instruct", "expand", teacher.endpoint_id, teacher.model_name,
-                               [{"role": "user", "content": content}],
-                               {"temperature": config.temperature, "max_tokens": config.max_tokens},
-                               task_id=row["task_id"], context=context))
-    return calls
-
-
-def failures_to_seeds(store: Store, eval_run_id: int, base_url: str = "", teacher: TeacherConfig | None = None,
-                      config: FailureSeedConfig | None = None, on_progress=None,
-                      cancel: threading.Event | None = None) -> list[int]:
-    """New train-split tasks made from the eval tasks the student lost; returns their ids.
-
-    Idempotent: a lost task whose call is already answered is not asked again, and its tasks are
-    returned again. Eval tasks are never copied: a near copy of any task is discarded.
-    """
-    config = config or FailureSeedConfig()
-    teacher = teacher or teacher_of_run(store, eval_run_id)
-    calls = failure_seed_calls(store, eval_run_id, teacher, config)
-    if not calls:
-        return []
-    write = get_method("self-instruct").writers["expand"]
-    stages = [(Stage("expand", plan=lambda ctx: calls, write=write), calls)]
-    if set(c.request_key for c in calls) - store.done_request_keys([c.request_key for c in calls]):
-        execute_stages(store, teacher, RunContext(store, teacher), "student-failure",
-                       {"method": "student-failure", "eval_run_id": int(eval_run_id), "teacher": teacher.public(),
-                        **asdict(config)}, stages, endpoint_url(teacher, base_url), on_progress, cancel, None)
-    rows = store.ledger_rows([c.request_key for c in calls], states=("ok",))
-    return sorted(i for r in rows for i in ((r["result"] or {}).get("task_ids") or []))
-
-
-__all__ = ["EvalConfig", "EvalProgress", "FailureSeedConfig", "TRAINING_KINDS", "run_eval", "prepare",
-           "resolve_adapter", "training_info", "eval_tasks", "endpoint_url", "adapter_enabled", "set_expectation",
-           "read_details", "write_details", "headline_rows", "compare_runs", "failures_to_seeds",
-           "failure_seed_calls", "teacher_of_run", "DETAILS_NAME", "EVAL_METHOD"]
+__all__ = ["EvalConfig", "EvalProgress", "TRAINING_KINDS", "run_eval", "prepare", "resolve_adapter",
+           "training_info", "eval_tasks", "endpoint_url", "adapter_enabled", "set_expectation", "read_details",
+           "write_details", "headline_rows", "compare_runs", "DETAILS_NAME", "EVAL_METHOD"]

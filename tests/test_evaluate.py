@@ -17,8 +17,8 @@ from curation.generate import run_method
 from curation.methods import GenerateConfig
 from curation.teacher import TeacherConfig
 from distill import runlog
-from distill.evaluate import (DETAILS_NAME, EvalConfig, FailureSeedConfig, failures_to_seeds, read_details,
-                              run_eval, set_expectation)
+from distill.evaluate import DETAILS_NAME, EvalConfig, read_details, run_eval, set_expectation
+from distill.failures import FailureSeedConfig, failures_to_seeds
 from distill.runner import REPO_ROOT
 from tests.fault_server import FaultServer
 

@@ -11,8 +11,9 @@ from matplotlib.figure import Figure
 from curation.teacher import TeacherConfig
 from distill import eval_metrics as em
 from distill.eval_jobs import EvalJobs
-from distill.evaluate import (TRAINING_KINDS, EvalConfig, FailureSeedConfig, compare_runs, headline_rows, read_details,
-                              resolve_adapter, set_expectation)
+from distill.evaluate import (TRAINING_KINDS, EvalConfig, compare_runs, headline_rows, read_details, resolve_adapter,
+                              set_expectation)
+from distill.failures import FailureSeedConfig
 from distill.playground import Playground
 from ui.common import fmt_seconds, guarded, progress_html
 
