@@ -10,7 +10,7 @@ from distill.config import DPOOptions, TrainConfig
 from distill.dpo import pairs_from_preferences, pairs_from_review, pairs_from_scores
 from distill.runner import TrainingSlot
 from distill.train import prepare_run_dir, train
-from tests.train_helpers import add_answer, assert_adapter_trained, events, seed_pairs, snapshot_rows
+from tests.train_helpers import HELD_OUT_EXAMPLE, add_answer, assert_adapter_trained, events, seed_pairs, snapshot_rows
 
 
 def cand(gid, task, score=None, status="pending", reason=None):
@@ -82,7 +82,8 @@ def test_dpo_trains_a_lora_student_on_score_pairs(store, tiny_student):
     config = TrainConfig(method="dpo", student=str(tiny_student), max_steps=3, batch_size=2, learning_rate=5e-3,
                          dpo=DPOOptions(beta=0.1))
     rows = snapshot.collect(store, config)
-    run_dir = prepare_run_dir(rows, config, store.workspace / "runs", store.workspace / "models")
+    run_dir = prepare_run_dir(rows, config, store.workspace / "runs", store.workspace / "models",
+                              heldout=[HELD_OUT_EXAMPLE])
     assert run_dir.name.endswith("-dpo")
     metrics = train(run_dir)
     assert [r["row_id"] for r in snapshot_rows(run_dir)] == [f"{g}>{b}" for g, b in zip(good, bad)]
@@ -91,5 +92,6 @@ def test_dpo_trains_a_lora_student_on_score_pairs(store, tiny_student):
     assert steps[0]["loss"] == pytest.approx(0.6931, abs=1e-3)  # log 2: the adapter starts as the reference
     assert all("rewards/margins" in e["metrics"] for e in steps) and steps[-1]["metrics"]["rewards/margins"] > 0
     assert metrics["method"] == "dpo" and metrics["steps"] == 3
+    assert [e["step"] for e in events(run_dir, "eval")] == [1, 2, 3] and metrics["eval_loss"] > 0
     adapter = assert_adapter_trained(run_dir)
     assert "dpo" in (adapter / "README.md").read_text()

@@ -16,7 +16,8 @@ from distill.models import bundled_tokenizer_dir
 from distill.runner import TrainingSlot
 from distill.train import prepare_run_dir, train
 from tests.fixtures_models import make_tiny_student
-from tests.train_helpers import QA, add_answer, api_logprobs, assert_adapter_trained, events, seed_pairs, snapshot_rows
+from tests.train_helpers import (HELD_OUT_EXAMPLE, QA, add_answer, api_logprobs, assert_adapter_trained, events, seed_pairs,
+                                 snapshot_rows)
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +38,9 @@ def tokenizer(tokenizer_dir):
     return AutoTokenizer.from_pretrained(str(tokenizer_dir))
 
 
-def run(store, config, workspace):
+def run(store, config, workspace, heldout=None):
     rows = snapshot.collect(store, config)
-    run_dir = prepare_run_dir(rows, config, workspace / "runs", workspace / "models")
+    run_dir = prepare_run_dir(rows, config, workspace / "runs", workspace / "models", heldout=heldout)
     return run_dir, train(run_dir)
 
 
@@ -101,10 +102,12 @@ def test_forward_kl_against_a_local_teacher_trains_and_logs_every_step(store, ti
     seed_pairs(store)
     config = TrainConfig(method="kd", student=str(tiny_student), max_steps=3, batch_size=2, learning_rate=1e-3,
                          kd=KDOptions(teacher=str(tiny_teacher)))
-    run_dir, metrics = run(store, config, store.workspace)
+    run_dir, metrics = run(store, config, store.workspace, heldout=[HELD_OUT_EXAMPLE])
     steps = events(run_dir, "step")
     assert [e["step"] for e in steps] == [1, 2, 3]
     assert all(e["loss"] > 0 and e["metrics"]["kd_coverage"] == 1.0 for e in steps)
+    # the eval loss is the held-out NLL whatever the method trains on (here a KL)
+    assert [e["step"] for e in events(run_dir, "eval")] == [1, 2, 3] and metrics["eval_loss"] > 0
     assert events(run_dir, "start")[0]["method"] == "kd" and events(run_dir, "memory")[0]["parts_mb"]["teacher"] > 0
     assert metrics["steps"] == 3 and metrics["tokens"] == steps[-1]["tokens"] > 0
     assert_adapter_trained(run_dir)

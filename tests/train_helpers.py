@@ -25,6 +25,10 @@ def add_answer(store, task_id: int, key: str, question: str, answer: str, model:
     return store.commit_call(key, {"status": "ok"}, generation=generation)["generation_id"]
 
 
+HELD_OUT_EXAMPLE = {"row_id": "held-1", "generation_id": None, "task_id": None, "hash": "h",
+                    "messages": [{"role": "user", "content": "What is 3+3?"}, {"role": "assistant", "content": "6."}]}
+
+
 def seed_pairs(store) -> tuple[list[int], list[int]]:
     """Each QA task gets a good and a bad answer; the good ones approved. Returns (good ids, bad ids)."""
     task_ids = store.add_tasks([{"instruction": q} for q, _, _ in QA])
