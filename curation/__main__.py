@@ -11,8 +11,8 @@ from pathlib import Path
 
 from curation import io
 from curation.errors import StudioError
-from curation.split import hold_out
 from curation.methods import cli as elicit_cli
+from curation.split import hold_out
 from curation.store import REVIEW_STATUSES, ReviewFilter, Store
 
 DEFAULT_WORKSPACE = Path(__file__).resolve().parents[1] / "data"
@@ -123,8 +123,8 @@ def cmd_stats(store, args) -> int:
     return 0
 
 
-COMMANDS = {"import": cmd_import, "seed-pack": cmd_seed_pack, "split": cmd_split, **elicit_cli.COMMANDS, "review": cmd_review,
-            "export": cmd_export, "stats": cmd_stats}
+COMMANDS = {"import": cmd_import, "seed-pack": cmd_seed_pack, "split": cmd_split, **elicit_cli.COMMANDS,
+            "review": cmd_review, "export": cmd_export, "stats": cmd_stats}
 
 if __name__ == "__main__":
     sys.exit(main())

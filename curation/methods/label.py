@@ -1,8 +1,8 @@
 """label — the teacher answers each task (survey 3.1, Labeling).
 
-Reads: tasks (the ids given, else every train-split task, and the eval split's too with `with_eval`). Renders: label_user.j2, and with `explain`
-the Orca-style label_explain_system.j2. Writes: one generation per task x sample. Parser: none — the
-answer is the product; an empty answer is stored as it came.
+Reads: tasks (the ids given, else every train-split task, and the eval split's too with `with_eval`).
+Renders: label_user.j2, and with `explain` the Orca-style label_explain_system.j2. Writes: one generation
+per task x sample. Parser: none — the answer is the product; an empty answer is stored as it came.
 """
 from __future__ import annotations
 
