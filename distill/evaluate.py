@@ -35,7 +35,7 @@ from curation.errors import ConfigError, StudioError
 from curation.generate import plan_calls, preview, run_method
 from curation.methods.base import Call
 from curation.methods.judge import default_rubric
-from curation.methods.label import GenerateConfig, build_messages, check_sampling
+from curation.methods.label import GenerateConfig, Sampling, build_messages, check_sampling
 from curation.methods.self_knowledge import STUDENT_ENDPOINT, LocalStudent
 from curation.store import Store
 from curation.teacher import TeacherConfig
@@ -50,7 +50,7 @@ TRAINING_KINDS = ("sft", "dpo", "kd", "kd_logprobs")  # run kinds that leave run
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(Sampling):
     """One evaluation's settings. The CLI, the UI and the tests build this same object.
 
     student: the base model: empty means the training run's student (with `run_id`), else the bundled
@@ -98,9 +98,6 @@ class EvalConfig:
     @property
     def judge_teacher(self) -> TeacherConfig:
         return self.judge or self.teacher
-
-    def params(self) -> dict:
-        return {"temperature": self.temperature, "max_tokens": self.max_tokens}
 
     def judge_params(self) -> dict:
         return {"temperature": 0.0, "max_tokens": self.judge_max_tokens}

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from curation.errors import ConfigError
 from curation.methods.base import Call, Method, Stage, Writes, render
 from curation.methods.judge import default_rubric
-from curation.methods.label import check_sampling
+from curation.methods.label import Sampling, check_sampling
 
 _WINNER = re.compile(r"(?:winner|better(?: response)?|verdict|answer)\s*(?:\*\*)?\s*(?:is)?\s*[:=]?\s*(?:\*\*)?\s*"
                      r"\[*\s*(?:response\s+)?(A|B|tie)\b", re.IGNORECASE)
@@ -28,7 +28,7 @@ SCORES = {"a": 1.0, "b": 0.0, "tie": 0.5}
 
 
 @dataclass
-class CompareConfig:
+class CompareConfig(Sampling):
     """Pairwise settings.
 
     task_ids: tasks whose responses are compared; empty means every task with two or more responses.
@@ -50,9 +50,6 @@ class CompareConfig:
         self.pairs_per_task = int(self.pairs_per_task)
         self.rubric = (self.rubric or "").strip() or default_rubric()
         self.task_ids = [int(i) for i in self.task_ids]
-
-    def params(self) -> dict:
-        return {"temperature": self.temperature, "max_tokens": self.max_tokens}
 
 
 def parse_winner(text: str | None) -> tuple[str, str | None] | None:

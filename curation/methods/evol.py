@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from curation.errors import ConfigError
 from curation.methods.base import Call, Method, Stage, Writes, content_words, is_refusal, render
-from curation.methods.label import check_sampling, select_tasks
+from curation.methods.label import Sampling, check_sampling, select_tasks
 from curation.methods.novelty import rouge_l, tokens
 
 DEPTH_OPERATIONS = ("add_constraints", "deepen", "concretize", "increase_reasoning")
@@ -28,7 +28,7 @@ _LABEL = re.compile(r"^\s*#?\s*(rewritten|created|new)\s+prompt\s*#?\s*:?\s*", r
 
 
 @dataclass
-class EvolConfig:
+class EvolConfig(Sampling):
     """Evolution settings.
 
     task_ids: tasks to evolve; empty means every train-split task.
@@ -55,9 +55,6 @@ class EvolConfig:
         self.rounds, self.seed = int(self.rounds), int(self.seed)
         self.operations = [op for op in OPERATIONS if op in self.operations]
         self.task_ids = [int(i) for i in self.task_ids]
-
-    def params(self) -> dict:
-        return {"temperature": self.temperature, "max_tokens": self.max_tokens}
 
 
 def parse_evolved(text: str | None) -> str | None:

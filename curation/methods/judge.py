@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from curation.errors import StudioError
 from curation.methods.base import Call, Method, Stage, Writes, render
-from curation.methods.label import check_sampling
+from curation.methods.label import Sampling, check_sampling
 
 _SCORE = re.compile(r"(?:score|rating|grade)\s*(?:\*\*)?\s*[:=]?\s*(?:\*\*)?\s*\[*\s*(\d+(?:\.\d+)?)\s*(?:/\s*10)?",
                     re.IGNORECASE)
@@ -27,7 +27,7 @@ def default_rubric() -> str:
 
 
 @dataclass
-class JudgeConfig:
+class JudgeConfig(Sampling):
     """Scoring settings.
 
     generation_ids: responses to judge; empty means those of `task_ids`, or every successful generation.
@@ -47,9 +47,6 @@ class JudgeConfig:
         self.rubric = (self.rubric or "").strip() or default_rubric()
         self.generation_ids = [int(i) for i in self.generation_ids]
         self.task_ids = [int(i) for i in self.task_ids]
-
-    def params(self) -> dict:
-        return {"temperature": self.temperature, "max_tokens": self.max_tokens}
 
 
 def parse_score(text: str | None) -> tuple[float, str | None] | None:

@@ -12,8 +12,15 @@ from curation.errors import ConfigError, StudioError
 from curation.methods.base import Call, Method, Stage, Writes, render
 
 
+class Sampling:
+    """What every method config with `temperature` and `max_tokens` sends with each call."""
+
+    def params(self) -> dict:
+        return {"temperature": self.temperature, "max_tokens": self.max_tokens}
+
+
 @dataclass
-class GenerateConfig:
+class GenerateConfig(Sampling):
     """What to ask the teacher when labeling.
 
     task_ids: tasks to label; empty means every train-split task.
@@ -43,9 +50,6 @@ class GenerateConfig:
             raise ConfigError(f"n (samples per task) must be between 1 and 32 (got {self.n})")
         self.n = int(self.n)
         self.task_ids = [int(i) for i in self.task_ids]
-
-    def params(self) -> dict:
-        return {"temperature": self.temperature, "max_tokens": self.max_tokens}
 
 
 LabelConfig = GenerateConfig

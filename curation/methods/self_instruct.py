@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from curation.errors import ConfigError, StudioError
 from curation.methods.base import (Call, Method, Stage, Writes, content_words, is_refusal, parse_task_list,
                                    render)
-from curation.methods.label import check_sampling, select_tasks
+from curation.methods.label import Sampling, check_sampling, select_tasks
 
 DEFAULT_THRESHOLDS = {"rouge": 0.7, "embedding": 0.9}
 
 
 @dataclass
-class SelfInstructConfig:
+class SelfInstructConfig(Sampling):
     """Expansion settings.
 
     task_ids: the demonstration pool; empty means every train-split task whose source is seed or import.
@@ -53,9 +53,6 @@ class SelfInstructConfig:
                 raise ConfigError(f"{name} must be between {low} and {high} (got {getattr(self, name)})")
             setattr(self, name, int(getattr(self, name)))
         self.task_ids, self.seed = [int(i) for i in self.task_ids], int(self.seed)
-
-    def params(self) -> dict:
-        return {"temperature": self.temperature, "max_tokens": self.max_tokens}
 
 
 def check_novelty(config) -> None:

@@ -16,13 +16,13 @@ from pathlib import Path
 from curation.errors import ConfigError
 from curation.methods.base import Call, Method, Stage, Writes
 from curation.methods.judge import default_rubric, judge_call, write_judgment
-from curation.methods.label import check_sampling, plan_answers
+from curation.methods.label import Sampling, check_sampling, plan_answers
 
 STUDENT_ENDPOINT = "local"
 
 
 @dataclass
-class SelfConfig:
+class SelfConfig(Sampling):
     """Self-knowledge settings.
 
     student: the model that answers: empty (the bundled SmolLM2-135M-Instruct), a model folder, a .gguf
@@ -66,9 +66,6 @@ class SelfConfig:
         """The student's identity in request keys: another model or adapter is another call."""
         name = (self.student or "").strip() or "smollm2-135m-instruct"
         return name + (f"+adapter:{Path(self.adapter).expanduser().resolve()}" if self.adapter else "")
-
-    def params(self) -> dict:
-        return {"temperature": self.temperature, "max_tokens": self.max_tokens}
 
     def judge_params(self) -> dict:
         return {"temperature": 0.0, "max_tokens": self.judge_max_tokens}

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from curation.errors import ConfigError
 from curation.methods.base import Call, Method, Stage, render
-from curation.methods.label import check_sampling
+from curation.methods.label import Sampling, check_sampling
 from curation.methods.self_instruct import check_novelty, write_new_tasks
 
 # The survey's skills (section 4) and verticals (section 5).
@@ -20,7 +20,7 @@ MAX_CALLS = 10000
 
 
 @dataclass
-class TopicsConfig:
+class TopicsConfig(Sampling):
     """Topic-driven synthesis.
 
     topics: what the tasks are about (at least one).
@@ -54,9 +54,6 @@ class TopicsConfig:
         calls = len(self.topics) * len(self.skills) * len(self.domains)
         if calls > MAX_CALLS:
             raise ConfigError(f"topics x skills x domains makes {calls} calls; at most {MAX_CALLS}: shorten a list")
-
-    def params(self) -> dict:
-        return {"temperature": self.temperature, "max_tokens": self.max_tokens}
 
 
 def _plan(ctx) -> list[Call]:
