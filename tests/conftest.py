@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +29,15 @@ def teacher_url(tmp_path_factory):
         yield server.ensure_started()
     finally:
         server.stop()
+
+
+def curation_cli(*args, check=True):
+    """`python -m curation ARGS` as a subprocess from the repo root; fails the test on a non-zero exit."""
+    proc = subprocess.run([sys.executable, "-m", "curation", *map(str, args)], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
 
 
 def add_generation(store, task_id, key, response="an answer", status="ok", messages=None):

@@ -2,23 +2,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from curation.store import Store
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def cli(*args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "curation", *map(str, args)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
+from tests.conftest import curation_cli as cli
 
 
 @pytest.mark.parametrize("command", ["import", "seed-pack", "split", "generate", "review", "export", "stats"])

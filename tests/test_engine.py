@@ -20,7 +20,7 @@ from curation.local_server import LocalTeacherServer
 from curation.methods import JudgeConfig, LogprobsConfig
 from curation.store import Store
 from curation.teacher import TeacherConfig, backoff_s
-from tests.conftest import add_generation
+from tests.conftest import add_generation, curation_cli
 from tests.fault_server import FaultServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -219,14 +219,6 @@ def test_background_job_runs_any_method_and_stops_cleanly(store, tmp_path):
     assert len(store.judgments_of()) == 1 + status.summary["ok"]
 
 
-def _cli(*args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "curation", *map(str, args)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
 def test_cli_preview_judge_ledger_prices_and_retry(tmp_path):
     ws = tmp_path / "ws"
     with Store(ws) as store:
@@ -234,20 +226,20 @@ def test_cli_preview_judge_ledger_prices_and_retry(tmp_path):
         add_generation(store, 1, "g1", response="Blue.")
     with FaultServer([{"text": "Score: 9\nRationale: right."}]) as server:
         target = ["--base-url", server.base_url, "--model", "scripted"]
-        shown = _cli("--workspace", ws, "generate", "--method", "judge", "--rubric", "Be exact.", "--preview", *target)
+        shown = curation_cli("--workspace", ws, "generate", "--method", "judge", "--rubric", "Be exact.", "--preview", *target)
         [call] = [json.loads(line) for line in shown.stdout.splitlines()]
         assert "rubric:\nBe exact.\n" in call["messages"][0]["content"] and server.requests == []
-        bad = _cli("--workspace", ws, "generate", "--method", "topics", "--task-ids", "1", *target, check=False)
+        bad = curation_cli("--workspace", ws, "generate", "--method", "topics", "--task-ids", "1", *target, check=False)
         assert bad.returncode == 2 and "--task-ids does not apply to method topics" in bad.stderr
-        assert "--topics" not in _cli("judge", "--help").stdout
-        _cli("--workspace", ws, "prices", "--set", "scripted", "1000", "1000")
-        summary = json.loads(_cli("--workspace", ws, "judge", "--rubric", "Be exact.", "--budget-usd", "1",
+        assert "--topics" not in curation_cli("judge", "--help").stdout
+        curation_cli("--workspace", ws, "prices", "--set", "scripted", "1000", "1000")
+        summary = json.loads(curation_cli("--workspace", ws, "judge", "--rubric", "Be exact.", "--budget-usd", "1",
                                   *target).stdout)
         assert summary["method"] == "judge" and summary["ok"] == 1 and summary["cost_usd"] == pytest.approx(0.01)
         assert len(server.requests) == 1
-    ledger = json.loads(_cli("--workspace", ws, "ledger", "--json").stdout)
+    ledger = json.loads(curation_cli("--workspace", ws, "ledger", "--json").stdout)
     assert ledger["by_state"]["ok"] == 1 and ledger["rows"][0]["method"] == "judge"
-    assert "scripted" in _cli("--workspace", ws, "prices").stdout
-    none = _cli("--workspace", ws, "retry-failed", "--all", "--base-url", "http://127.0.0.1:9/v1", "--model",
+    assert "scripted" in curation_cli("--workspace", ws, "prices").stdout
+    none = curation_cli("--workspace", ws, "retry-failed", "--all", "--base-url", "http://127.0.0.1:9/v1", "--model",
                 "scripted", check=False)
     assert none.returncode == 2 and "no failed calls to retry" in none.stderr
