@@ -17,6 +17,15 @@ def content_hash(row: dict, keys: tuple[str, ...]) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+def example_row(example: dict, **extra) -> dict:
+    """A chat example (generation_id, task_id, messages) as a snapshot row: its id is the generation id,
+    `extra` fields ride along, and the hash covers the messages only."""
+    row = {"row_id": str(example.get("generation_id")), "generation_id": example.get("generation_id"),
+           "task_id": example.get("task_id"), **extra, "messages": example["messages"]}
+    row["hash"] = content_hash(row, ("messages",))
+    return row
+
+
 def snapshot_digest(rows: list[dict]) -> str:
     """One hash for a whole snapshot: its rows' ids and hashes in order."""
     h = hashlib.sha256()

@@ -6,6 +6,8 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+from distill.data import snapshot_digest
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LIBRARIES = ("torch", "transformers", "peft", "trl", "accelerate", "datasets")
 
@@ -40,9 +42,13 @@ def library_versions() -> dict[str, str | None]:
     return out
 
 
-def run_record(config, rows: list[dict], snapshot_sha256: str, teachers: list[str]) -> dict:
-    """The provenance stored with a run (config.json of the run dir and the runs table)."""
+def run_record(config, rows: list[dict], snapshot_sha256: str, teachers: list[str],
+               heldout: list[dict] | None = None) -> dict:
+    """The provenance stored with a run (config.json of the run dir and the runs table); `heldout` are the
+    eval-split rows its eval loss is measured on."""
+    heldout = heldout or []
     return {"method": config.method, "student": config.student, "teacher": config.teacher_spec(),
             "answer_teachers": teachers, "seed": config.seed, "code_version": code_version(),
             "libraries": library_versions(), "snapshot": {"rows": len(rows), "sha256": snapshot_sha256},
+            "heldout_rows": len(heldout), "heldout_digest": snapshot_digest(heldout) if heldout else None,
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}

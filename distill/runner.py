@@ -80,8 +80,7 @@ class TrainingSlot:
             rows = snapshot.collect(self.store, config)
             preflight.check(config, rows, self.models_dir)
             heldout = snapshot.heldout_rows(self.store, config)
-            record = {**run_record(config, rows, snapshot_digest(rows), snapshot.teachers_of(rows)),
-                      "heldout_rows": len(heldout), "heldout_digest": snapshot_digest(heldout) if heldout else None}
+            record = run_record(config, rows, snapshot_digest(rows), snapshot.teachers_of(rows), heldout)
             run_dir = prepare_run_dir(rows, config, self.workspace / "runs", self.models_dir, provenance=record,
                                       heldout=heldout)
             why = snapshot.heldout_note(self.store, config, heldout)

@@ -12,9 +12,8 @@ from __future__ import annotations
 from curation.errors import StudioError
 from distill import dpo
 from distill.config import TrainConfig
-from distill.data import content_hash
+from distill.data import content_hash, example_row
 
-EXAMPLE_KEYS = ("messages",)
 PAIR_KEYS = ("prompt", "chosen", "rejected")
 
 
@@ -38,12 +37,8 @@ def example_rows(store, with_logprobs: bool = False) -> list[dict]:
     rows = []
     for ex in examples:
         source = sources.get(ex["generation_id"], {})
-        row = {"row_id": str(ex["generation_id"]), "generation_id": ex["generation_id"], "task_id": ex["task_id"],
-               "teacher": source.get("model"), "messages": ex["messages"]}
-        if with_logprobs:
-            row["logprobs"] = None if source.get("edited") else source.get("logprobs")
-        row["hash"] = content_hash(row, EXAMPLE_KEYS)
-        rows.append(row)
+        logprobs = {"logprobs": None if source.get("edited") else source.get("logprobs")} if with_logprobs else {}
+        rows.append(example_row(ex, teacher=source.get("model"), **logprobs))
     if with_logprobs and not any(row["logprobs"] for row in rows):
         raise StudioError(f"none of the {len(rows)} approved answers carries the teacher's token logprobs (or "
                           "every such answer was edited): generate answers with the logprobs method on the "
@@ -54,15 +49,7 @@ def example_rows(store, with_logprobs: bool = False) -> list[dict]:
 def heldout_rows(store, config: TrainConfig) -> list[dict]:
     """Up to `config.eval_rows` chat examples of eval-split tasks (one teacher answer per task) whose loss
     the run measures as it trains; [] when the eval loss is off or the eval split has no answers yet."""
-    if config.eval_rows == 0:
-        return []
-    rows = []
-    for ex in store.heldout_examples(config.eval_rows):
-        row = {"row_id": str(ex["generation_id"]), "generation_id": ex["generation_id"], "task_id": ex["task_id"],
-               "messages": ex["messages"]}
-        row["hash"] = content_hash(row, EXAMPLE_KEYS)
-        rows.append(row)
-    return rows
+    return [example_row(ex) for ex in store.heldout_examples(config.eval_rows)] if config.eval_rows else []
 
 
 def heldout_note(store, config: TrainConfig, heldout: list[dict]) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 from curation.errors import StudioError
 from distill import runlog
 from distill.config import TrainConfig  # noqa: F401  (re-exported: callers import it from here)
-from distill.data import content_hash, snapshot_digest, tokenize_example
+from distill.data import example_row, snapshot_digest, tokenize_example
 from distill.models import resolve_student
 
 
@@ -41,7 +41,7 @@ def prepare_run_dir(rows: list[dict], config: TrainConfig, runs_root: Path, mode
         from distill.provenance import run_record
 
         provenance = run_record(config, rows, snapshot_digest(rows), sorted({r["teacher"] for r in rows
-                                                                             if r.get("teacher")}))
+                                                                             if r.get("teacher")}), heldout)
     run_dir = _new_run_dir(runs_root, config.method)
     payload = {"train_config": asdict(config), "models_dir": str(models_dir.resolve()), "provenance": provenance}
     (run_dir / runlog.CONFIG_NAME).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
@@ -66,12 +66,7 @@ def read_heldout(run_dir: Path) -> list[dict]:
 
 
 def _with_identity(row: dict) -> dict:
-    if "row_id" in row and "hash" in row:
-        return row
-    out = {"row_id": str(row.get("generation_id")), "generation_id": row.get("generation_id"),
-           "task_id": row.get("task_id"), "messages": row["messages"]}
-    out["hash"] = content_hash(out, ("messages",))
-    return out
+    return row if "row_id" in row and "hash" in row else example_row(row)
 
 
 def _new_run_dir(runs_root: Path, method: str) -> Path:
