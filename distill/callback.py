@@ -89,8 +89,13 @@ class EvalLossCallback(TrainerCallback):
     """
 
     def __init__(self, run_dir: Path, rows: list[dict], tokenizer, max_length: int, every: int = 0):
+        from distill.eval_metrics import response_token_ids
+
         self.run_dir = Path(run_dir)
-        self.rows, self.tokenizer, self.max_length = rows, tokenizer, max_length
+        self.max_length = max_length
+        # Tokenized once: each measurement then only runs the model.
+        self.encoded = [response_token_ids(tokenizer, row["messages"][:-1], row["messages"][-1]["content"])
+                        for row in rows]
         self.every = every
         self.interval = every or 1
         self.last_loss: float | None = None
@@ -102,27 +107,26 @@ class EvalLossCallback(TrainerCallback):
     def on_step_end(self, args, state, control, model=None, **kwargs):
         step = state.global_step
         due = step % self.interval == 0 or step >= state.max_steps
-        if self.rows and model is not None and due and step != self.last_step and state.is_world_process_zero:
+        if self.encoded and model is not None and due and step != self.last_step and state.is_world_process_zero:
             self.measure(model, step)
 
     def measure(self, model, step: int) -> float | None:
-        from distill.eval_metrics import answer_nll
+        from distill.eval_metrics import ids_nll
 
         started = time.time()
         was_training = model.training
         model.eval()  # no dropout while measuring
         total, tokens = 0.0, 0
         try:
-            for row in self.rows:
-                messages = row["messages"]
-                nll, count = answer_nll(model, self.tokenizer, messages[:-1], messages[-1]["content"], self.max_length)
+            for ids, start in self.encoded:
+                nll, count = ids_nll(model, ids, start, self.max_length)
                 total, tokens = total + nll, tokens + count
         finally:
             model.train(was_training)
         self.last_step = step
         self.last_loss = round(total / tokens, 6) if tokens else None
         runlog.append_event(self.run_dir, {"event": "eval", "step": step, "eval_loss": self.last_loss,
-                                           "rows": len(self.rows), "tokens": tokens,
+                                           "rows": len(self.encoded), "tokens": tokens,
                                            "seconds": round(time.time() - started, 3)})
         return self.last_loss
 

@@ -170,9 +170,14 @@ def answer_nll(model, tokenizer, messages: list[dict], answer: str, max_length: 
     Per-token NLL is the sum over the count; sum both over tasks for a token-weighted mean. A chat longer
     than `max_length` tokens is cut at the end (the response's tail is not scored).
     """
+    ids, start = response_token_ids(tokenizer, messages, answer)
+    return ids_nll(model, ids, start, max_length)
+
+
+def ids_nll(model, ids: list[int], start: int, max_length: int = 2048) -> tuple[float, int]:
+    """`answer_nll` of a chat already tokenized by `response_token_ids`: (ids, first response index)."""
     import torch
 
-    ids, start = response_token_ids(tokenizer, messages, answer)
     ids = ids[:max_length]
     if start >= len(ids):
         return 0.0, 0
