@@ -35,16 +35,15 @@ class FilteringMixin:
         Keys: id, task_id, instruction, input, skill, domain, split, model, status, response (the edited
         one wins), edited, finish_reason, completion_tokens, judge_score (mean, None when unjudged), judgments.
         """
-        where, params = (flt or ReviewFilter()).where()
-        where = ((where + " AND " if where else " WHERE ")
-                 + f"g.status = 'ok' AND list_contains(?, {_REVIEW_STATUS_SQL})")
+        ids_sql, params = self._review_ids_sql(flt or ReviewFilter())
+        where = f" WHERE g.status = 'ok' AND list_contains(?, {_REVIEW_STATUS_SQL}) AND g.id IN ({ids_sql})"
         return self._fetchdicts(
             "SELECT g.id, g.task_id, t.instruction, t.input, t.skill, t.domain, t.split, g.model, "
             f"{_REVIEW_STATUS_SQL} AS status, coalesce(l.edited_response, g.response) AS response, "
             "l.edited_response IS NOT NULL AS edited, g.finish_reason, g.completion_tokens, "
             "js.judge_score, coalesce(js.judgments, 0) AS judgments "
             f"FROM {_REVIEW_FROM} LEFT JOIN ({self._JUDGE_MEAN_SQL}) js ON js.generation_id = g.id"
-            f"{where} ORDER BY g.id", [*params, list(statuses)])
+            f"{where} ORDER BY g.id", [list(statuses), *params])
 
     # `_REVIEW_STATUS_SQL = status` written per status so that paging joins only the table it needs.
     _STATUS_IDS_SQL = {
@@ -61,8 +60,9 @@ class FilteringMixin:
                         "OR g.id IN (SELECT generation_id FROM labels WHERE edited_response ILIKE ?))")
 
     def _review_ids_sql(self, flt: ReviewFilter, columns: str = "g.id") -> tuple[str, list]:
-        """`SELECT <columns>` of the generations matching `flt` (for review_page), never over the full join:
-        a status needs labels alone, a keyword each table on its own, no filter the generations table."""
+        """`SELECT <columns>` of the generations matching `flt` (Review pages, bulk labels, candidates), never
+        over the full join: a status needs labels alone, a keyword each table on its own, no filter the
+        generations table."""
         clauses, params = [], []
         if flt.status:
             clauses.append(self._STATUS_IDS_SQL[flt.status])

@@ -154,10 +154,9 @@ class RecordsMixin:
         return [], self.con.execute(f"SELECT count(*) FROM ({ids_sql})", params).fetchone()[0]  # past the end
 
     def matching_ids(self, flt: ReviewFilter) -> list[int]:
-        where, params = flt.where()
+        ids_sql, params = self._review_ids_sql(flt)
         with self._lock:
-            return [r[0] for r in self.con.execute(f"SELECT g.id FROM {_REVIEW_FROM}{where} ORDER BY g.id",
-                                                   params).fetchall()]
+            return [r[0] for r in self.con.execute(f"{ids_sql} ORDER BY g.id", params).fetchall()]
 
     # ---- labels -------------------------------------------------------------------------------
     def set_label(self, gen_ids: list[int], status: str, edited_response: str | None = None,
@@ -231,10 +230,10 @@ class RecordsMixin:
         if status == "approved":
             if flt.status == "failed":
                 return 0
-            where, params = flt.where()
-            where = (where + " AND " if where else " WHERE ") + "g.status = 'ok'"
+            ids_sql, params = self._review_ids_sql(flt)
             with self._lock:
-                ids = [r[0] for r in self.con.execute(f"SELECT g.id FROM {_REVIEW_FROM}{where}", params).fetchall()]
+                ids = [r[0] for r in self.con.execute(
+                    f"SELECT id FROM generations WHERE status = 'ok' AND id IN ({ids_sql})", params).fetchall()]
         else:
             ids = self.matching_ids(flt)
         return self.set_label(ids, status)

@@ -28,17 +28,6 @@ class ReviewFilter:
         if self.status and self.status not in REVIEW_STATUSES:
             raise StudioError(f"status must be one of {', '.join(REVIEW_STATUSES)} (got {self.status!r})")
 
-    def where(self) -> tuple[str, list]:
-        clauses, params = [], []
-        if self.status:
-            clauses.append(f"{_REVIEW_STATUS_SQL} = ?")
-            params.append(self.status)
-        if self.search.strip():
-            clauses.append("(t.instruction ILIKE ? OR coalesce(t.input, '') ILIKE ? "
-                           "OR coalesce(g.response, '') ILIKE ? OR coalesce(l.edited_response, '') ILIKE ?)")
-            params += [f"%{_escape_like(self.search.strip())}%"] * 4
-        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
-
 
 def _escape_like(text: str) -> str:
     # ILIKE's wildcards typed by a user are meant literally; DuckDB's default escape is none, so
