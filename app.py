@@ -45,8 +45,9 @@ class Studio:
         notes += stop_orphans(interrupted)
         notes += [f"run {r['id']} ({r['kind']}) was interrupted when the studio stopped; start it again to resume"
                   for r in interrupted]
-        if trusted_models():
-            notes.append(f"remote code is ON for {', '.join(trusted_models())}: loading these models runs Python "
+        trusted = trusted_models()
+        if trusted:
+            notes.append(f"remote code is ON for {', '.join(trusted)}: loading these models runs Python "
                          "files from their folders, which can do anything you can")
         for note in notes:
             print(f"distill-studio: {note}", file=sys.stderr)

@@ -191,14 +191,20 @@ def trusted_models() -> list[str]:
     return [m.strip() for m in os.environ.get(TRUST_ENV, "").split(",") if m.strip()]
 
 
+def _read_json(folder: Path, name: str) -> dict:
+    """A model folder's JSON file as a dict ({} when missing or unreadable)."""
+    try:
+        data = json.loads((Path(folder) / name).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def custom_code(folder: Path) -> dict[str, str]:
     """The Python classes a model folder asks transformers to import from its own files (`auto_map`)."""
     found = {}
     for name in ("config.json", "tokenizer_config.json"):
-        try:
-            auto_map = json.loads((Path(folder) / name).read_text(encoding="utf-8")).get("auto_map") or {}
-        except (OSError, ValueError, AttributeError):
-            continue
+        auto_map = _read_json(folder, name).get("auto_map") or {}
         for auto, ref in auto_map.items():  # tokenizers map to [slow, fast]
             refs = [r for r in (ref if isinstance(ref, list) else [ref]) if r]
             if refs:
@@ -233,7 +239,7 @@ def trust_remote_code(folder: Path, spec: str) -> bool:
 
 def _is_trusted(spec: str, folder: Path) -> bool:
     for entry in trusted_models():
-        if entry == spec.strip() or entry.lower() == spec.strip().lower() == BUNDLED_STUDENT:
+        if entry == spec.strip():
             return True
         path = Path(entry).expanduser()
         if path.exists() and path.resolve() == Path(folder).resolve():
@@ -246,12 +252,7 @@ def _needs_own_code(folder: Path) -> str:
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
     from transformers.models.auto.tokenization_auto import tokenizer_class_from_name
 
-    def read(name: str) -> dict:
-        try:
-            return json.loads((Path(folder) / name).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
-    config, tokenizer = read("config.json"), read("tokenizer_config.json")
+    config, tokenizer = _read_json(folder, "config.json"), _read_json(folder, "tokenizer_config.json")
     if config.get("auto_map") and config.get("model_type") not in CONFIG_MAPPING:
         return f"model_type {config.get('model_type')!r} in config.json"
     tokenizer_class = tokenizer.get("tokenizer_class")
