@@ -92,11 +92,7 @@ def cmd_split(store, args) -> int:
         print(f"held out {len(held)} of {total} tasks for evaluation (seed {args.seed})")
         return 0
     text, split = (args.to_eval, "eval") if args.to_eval is not None else (args.to_train, "train")
-    try:
-        ids = [int(x) for x in text.replace(" ", "").split(",") if x]
-    except ValueError:
-        raise StudioError(f"task ids must be comma-separated numbers (got {text!r})") from None
-    print(f"moved {store.set_split(ids, split)} tasks to {split}")
+    print(f"moved {store.set_split(io.parse_ids(text, 'task ids'), split)} tasks to {split}")
     return 0
 
 

@@ -19,7 +19,7 @@ from typing import BinaryIO, Callable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curation.errors import ImportFormatError, StudioError
+from curation.errors import ConfigError, ImportFormatError, StudioError
 
 MAX_LINE_BYTES = 1024 * 1024
 MAX_FILE_BYTES = 200 * 1024 * 1024
@@ -414,6 +414,14 @@ def _fsync_dir(directory: Path):
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def parse_ids(text: str | None, what: str = "ids") -> list[int]:
+    """Ids typed as '1, 2,3' (the UI's and the CLI's id fields); ConfigError naming `what` otherwise."""
+    try:
+        return [int(x) for x in (text or "").replace(" ", "").split(",") if x]
+    except ValueError:
+        raise ConfigError(f"{what} must be comma-separated numbers (got {text!r})") from None
 
 
 def export_path(workspace: str | os.PathLike, name: str) -> Path:

@@ -8,6 +8,7 @@ import gradio as gr
 import pandas as pd
 from matplotlib.figure import Figure
 
+from curation import io
 from curation.teacher import TeacherConfig
 from distill import eval_metrics as em
 from distill.eval_jobs import EvalJobs
@@ -138,13 +139,6 @@ def compare_figure(rows: list[dict]) -> Figure:
 
 def _teacher(url: str, model: str) -> TeacherConfig:
     return TeacherConfig.from_env(base_url=url, model=model) if (url or model) else TeacherConfig()
-
-
-def _ids(text: str) -> list[int]:
-    try:
-        return [int(x) for x in (text or "").replace(" ", "").split(",") if x]
-    except ValueError:
-        raise gr.Error(f"task ids must be comma-separated numbers (got {text!r})") from None
 
 
 def build(studio, jobs: EvalJobs | None = None, playground: Playground | None = None):
@@ -310,7 +304,7 @@ def build(studio, jobs: EvalJobs | None = None, playground: Playground | None = 
 
     @guarded
     def do_expect(ids_text, text):
-        n = set_expectation(store, _ids(ids_text), text)
+        n = set_expectation(store, io.parse_ids(ids_text, "task ids"), text)
         return f"expectation {'set' if (text or '').strip() else 'cleared'} on {n} tasks"
 
     settings = [training_run, student, max_tokens, temperature, limit, seed, teacher_url, teacher_model,

@@ -11,6 +11,7 @@ import os
 
 import gradio as gr
 
+from curation import io
 from curation.generate import Budget, plan_calls, preview
 from curation.methods import METHODS, SURVEY_DOMAINS, SURVEY_SKILLS, get_method
 from curation.methods.evol import OPERATIONS
@@ -43,13 +44,6 @@ PREVIEW_CALLS = 3
 
 # ---- form values -> core objects ------------------------------------------------------------------
 
-def parse_ids(text: str) -> list[int]:
-    try:
-        return [int(x) for x in (text or "").replace(" ", "").split(",") if x]
-    except ValueError:
-        raise gr.Error(f"ids must be comma-separated numbers (got {text!r})") from None
-
-
 def split_list(text: str) -> list[str]:
     """Items of a comma- or line-separated list."""
     return [x.strip() for x in (text or "").replace("\n", ",").split(",") if x.strip()]
@@ -74,7 +68,7 @@ def method_config(method: str, form: dict):
             continue
         value = form[field.name]
         if field.name in ("task_ids", "generation_ids"):
-            value = parse_ids(value)
+            value = io.parse_ids(value)
         elif field.name == "topics":
             value = split_list(value)
         elif field.name == "threshold":

@@ -74,11 +74,7 @@ def build(studio):
 
     @guarded
     def do_move(ids_text, split):
-        try:
-            ids = [int(x) for x in (ids_text or "").replace(" ", "").split(",") if x]
-        except ValueError:
-            raise gr.Error(f"task ids must be comma-separated numbers (got {ids_text!r})") from None
-        n = studio.store.set_split(ids, split)
+        n = studio.store.set_split(io.parse_ids(ids_text, "task ids"), split)
         return f"moved {n} tasks to {split}", table()
 
     split_btn.click(do_split, [fraction, seed], [message, tasks], api_name="split_tasks")

@@ -9,7 +9,8 @@ import dataclasses
 import json
 import sys
 
-from curation.errors import StudioError
+from curation.errors import ConfigError, StudioError
+from curation.io import parse_ids
 from curation.generate import Budget, Progress, preview, retry_failed, run_method
 from curation.local_server import LocalTeacherServer
 from curation.methods import METHODS, get_method
@@ -18,9 +19,9 @@ from curation.teacher import TeacherConfig
 
 def _ints(text: str) -> list[int]:
     try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers (got {text!r})") from None
+        return parse_ids(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _words(text: str) -> list[str]:
