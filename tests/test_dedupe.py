@@ -8,9 +8,9 @@ import pytest
 from matplotlib.figure import Figure
 
 from curation import neighbours
-from curation.dedupe import (DedupeConfig, apply_dedupe, cluster_map_figure, exact_groups, leader_labels,
-                             map_data, near_duplicate_groups, normalise, normalised_groups, plan_dedupe,
-                             preview_counts, projection_2d)
+from curation.cluster_map import cluster_map_figure, map_data, projection_2d
+from curation.dedupe import (DedupeConfig, apply_dedupe, exact_groups, leader_labels, near_duplicate_groups, normalise,
+                             normalised_groups, plan_dedupe, preview_counts)
 from curation.embed import DEFAULT_EMBEDDER, embed_items, load_embedder
 from curation.errors import ConfigError, StudioError
 from tests.conftest import add_generation

@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import gradio as gr
 import pandas as pd
 
-from curation.dedupe import (MAP_COLOURINGS, METHODS, REPRESENTATIVE_RULES, TARGETS, DedupeConfig, apply_dedupe,
-                             cluster_map_figure, map_data, plan_dedupe, preview_counts)
+from curation.cluster_map import MAP_COLOURINGS, cluster_map_figure, map_data
+from curation.dedupe import METHODS, REPRESENTATIVE_RULES, TARGETS, DedupeConfig, apply_dedupe, plan_dedupe, preview_counts
 from curation.embed import embed_items
 from curation.errors import StudioError
 from ui.common import guarded
