@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,8 @@ from distill.eval_jobs import EvalJobs
 from distill.models import TRUST_ENV, trusted_models
 from distill.orphans import stop_orphans
 from distill.runner import TrainingSlot
+from models.engine import stop_recorded
+from models.students import StudentServers
 from ui import curate, evaluate, generate, review, review_queue, runs, seeds, train
 from ui.common import CSS
 
@@ -28,10 +31,12 @@ MAX_UPLOAD_MB = 200  # the importer's own cap (curation.io.MAX_FILE_BYTES); grad
 
 @dataclass
 class Studio:
-    """What every browser session shares: the workspace, the teacher server, the job and training slots."""
+    """What every browser session shares: the workspace, the inference servers (the embedded teacher's and
+    the student's), the job and training slots."""
 
     store: Store
     server: LocalTeacherServer
+    students: StudentServers
     generation: GenerationJobs
     training: TrainingSlot
     evaluation: EvalJobs
@@ -43,6 +48,7 @@ class Studio:
         notes = [store.recovery_note] if store.recovery_note else []
         interrupted = [store.run(i) for i in store.mark_interrupted_runs()]  # runs a dead studio left 'running'
         notes += stop_orphans(interrupted)
+        notes += stop_recorded(store.workspace / "logs")  # inference servers a dead studio left running
         notes += [f"run {r['id']} ({r['kind']}) was interrupted when the studio stopped; start it again to resume"
                   for r in interrupted]
         trusted = trusted_models()
@@ -52,8 +58,13 @@ class Studio:
         for note in notes:
             print(f"distill-studio: {note}", file=sys.stderr)
         server = LocalTeacherServer(store.workspace / "logs")
-        return cls(store, server, GenerationJobs(store, server), TrainingSlot(store, store.workspace),
-                   EvalJobs(store, server), notes)
+        students = StudentServers(store.workspace / "logs", store.workspace / "models")
+        return cls(store, server, students, GenerationJobs(store, server, students),
+                   TrainingSlot(store, store.workspace), EvalJobs(store, server, students), notes)
+
+    def server_rows(self) -> list[dict]:
+        """Every inference server the studio runs or ran: role, model, port, adapters, load, tokens/s."""
+        return [s.info() for s in [self.server, *self.students.servers]]
 
     def close(self):
         self.generation.stop()
@@ -62,6 +73,7 @@ class Studio:
         self.evaluation.wait(30)
         self.training.close()
         self.server.stop()
+        self.students.stop()
         self.store.close()
 
 
@@ -151,7 +163,12 @@ def launch(studio: Studio, host: str, port: int, auth=None, block: bool = True,
     return demo
 
 
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)  # unwinds through main's finally: jobs stop, servers stop, the store closes
+
+
 def main(argv=None):
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     args = parse_args(argv)
     allow_remote_code(args.trust_remote_code)
     auth = load_auth(args.auth_file)

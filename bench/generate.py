@@ -1,13 +1,25 @@
-"""Generation throughput: a raw asyncio openai loop vs our engine vs distilabel 1.5 TextGeneration.
+"""Teacher throughput: the studio's engine (llama.cpp's llama-server, batching) against the engine it replaced
+(llama-cpp-python's server), a raw asyncio client, and distilabel, side by side in one run.
 
-Same prompts, same embedded llama.cpp server, one process run. Greedy decoding (temperature 0), so every
-contender asks for the same tokens. The raw loop's concurrency is the smallest that saturates the server
-(within 5 % of the best of a short sweep); our engine runs at that concurrency; distilabel runs with its
-default batch (all prompts in flight). Prints one JSON line:
+Same prompts (the bundled seed packs' tasks, repeated with a variant tag up to --prompts), the same bundled
+SmolLM2-135M-Instruct Q4_1 GGUF, greedy decoding (temperature 0), --max-tokens per answer. Contenders:
 
-    python bench/generate.py [--prompts 24] [--max-tokens 48]
+- before: llama-cpp-python 0.3.36's OpenAI server (the studio's engine until now), a raw asyncio loop at
+  1, 2, 4 and 8 in flight on --sweep-prompts prompts; its best setting is the baseline.
+- engine sweep: the studio's embedded server (as the studio starts it), a raw loop at 1, 8, 16, 32 in flight.
+- raw: a raw asyncio openai loop (nothing stored) at the sweep's best concurrency on all prompts: the
+  saturation reference.
+- ours: the studio's engine end to end (`run_method`: plan, ledger, retries, one commit per row) at the
+  studio's default concurrency on all prompts, and at 1 in flight on --sweep-prompts prompts.
+- distilabel 1.5: `LoadDataFromDicts >> TextGeneration(OpenAILLM)`, whose requests in flight are the step's
+  `input_batch_size`; swept (8, 16, 32, 64) on --sweep-prompts prompts, then its best on all prompts.
 
-Needs bench/requirements.txt (distilabel) on top of requirements.txt.
+Prints one JSON line:
+
+    python bench/generate.py [--prompts 200] [--sweep-prompts 32] [--max-tokens 64]
+
+Needs bench/requirements.txt (distilabel, llama-cpp-python) on top of requirements.txt; a contender whose
+package is missing is reported as such in the line, never dropped silently.
 """
 from __future__ import annotations
 
@@ -16,9 +28,11 @@ import asyncio
 import contextlib
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import openai
@@ -29,19 +43,26 @@ from curation.generate import GenerateConfig, run_method  # noqa: E402
 from curation.local_server import LocalTeacherServer  # noqa: E402
 from curation.store import Store  # noqa: E402
 from curation.teacher import EMBEDDED_MODEL, TeacherConfig  # noqa: E402
+from models.bundled import smollm2_gguf  # noqa: E402
+from models.engine import free_port  # noqa: E402
 
-SUBJECTS = ["rain", "a library", "bread", "the moon", "bicycles", "tea", "a river", "chess", "winter", "bees",
-            "trains", "paper", "a lighthouse", "salt", "clocks", "owls", "glass", "maps", "snow", "violins",
-            "coffee", "bridges", "foxes", "kites", "sand", "lamps", "ships", "apples", "wind", "stones"]
+SEEDS = Path(__file__).resolve().parents[1] / "data" / "seeds"
 
 
 def prompts(n: int) -> list[str]:
-    return [f"Write three sentences about {SUBJECTS[i % len(SUBJECTS)]} (variant {i})." for i in range(n)]
+    """The bundled seed packs' tasks (instruction + input), cycled with a variant tag so each prompt is new."""
+    tasks = []
+    for path in sorted(SEEDS.glob("*.jsonl")):
+        for line in path.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                tasks.append(row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else ""))
+    return [tasks[i % len(tasks)] + ("" if i < len(tasks) else f"\n(variant {i // len(tasks)})") for i in range(n)]
 
 
 async def raw_loop(base_url: str, texts: list[str], max_tokens: int, concurrency: int) -> tuple[float, int]:
-    """The floor: one AsyncOpenAI client, a semaphore, nothing stored. Returns (seconds, completion tokens)."""
-    client = openai.AsyncOpenAI(base_url=base_url, api_key="no-key", max_retries=0, timeout=600)
+    """One AsyncOpenAI client, a semaphore, nothing stored. Returns (seconds, completion tokens)."""
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="no-key", max_retries=0, timeout=1200)
     semaphore = asyncio.Semaphore(concurrency)
 
     async def one(text):
@@ -57,6 +78,11 @@ async def raw_loop(base_url: str, texts: list[str], max_tokens: int, concurrency
     return elapsed, tokens
 
 
+def rate(base_url: str, texts: list[str], max_tokens: int, concurrency: int) -> float:
+    elapsed, tokens = asyncio.run(raw_loop(base_url, texts, max_tokens, concurrency))
+    return tokens / elapsed
+
+
 def ours(base_url: str, texts: list[str], max_tokens: int, concurrency: int) -> tuple[float, int, dict]:
     """Our engine end to end in a fresh workspace: plan, ledger, send, commit every row."""
     with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "ws") as store:
@@ -69,8 +95,8 @@ def ours(base_url: str, texts: list[str], max_tokens: int, concurrency: int) -> 
         return elapsed, summary["completion_tokens"], summary
 
 
-def distilabel_run(base_url: str, texts: list[str], max_tokens: int) -> tuple[float, int]:
-    """distilabel's documented way: a Pipeline of LoadDataFromDicts >> TextGeneration(OpenAILLM)."""
+def distilabel_run(base_url: str, texts: list[str], max_tokens: int, batch: int) -> tuple[float, int]:
+    """distilabel's documented way; `input_batch_size` is how many requests it keeps in flight."""
     from distilabel.models import OpenAILLM
     from distilabel.pipeline import Pipeline
     from distilabel.steps import LoadDataFromDicts
@@ -78,12 +104,13 @@ def distilabel_run(base_url: str, texts: list[str], max_tokens: int) -> tuple[fl
 
     with tempfile.TemporaryDirectory() as cache:
         started = time.perf_counter()
-        with Pipeline(name="bench-generate", cache_dir=cache) as pipeline:
-            load = LoadDataFromDicts(data=[{"instruction": t} for t in texts])
+        with Pipeline(name=f"bench-generate-{batch}", cache_dir=cache) as pipeline:
+            load = LoadDataFromDicts(data=[{"instruction": t} for t in texts], batch_size=batch)
             generate = TextGeneration(llm=OpenAILLM(model=EMBEDDED_MODEL, base_url=base_url, api_key="no-key",
-                                                    max_retries=0, timeout=600,
+                                                    max_retries=0, timeout=1200,
                                                     generation_kwargs={"max_new_tokens": max_tokens,
-                                                                       "temperature": 0.0}))
+                                                                       "temperature": 0.0}),
+                                      input_batch_size=batch)
             load >> generate
         distiset = pipeline.run(use_cache=False)
         elapsed = time.perf_counter() - started
@@ -111,49 +138,107 @@ def stdout_to_stderr():
         os.close(saved)
 
 
-def saturating_concurrency(base_url: str, texts: list[str], max_tokens: int) -> tuple[int, dict]:
-    rates = {}
-    for c in (1, 2, 4, 8):
-        elapsed, tokens = asyncio.run(raw_loop(base_url, texts, max_tokens, c))
-        rates[c] = tokens / elapsed
-    best = max(rates.values())
-    return min(c for c, r in rates.items() if r >= 0.95 * best), {c: round(r, 2) for c, r in rates.items()}
+@contextlib.contextmanager
+def llama_cpp_python_server(log_dir: Path):
+    """The engine the studio used before: `python -m llama_cpp.server` over the same GGUF, as it was started."""
+    port = free_port()
+    args = [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf()), "--model_alias", EMBEDDED_MODEL,
+            "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
+            "--n_threads", str(len(os.sched_getaffinity(0)))]
+    with open(log_dir / "llama-cpp-python.log", "ab") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"llama_cpp.server exited ({proc.returncode}); see {log_dir}")
+            try:
+                urllib.request.urlopen(f"{base_url}/models", timeout=2)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
+        yield base_url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def before_sweep(texts: list[str], max_tokens: int, log_dir: Path) -> tuple[dict | None, str | None]:
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        return None, "llama-cpp-python is not installed (pip install -r bench/requirements.txt)"
+    with llama_cpp_python_server(log_dir) as url:
+        rate(url, texts[:2], max_tokens, 1)  # warm-up
+        return {c: round(rate(url, texts, max_tokens, c), 2) for c in (1, 2, 4, 8)}, None
+
+
+def distilabel_sweep(url: str, sweep_texts: list[str], texts: list[str], max_tokens: int):
+    try:
+        import distilabel  # noqa: F401
+    except ImportError:
+        return None, None, None, "distilabel is not installed (pip install -r bench/requirements.txt)"
+    try:
+        with stdout_to_stderr():
+            sweep = {}
+            for batch in (8, 16, 32, 64):
+                seconds, tokens = distilabel_run(url, sweep_texts, max_tokens, batch)
+                sweep[batch] = round(tokens / seconds, 2)
+            best = max(sweep, key=sweep.get)
+            seconds, tokens = distilabel_run(url, texts, max_tokens, best)
+        return sweep, best, (seconds, tokens), None
+    except Exception as exc:  # reported in the JSON line: the comparison is then incomplete, not silent
+        return None, None, None, f"{type(exc).__name__}: {exc}"[:300]
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--prompts", type=int, default=24)
-    parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--prompts", type=int, default=200)
+    parser.add_argument("--sweep-prompts", type=int, default=32)
+    parser.add_argument("--max-tokens", type=int, default=64)
     args = parser.parse_args(argv)
-    texts = prompts(args.prompts)
+    texts, sweep_texts = prompts(args.prompts), prompts(args.sweep_prompts)
+    default_concurrency = TeacherConfig().concurrency
     with tempfile.TemporaryDirectory() as logs:
+        before, before_error = before_sweep(sweep_texts, args.max_tokens, Path(logs))
         server = LocalTeacherServer(Path(logs))
-        base_url = server.ensure_started()
+        url = server.ensure_started()
         try:
-            asyncio.run(raw_loop(base_url, texts[:2], args.max_tokens, 1))  # warm-up
-            concurrency, sweep = saturating_concurrency(base_url, prompts(8), args.max_tokens)
-            raw_s, raw_tokens = asyncio.run(raw_loop(base_url, texts, args.max_tokens, concurrency))
-            our_s, our_tokens, summary = ours(base_url, texts, args.max_tokens, concurrency)
-            try:
-                with stdout_to_stderr():
-                    dl_s, dl_tokens = distilabel_run(base_url, texts, args.max_tokens)
-                dl_error = None
-            except Exception as exc:  # reported in the JSON line: the comparison is then incomplete, not silent
-                dl_s, dl_tokens, dl_error = None, None, f"{type(exc).__name__}: {exc}"[:300]
+            rate(url, sweep_texts[:4], args.max_tokens, 4)  # warm-up
+            sweep = {c: round(rate(url, sweep_texts, args.max_tokens, c), 2) for c in (1, 8, 16, 32)}
+            best_c = max(sweep, key=sweep.get)
+            raw_s, raw_tokens = asyncio.run(raw_loop(url, texts, args.max_tokens, best_c))
+            our_s, our_tokens, summary = ours(url, texts, args.max_tokens, default_concurrency)
+            one_s, one_tokens, _ = ours(url, sweep_texts, args.max_tokens, 1)
+            dl_sweep, dl_best, dl_run, dl_error = distilabel_sweep(url, sweep_texts, texts, args.max_tokens)
+            slots = server.spec.parallel
         finally:
             server.stop()
-    raw_rate, our_rate = raw_tokens / raw_s, our_tokens / our_s
-    dl_rate = dl_tokens / dl_s if dl_s else None
-    result = {"bench": "generate", "server": "llama.cpp SmolLM2-135M-Instruct Q4 (embedded)", "prompts": len(texts),
-              "max_tokens": args.max_tokens, "concurrency": concurrency, "concurrency_sweep_tok_s": sweep,
-              "raw_tok_s": round(raw_rate, 2), "ours_tok_s": round(our_rate, 2),
-              "distilabel_tok_s": round(dl_rate, 2) if dl_rate else None,
-              "ours_vs_raw": round(our_rate / raw_rate, 3),
-              "ours_vs_distilabel": round(our_rate / dl_rate, 3) if dl_rate else None,
-              "tokens": {"raw": raw_tokens, "ours": our_tokens, "distilabel": dl_tokens},
-              "seconds": {"raw": round(raw_s, 2), "ours": round(our_s, 2), "distilabel": round(dl_s, 2) if dl_s else None},
-              "overhead_ms_per_row": round(1000 * (our_s - raw_s) / len(texts), 1),
-              "store_ms_per_row": summary["store_ms_per_row"], "distilabel_error": dl_error}
+    raw_rate, our_rate, one_rate = raw_tokens / raw_s, our_tokens / our_s, one_tokens / one_s
+    dl_rate = dl_run[1] / dl_run[0] if dl_run else None
+    before_best = max(before.values()) if before else None
+    result = {
+        "bench": "generate", "model": "SmolLM2-135M-Instruct Q4_1 (embedded)", "engine": "llama-server b11434",
+        "server_slots": slots, "prompts": len(texts), "sweep_prompts": len(sweep_texts), "max_tokens": args.max_tokens,
+        "cpus": len(os.sched_getaffinity(0)),
+        "before_llama_cpp_python_tok_s": before, "before_best_tok_s": before_best, "before_error": before_error,
+        "engine_sweep_tok_s": sweep, "raw_concurrency": best_c, "raw_tok_s": round(raw_rate, 2),
+        "ours_concurrency": default_concurrency, "ours_tok_s": round(our_rate, 2), "ours_c1_tok_s": round(one_rate, 2),
+        "distilabel_sweep_tok_s": dl_sweep, "distilabel_batch": dl_best,
+        "distilabel_tok_s": round(dl_rate, 2) if dl_rate else None, "distilabel_error": dl_error,
+        "ours_vs_before_best": round(our_rate / before_best, 3) if before_best else None,
+        "ours_vs_ours_c1": round(our_rate / one_rate, 3),
+        "ours_vs_raw": round(our_rate / raw_rate, 3),
+        "ours_vs_distilabel": round(our_rate / dl_rate, 3) if dl_rate else None,
+        "tokens": {"raw": raw_tokens, "ours": our_tokens, "distilabel": dl_run[1] if dl_run else None},
+        "seconds": {"raw": round(raw_s, 2), "ours": round(our_s, 2), "distilabel": round(dl_run[0], 2) if dl_run else None},
+        "store_ms_per_row": summary["store_ms_per_row"],
+    }
+    result["goals"] = {"ours_3x_before": bool(result["ours_vs_before_best"] and result["ours_vs_before_best"] >= 3),
+                       "c8_2_5x_c1": result["ours_vs_ours_c1"] >= 2.5, "ours_0_9x_raw": result["ours_vs_raw"] >= 0.9}
     print(json.dumps(result))
 
 

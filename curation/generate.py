@@ -24,6 +24,7 @@ from curation.methods.label import GenerateConfig, build_messages  # noqa: F401 
 from curation.methods.novelty import NoveltyFilter
 from curation.store import Store
 from curation.teacher import TeacherConfig, call_chat, call_cost_usd
+from models.students import StudentEndpoint, StudentServers
 
 
 @dataclass
@@ -74,11 +75,17 @@ class Progress:
 
 class RunContext:
     """What a method's hooks may use during one job: the store, the teacher, the config, the run id,
-    and the job's shared pools (novelty filter, local student), built on first use."""
+    and the job's shared pools (novelty filter, the student's endpoint), built on first use.
 
-    def __init__(self, store: Store, teacher: TeacherConfig, config=None, run_id: int | None = None):
+    students: the studio's student servers (one per workspace); without it a job that needs the student
+    starts its own and stops it at the end (`close`).
+    """
+
+    def __init__(self, store: Store, teacher: TeacherConfig, config=None, run_id: int | None = None,
+                 students: StudentServers | None = None):
         self.store, self.teacher, self.config, self.run_id = store, teacher, config, run_id
         self._novelty: dict[tuple, NoveltyFilter] = {}
+        self._students, self._own_students = students, students is None
         self._student = None
         self._student_lock = threading.Lock()
 
@@ -92,12 +99,18 @@ class RunContext:
         rows = self.store.ledger_rows([key])
         return rows[0] if rows else None
 
-    def student(self):
-        with self._student_lock:  # loaded once, in the worker thread that first needs it
+    def student(self) -> StudentEndpoint:
+        """The endpoint of the config's student (+ adapter), started in the worker thread that first needs it."""
+        with self._student_lock:
             if self._student is None:
-                from curation.methods.self_knowledge import load_student
-                self._student = load_student(self)
+                if self._students is None:
+                    self._students = StudentServers(self.store.workspace / "logs", self.store.workspace / "models")
+                self._student = self._students.endpoint(self.config.student, self.config.adapter or None)
             return self._student
+
+    def close(self):
+        if self._own_students and self._students is not None:
+            self._students.stop()
 
 
 def plan_calls(store: Store, teacher: TeacherConfig, config) -> tuple[list[Call], int]:
@@ -125,15 +138,21 @@ def check_budget(store: Store, teacher: TeacherConfig, budget: Budget | None) ->
 class _Job:
     """Counters and stop conditions of one run; touched only from its event loop's thread."""
 
-    def __init__(self, store: Store, run_id: int, price, budget, cancel, on_progress):
+    def __init__(self, store: Store, run_id: int, price, budget, cancel, on_progress, watch=None):
         self.store, self.run_id, self.price, self.budget = store, run_id, price, budget
-        self.cancel, self.on_progress = cancel, on_progress
+        self.cancel, self.on_progress, self.watch = cancel, on_progress, watch
         self.started = time.monotonic()
         self.planned = self.skipped = self.done = self.ok = self.failed = 0
         self.prompt_tokens = self.completion_tokens = self.new_tasks = 0
         self.cost_usd, self.write_s = 0.0, 0.0
         self.discarded: Counter = Counter()
         self.stage, self.fatal, self.stop_reason = "", None, None
+
+    async def diagnose(self) -> str | None:
+        """After a connection error: did the server behind the endpoint die? (its description, or None)"""
+        if self.watch is None:
+            return None
+        return await asyncio.to_thread(self.watch, 2.0)  # a refused connection can come before the exit
 
     def should_stop(self) -> bool:
         if self.stop_reason is None:
@@ -194,7 +213,15 @@ class _Job:
 
 
 async def _send(job: _Job, ctx: RunContext, stage: Stage, calls: list[Call], client) -> None:
-    semaphore = asyncio.Semaphore(ctx.teacher.concurrency if stage.sender == "teacher" else 1)
+    semaphore = asyncio.Semaphore(ctx.teacher.concurrency)  # the student's server batches as the teacher's does
+    student_client = []
+
+    async def ask_student(call: Call) -> dict:
+        endpoint = await asyncio.to_thread(ctx.student)  # converts and starts the student's server once
+        if not student_client:
+            student_client.append(ctx.teacher.client(endpoint.base_url))
+        return await call_chat(student_client[0], endpoint.model, call.messages, {**call.params, **endpoint.params(True)},
+                               0, should_stop=job.should_stop)
 
     async def one(call: Call):
         async with semaphore:  # held until the result is committed: a slot frees only once stored
@@ -202,14 +229,21 @@ async def _send(job: _Job, ctx: RunContext, stage: Stage, calls: list[Call], cli
                 return
             if stage.sender == "teacher":
                 result = await call_chat(client, call.model, call.messages, call.params, ctx.teacher.max_retries,
-                                         should_stop=job.should_stop)
+                                         should_stop=job.should_stop, diagnose=job.diagnose)
+                died = result.pop("server_died", None)
+                if died and not job.fatal:
+                    job.fatal = died  # no more calls to a dead server; the job's owner may restart it and resume
             else:
-                result = await asyncio.to_thread(lambda: ctx.student().generate(call))
+                result = await ask_student(call)
             if result["status"] == "cancelled":
                 return  # stays pending in the ledger; a re-run sends it
             job.store_result(ctx, stage, call, result)
 
-    await asyncio.gather(*(one(c) for c in calls))
+    try:
+        await asyncio.gather(*(one(c) for c in calls))
+    finally:
+        for c in student_client:
+            await c.close()
 
 
 async def _run_stages(job: _Job, ctx: RunContext, stages: list[tuple[Stage, list[Call] | None]], base_url: str):
@@ -235,7 +269,8 @@ async def _run_stages(job: _Job, ctx: RunContext, stages: list[tuple[Stage, list
 def execute_stages(store: Store, teacher: TeacherConfig, ctx: RunContext, method_name: str, run_config: dict,
                    stages: list[tuple[Stage, list[Call] | None]], base_url: str,
                    on_progress: Callable[[Progress], None] | None, cancel: threading.Event | None,
-                   budget: Budget | None, finish: Callable[[RunContext], dict] | None = None) -> dict:
+                   budget: Budget | None, finish: Callable[[RunContext], dict] | None = None,
+                   watch: Callable[[float], str | None] | None = None) -> dict:
     """Run `stages` in order as one recorded run (kind 'generate'); returns its summary, also stored as the
     run's metrics. The engine under `run_method` and `retry_failed`, for callers that build their own calls
     (the eval's judge, failures-to-seeds).
@@ -244,7 +279,9 @@ def execute_stages(store: Store, teacher: TeacherConfig, ctx: RunContext, method
         Only calls without a stored answer are sent; each is stored by `stage.write` as it arrives.
     method_name: the summary's method; run_config: stored as the run's config (teacher.public(), never a key).
     base_url: where the teacher answers. finish: called with `ctx` after the last stage unless the run
-        stopped; what it returns is added to the summary.
+        stopped; what it returns is added to the summary. watch: for a server the studio runs, says
+        whether it died (`LlamaServer.death`); a death fails the calls it broke with its description and
+        stops the run (TeacherError), so that the owner can restart the server and resume.
     The run ends 'completed', 'stopped' (cancel or budget; a re-run resumes) or 'failed'. A USD budget
     without a price is refused (ConfigError) before a run is recorded. Raises TeacherError after storing
     what was done when the endpoint cannot serve a stage at all; any other error is stored on the run
@@ -253,9 +290,12 @@ def execute_stages(store: Store, teacher: TeacherConfig, ctx: RunContext, method
     price = check_budget(store, teacher, budget)
     run_id = store.start_run("generate", run_config)
     ctx.run_id = run_id
-    job = _Job(store, run_id, price, budget, cancel, on_progress)
+    job = _Job(store, run_id, price, budget, cancel, on_progress, watch)
     try:
-        asyncio.run(_run_stages(job, ctx, stages, base_url))
+        try:
+            asyncio.run(_run_stages(job, ctx, stages, base_url))
+        finally:
+            ctx.close()
         extra = finish(ctx) if finish is not None and not job.should_stop() else {}
     except BaseException as exc:
         store.set_run_usage(run_id, job.prompt_tokens, job.completion_tokens, job.cost_usd if price else None)
@@ -272,7 +312,8 @@ def execute_stages(store: Store, teacher: TeacherConfig, ctx: RunContext, method
 
 def run_method(store: Store, teacher: TeacherConfig, config, base_url: str,
                on_progress: Callable[[Progress], None] | None = None, cancel: threading.Event | None = None,
-               budget: Budget | None = None) -> dict:
+               budget: Budget | None = None, watch: Callable[[float], str | None] | None = None,
+               students: StudentServers | None = None) -> dict:
     """Run the elicitation job `config` describes (its class picks the method) to the end, until `cancel`
     is set, or until the budget is spent; returns its summary, also stored as the run's metrics.
 
@@ -280,14 +321,14 @@ def run_method(store: Store, teacher: TeacherConfig, config, base_url: str,
     Raises TeacherError after storing what was done when the endpoint cannot serve the method at all.
     """
     method = method_for(config)
-    ctx = RunContext(store, teacher, config)
+    ctx = RunContext(store, teacher, config, students=students)
     stage_list = method.stages(config)
     first = stage_list[0].plan(ctx)  # validates the inputs before a run is recorded
     run_config = {"method": method.name, "teacher": teacher.public(), **asdict(config),
                   "budget": asdict(budget) if budget else None}
     stages = [(stage_list[0], first)] + [(s, None) for s in stage_list[1:]]
     return execute_stages(store, teacher, ctx, method.name, run_config, stages, base_url, on_progress, cancel,
-                          budget, finish=method.finish)
+                          budget, finish=method.finish, watch=watch)
 
 
 run_generation = run_method  # the name the labeling-only engine had
@@ -295,7 +336,7 @@ run_generation = run_method  # the name the labeling-only engine had
 
 def retry_failed(store: Store, teacher: TeacherConfig, base_url: str, keys: list[str] | None = None,
                  on_progress: Callable[[Progress], None] | None = None, cancel: threading.Event | None = None,
-                 budget: Budget | None = None) -> dict:
+                 budget: Budget | None = None, watch: Callable[[float], str | None] | None = None) -> dict:
     """Send failed calls again — the ones named by request key, or every failed call this teacher made —
     with the same request keys; each is stored as its method stores it. Returns the retry run's summary.
     Calls left 'retried' by a retry that died count as failed here."""
@@ -325,7 +366,7 @@ def retry_failed(store: Store, teacher: TeacherConfig, base_url: str, keys: list
     run_config = {"method": "retry-failed", "teacher": teacher.public(), "keys": len(ours),
                   "methods": sorted({m for m, _ in groups}), "budget": asdict(budget) if budget else None}
     summary = execute_stages(store, teacher, RunContext(store, teacher), "retry-failed", run_config, stages,
-                             base_url, on_progress, cancel, budget)
+                             base_url, on_progress, cancel, budget, watch=watch)
     return {**summary, "skipped_other_teacher": len(rows) - len(ours)}
 
 

@@ -8,17 +8,25 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from curation.errors import StudioError
-from curation.generate import Budget, Progress, check_budget, plan_calls, retry_failed, run_method
+from curation.errors import StudioError, TeacherError
+from curation.generate import (
+    Budget,
+    Progress,
+    check_budget,
+    plan_calls,
+    retry_failed,
+    run_method,
+)
 from curation.local_server import LocalTeacherServer
 from curation.methods import method_for
 from curation.store import Store
 from curation.teacher import TeacherConfig
+from models.students import StudentServers
 
 
 @dataclass
 class JobStatus:
-    state: str = "idle"  # idle | starting | running | completed | stopped | failed
+    state: str = "idle"  # idle | starting | running | restarting | completed | stopped | failed
     progress: Progress | None = None
     summary: dict = field(default_factory=dict)
     error: str = ""
@@ -55,9 +63,38 @@ class BackgroundJob:
         return self._status
 
 
+def run_on_teacher(server: LocalTeacherServer, teacher: TeacherConfig, work, on_restart=None) -> dict:
+    """Run `work(base_url, watch)` against the teacher and return its summary.
+
+    On the embedded server, a death during the work (the engine stores every call it broke as failed with
+    the server's exit and log tail, and raises) restarts the server once and runs `work` again, which
+    resumes: only calls without a stored answer are sent, the failed ones included. The summary then says
+    so ('server_restarted'). A second death in the same job fails it with that description.
+    on_restart: called with the death's description before the restart (to show it while it happens).
+    """
+    if not teacher.embedded:
+        return work(teacher.base_url, None)
+    base_url = server.ensure_started()
+    deaths = len(server.state.deaths)
+    try:
+        return work(base_url, server.death)
+    except TeacherError:
+        if len(server.state.deaths) == deaths:
+            raise  # not a death: the endpoint cannot serve the method
+    died = server.state.deaths[-1]
+    if on_restart is not None:
+        on_restart(died)
+    base_url = server.restart()
+    try:
+        summary = work(base_url, server.death)
+    except TeacherError as exc:
+        raise TeacherError(f"{exc}\n(it had already died once in this job and been restarted: {died.splitlines()[0]})") from exc
+    return {**summary, "server_restarted": died}
+
+
 class GenerationJobs(BackgroundJob):
-    def __init__(self, store: Store, server: LocalTeacherServer):
-        self.store, self.server = store, server
+    def __init__(self, store: Store, server: LocalTeacherServer, students: StudentServers | None = None):
+        self.store, self.server, self.students = store, server, students
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._cancel = threading.Event()
@@ -76,8 +113,9 @@ class GenerationJobs(BackgroundJob):
                 raise StudioError(f"nothing to do: all {skipped} calls already have a stored answer"
                                   if skipped else "nothing to do: no tasks or responses to work on; add seed tasks first")
             self._launch(teacher, method.name, len(calls),
-                         lambda base_url: run_method(self.store, teacher, config, base_url, self._on_progress,
-                                                     self._cancel, budget))
+                         lambda base_url, watch: run_method(self.store, teacher, config, base_url, self._on_progress,
+                                                            self._cancel, budget, watch=watch,
+                                                            students=self.students))
             return len(calls)
 
     def retry_failed(self, teacher: TeacherConfig, keys: list[str] | None = None, budget: Budget | None = None) -> int:
@@ -89,8 +127,8 @@ class GenerationJobs(BackgroundJob):
             if not rows:
                 raise StudioError("no failed calls to retry for this teacher")
             self._launch(teacher, "retry-failed", len(rows),
-                         lambda base_url: retry_failed(self.store, teacher, base_url, keys, self._on_progress,
-                                                       self._cancel, budget))
+                         lambda base_url, watch: retry_failed(self.store, teacher, base_url, keys, self._on_progress,
+                                                              self._cancel, budget, watch=watch))
             return len(rows)
 
     def _check_idle(self):
@@ -106,14 +144,20 @@ class GenerationJobs(BackgroundJob):
 
     def _run(self, teacher: TeacherConfig, work):
         try:
-            base_url = self.server.ensure_started() if teacher.embedded else teacher.base_url
-            self._status.state = "running"
-            summary = work(base_url)
+            def running(base_url, watch):
+                self._status.state = "running"
+                return work(base_url, watch)
+
+            summary = run_on_teacher(self.server, teacher, running, on_restart=self._on_restart)
             self._status.summary = summary
             self._status.state = "stopped" if summary.get("stopped_reason") else "completed"
         except Exception as exc:  # reported to the user through status(); the thread must not die silently
             self._status.error = f"{type(exc).__name__}: {exc}"
             self._status.state = "failed"
+
+    def _on_restart(self, died: str):
+        self._status.state = "restarting"
+        self._status.error = died
 
     def _on_progress(self, progress: Progress):
         self._status.progress = progress

@@ -16,7 +16,7 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Awaitable, Callable
 
 import openai
 
@@ -24,6 +24,7 @@ from curation.errors import ConfigError
 
 EMBEDDED_ENDPOINT = "embedded"
 EMBEDDED_MODEL = "smollm2-135m-instruct"
+DEFAULT_CONCURRENCY = 16
 
 RETRYABLE_STATUSES = (408, 409, 429)
 INITIAL_BACKOFF_S = 0.5
@@ -39,7 +40,8 @@ class TeacherConfig:
     base_url: an OpenAI-compatible base URL (".../v1"); empty means the embedded local server.
     model: model name at that endpoint; empty with the embedded server means its bundled model.
     api_key: never stored, logged or shown; falls back to OPENAI_API_KEY.
-    concurrency: calls in flight at once (1..64).
+    concurrency: calls in flight at once (1..64). The default matches the embedded server's slots
+        (LocalTeacherServer: 16 decoded together), where more in flight stopped paying (bench/generate.py).
     timeout_s: per-call (per-attempt) timeout in seconds (1..600).
     max_retries: retries on connection errors, timeouts, 408/409/429/5xx, with exponential backoff
         honouring Retry-After / retry-after-ms (0..10). After the last one the row is stored as failed.
@@ -48,7 +50,7 @@ class TeacherConfig:
     base_url: str = ""
     model: str = ""
     api_key: str = field(default="", repr=False)
-    concurrency: int = 4
+    concurrency: int = DEFAULT_CONCURRENCY
     timeout_s: float = 60.0
     max_retries: int = 3
 
@@ -106,12 +108,16 @@ def request_key(endpoint: str, model: str, messages: list[dict], params: dict, s
 
 
 async def call_chat(client: openai.AsyncOpenAI, model: str, messages: list[dict], params: dict,
-                    max_retries: int = 0, should_stop: Callable[[], bool] | None = None) -> dict:
+                    max_retries: int = 0, should_stop: Callable[[], bool] | None = None,
+                    diagnose: Callable[[], Awaitable[str | None]] | None = None) -> dict:
     """One chat completion with up to `max_retries` retries; returns the result fields of a stored row.
 
     Never raises for what the endpoint does: the result has status 'ok' or 'error' (with the last
     error and the number of attempts), or 'cancelled' when `should_stop()` turned true while waiting
     to retry (nothing is stored for those; a re-run sends them).
+    diagnose: asked after a connection error whether the server behind the endpoint died; if it says
+    so (a description), the call is not retried against a dead server: its error is that description
+    and the result carries it as 'server_died'.
     """
     started = time.monotonic()
     attempt = 0
@@ -124,6 +130,10 @@ async def call_chat(client: openai.AsyncOpenAI, model: str, messages: list[dict]
             error, retry, wait = _describe_error(exc), _retryable_status(exc.response), _retry_after(exc.response.headers)
         except openai.APIConnectionError as exc:  # includes timeouts
             error, retry, wait = _describe_error(exc), True, None
+            died = await diagnose() if diagnose is not None else None
+            if died:
+                return {"status": "error", "error": f"{died}\n(the call saw: {error})", "server_died": died,
+                        "latency_s": time.monotonic() - started, "attempts": attempt}
         except (openai.APIError, ValueError) as exc:  # a 200 whose body is not a chat completion
             error, retry, wait = f"the endpoint returned an unreadable answer: {_describe_error(exc)}", False, None
         else:

@@ -13,7 +13,13 @@ from curation.errors import StudioError
 from curation.jobs import BackgroundJob
 from curation.store import Store
 from distill.evaluate import EvalConfig, EvalProgress, prepare, run_eval
-from distill.failures import FailureSeedConfig, failure_seed_calls, failures_to_seeds, teacher_of_run
+from distill.failures import (
+    FailureSeedConfig,
+    failure_seed_calls,
+    failures_to_seeds,
+    teacher_of_run,
+)
+from models.students import StudentServers
 
 
 @dataclass
@@ -30,8 +36,8 @@ class EvalJobs(BackgroundJob):
     """One eval (or failures-to-seeds) job at a time, in a background thread owned by the studio;
     it outlives a closed browser tab, and the UI polls `status()`."""
 
-    def __init__(self, store: Store, server):
-        self.store, self.server = store, server
+    def __init__(self, store: Store, server, students: StudentServers | None = None):
+        self.store, self.server, self.students = store, server, students
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._cancel = threading.Event()
@@ -44,7 +50,7 @@ class EvalJobs(BackgroundJob):
             plan = prepare(self.store, config)
             needs_server = config.teacher.embedded or config.judge_teacher.embedded
             self._launch("eval", lambda cancel: run_eval(self.store, config, self._url(needs_server),
-                                                         self._on_progress, cancel))
+                                                         self._on_progress, cancel, students=self.students))
             return len(plan.tasks)
 
     def start_seeds(self, eval_run_id: int, config: FailureSeedConfig | None = None) -> int:

@@ -2,9 +2,10 @@
 
 `run_eval` answers every eval task three times and measures the answers:
   1. the teacher answers through the label method (stored generations, cached by request key);
-  2. the base student and the distilled student (base + PEFT adapter) answer on this machine
-     (generations with method 'eval', endpoint 'local'), and each student's per-token NLL of the
-     teacher's answer is computed;
+  2. the base student and the distilled student (base + PEFT adapter) answer through the student's
+     inference server (models.students: llama.cpp's server, the adapter applied per request, batched;
+     generations with method 'eval', endpoint 'local'), and each student's per-token NLL of the
+     teacher's answer is computed in a child process (distill.scoring);
   3. the judge compares distilled vs base and distilled vs teacher in both orders (compare.j2) and
      scores all three answers 1-10 (judge.j2) — stored judgments, cached by request key
      (distill.eval_judge);
@@ -22,6 +23,7 @@ The studio's background slot for these jobs is distill.eval_jobs; the playground
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import threading
@@ -35,14 +37,21 @@ from curation.errors import ConfigError, StudioError
 from curation.generate import plan_calls, preview, run_method
 from curation.methods.base import Call
 from curation.methods.judge import default_rubric
-from curation.methods.label import GenerateConfig, Sampling, build_messages, check_sampling
-from curation.methods.self_knowledge import STUDENT_ENDPOINT, LocalStudent
+from curation.methods.label import (
+    GenerateConfig,
+    Sampling,
+    build_messages,
+    check_sampling,
+)
+from curation.methods.self_knowledge import STUDENT_ENDPOINT
 from curation.store import Store
-from curation.teacher import TeacherConfig
+from curation.teacher import TeacherConfig, call_chat
 from distill import eval_metrics as em
 from distill import runlog
 from distill.eval_judge import judge_answers
 from distill.models import BUNDLED_STUDENT
+from distill.scoring import score_in_child
+from models.students import StudentServers
 
 DETAILS_NAME = "eval.jsonl"
 EVAL_METHOD = "eval"  # the method of the students' generations: never teacher data, never training data
@@ -226,6 +235,11 @@ class _Tracker:
         self.done = self.end
         self.report()
 
+    def note(self, line: str) -> None:
+        """A slow step inside the current stage (converting the student, starting its server)."""
+        self.stage = line
+        self.report()
+
     def report(self) -> None:
         if self.on_progress:
             self.on_progress(EvalProgress(self.done, self.total, self.stage, time.monotonic() - self.started))
@@ -235,28 +249,34 @@ class _Tracker:
         return self.cancel is not None and self.cancel.is_set()
 
 
-# Work units per eval task: 1 teacher answer, 2 x (answer + NLL) for the students, 4 verdicts + 3 scores.
-UNITS_PER_TASK = 1 + 2 * 2 + 7
+# Work units per eval task: 1 teacher answer, 2 student answers, 1 NLL (both students), 4 verdicts + 3 scores.
+UNITS_PER_TASK = 1 + 2 + 1 + 7
 
 
 def run_eval(store: Store, config: EvalConfig, base_url: str = "",
              on_progress: Callable[[EvalProgress], None] | None = None,
-             cancel: threading.Event | None = None) -> dict:
+             cancel: threading.Event | None = None, students: StudentServers | None = None) -> dict:
     """Evaluate base vs distilled student vs teacher on the eval split; returns the eval's metrics.
 
     base_url: the embedded server's URL, used by a teacher or judge without a base URL of its own.
     The run (kind 'eval') ends 'completed', 'stopped' (cancel; a re-run resumes from what is stored)
     or 'failed' (the error is stored and re-raised).
+    students: the studio's student servers; without them the eval starts its own and stops it at the end.
     """
     plan = prepare(store, config)
     run_dir = _new_eval_dir(store.workspace / "runs")
     run_id = store.start_run("eval", _run_config(config, plan), run_dir=str(run_dir))
     tracker = _Tracker(UNITS_PER_TASK * len(plan.tasks), on_progress, cancel)
+    own = students is None
+    students = students or StudentServers(store.workspace / "logs", store.workspace / "models")
     try:
-        result = _evaluate(store, config, plan, run_id, base_url, tracker)
+        result = _evaluate(store, config, plan, run_id, base_url, tracker, students)
     except BaseException as exc:
         store.update_run(run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
         raise
+    finally:
+        if own:
+            students.stop()
     if result is None:
         store.update_run(run_id, status="stopped", metrics={"stopped_at": tracker.stage})
         return {"eval_run_id": run_id, "stopped_at": tracker.stage}
@@ -277,12 +297,12 @@ def _run_config(config: EvalConfig, plan: _Plan) -> dict:
             "seed": config.seed, "task_ids": [t["id"] for t in plan.tasks]}
 
 
-def _evaluate(store, config, plan, run_id, base_url, tracker) -> tuple[list[dict], dict] | None:
+def _evaluate(store, config, plan, run_id, base_url, tracker, students) -> tuple[list[dict], dict] | None:
     """The stages in order; None when cancelled between them."""
     teacher_gens, teacher_run = _teacher_answers(store, config, plan.tasks, base_url, tracker)
     if tracker.cancelled:
         return None
-    students = _student_answers(store, config, plan, run_id, teacher_gens, tracker)
+    students = _student_answers(store, config, plan, run_id, teacher_gens, tracker, students)
     if students is None:
         return None
     answers = {"teacher": teacher_gens, **{name: gens for name, (gens, _) in students.items()}}
@@ -318,63 +338,77 @@ def _by_task(store, keys: dict[str, int]) -> dict[int, dict]:
     return {keys[k]: g for k, g in store.generations_by_keys(list(keys)).items()}
 
 
-def _student_answers(store, config, plan, run_id, teacher_gens, tracker):
+def _student_answers(store, config, plan, run_id, teacher_gens, tracker, students: StudentServers):
     """{'base' | 'distilled': ({task id: generation}, {task id: NLL of the teacher's answer})}.
 
-    One model is loaded: base + adapter; the base student answers with the adapter disabled.
+    Both students answer through one inference server (the adapter applied per request, calls batched);
+    the NLLs, which no endpoint gives, come from a child process (distill.scoring).
     """
-    student = LocalStudent(plan.student, str(plan.adapter), store.workspace / "models")
+    tracker.enter("preparing the student's inference server", 0)
+    endpoint = students.endpoint(plan.student, plan.adapter, on_status=tracker.note)
     out = {}
     for name, model_id in (("base", plan.student), ("distilled", f"{plan.student}+adapter:{plan.adapter}")):
-        tracker.enter(f"{name} student", 2 * len(plan.tasks))
-        with adapter_enabled(student.model, name == "distilled"):
-            result = _answer_locally(store, student, model_id, config, plan.tasks, run_id, teacher_gens, tracker)
-        if result is None:
+        tracker.enter(f"{name} student answers", len(plan.tasks))
+        gens = _answer_on_endpoint(store, endpoint, name == "distilled", model_id, config, plan.tasks, run_id,
+                                   tracker)
+        if gens is None:
             return None
-        out[name] = result
+        out[name] = gens
         tracker.finish_stage()
-    return out
+    nll = _students_nll(store, plan, teacher_gens, tracker)
+    if nll is None:
+        return None
+    return {name: (out[name], nll[name]) for name in out}
 
 
-class adapter_enabled:
-    """`with` block in which a PeftModel runs with its adapter (True) or as the bare base model (False)."""
+def _answer_on_endpoint(store, endpoint, distilled: bool, model_id, config, tasks, run_id, tracker):
+    """{task id: stored generation}: the calls without a stored answer sent together, each stored on arrival."""
+    calls = {task["id"]: Call.make(EVAL_METHOD, "student", STUDENT_ENDPOINT, model_id, build_messages(task),
+                                   config.params(), 0, task_id=task["id"]) for task in tasks}
+    done = store.done_request_keys([c.request_key for c in calls.values()])
+    todo = [c for c in calls.values() if c.request_key not in done]
+    store.plan_ledger(run_id, [c.ledger_row() for c in todo])
+    finished = [len(calls) - len(todo)]
+    tracker.at(finished[0])
 
-    def __init__(self, model, enabled: bool):
-        self.model, self.enabled, self._ctx = model, enabled, None
+    async def send():
+        client = config.teacher.client(endpoint.base_url)
+        semaphore = asyncio.Semaphore(endpoint.server.spec.parallel)
 
-    def __enter__(self):
-        if not self.enabled:
-            self._ctx = self.model.disable_adapter()
-            self._ctx.__enter__()
-        return self.model
+        async def one(call):
+            async with semaphore:
+                if tracker.cancelled:
+                    return
+                result = await call_chat(client, endpoint.model, call.messages,
+                                         {**call.params, **endpoint.params(distilled)}, 1)
+                store.commit_call(call.request_key, result,
+                                  generation=call.generation_row(result, run_id, method=EVAL_METHOD))
+                finished[0] += 1
+                tracker.at(finished[0])
+        try:
+            await asyncio.gather(*(one(c) for c in todo))
+        finally:
+            await client.close()
 
-    def __exit__(self, *exc):
-        if self._ctx is not None:
-            return self._ctx.__exit__(*exc)
-        return False
+    asyncio.run(send())
+    if tracker.cancelled:
+        return None
+    stored = store.generations_by_keys([c.request_key for c in calls.values()])
+    return {task_id: stored.get(call.request_key) for task_id, call in calls.items()}
 
 
-def _answer_locally(store, student, model_id, config, tasks, run_id, teacher_gens, tracker):
-    gens, nll = {}, {}
-    for i, task in enumerate(tasks):
-        if tracker.cancelled:
-            return None
-        messages = build_messages(task)
-        call = Call.make(EVAL_METHOD, "student", STUDENT_ENDPOINT, model_id, messages, config.params(), 0,
-                         task_id=task["id"])
-        if not store.done_request_keys([call.request_key]):
-            store.plan_ledger(run_id, [call.ledger_row()])
-            result = student.generate(call)
-            store.commit_call(call.request_key, result,
-                              generation=call.generation_row(result, run_id, method=EVAL_METHOD))
-        gens[task["id"]] = store.generations_by_keys([call.request_key]).get(call.request_key)
-        tracker.at(2 * i + 1)
-        teacher = teacher_gens.get(task["id"])
-        if teacher and teacher["status"] == "ok" and teacher["response"]:
-            total, count = em.answer_nll(student.model, student.tokenizer, messages, teacher["response"])
-            nll[task["id"]] = {"sum": total, "tokens": count}
-        tracker.at(2 * i + 2)
-    return gens, nll
+def _students_nll(store, plan, teacher_gens, tracker) -> dict | None:
+    """{'base' | 'distilled': {task id: {'sum', 'tokens'}}} of the teacher's ok answers, from a child process."""
+    scored = [t for t in plan.tasks if (g := teacher_gens.get(t["id"])) and g["status"] == "ok" and g["response"]]
+    tracker.enter("students' NLL of the teacher's answers (child process)", len(scored))
+    items = [{"messages": build_messages(t), "answer": teacher_gens[t["id"]]["response"]} for t in scored]
+    results = score_in_child("nll", items, plan.student, store.workspace / "models", plan.adapter,
+                             on_progress=lambda done, total: tracker.at(done),
+                             should_stop=lambda: tracker.cancelled) if items else []
+    if results is None:
+        return None
+    tracker.finish_stage()
+    return {name: {t["id"]: r.get(name) for t, r in zip(scored, results)} for name in em.STUDENTS}
 
 
 def _detail(task, answers, scores, verdicts, nll) -> dict:
@@ -486,5 +520,5 @@ def compare_runs(store: Store, eval_run_ids: list[int]) -> list[dict]:
 
 
 __all__ = ["EvalConfig", "EvalProgress", "TRAINING_KINDS", "run_eval", "prepare", "resolve_adapter",
-           "training_info", "eval_tasks", "endpoint_url", "adapter_enabled", "set_expectation", "read_details",
+           "training_info", "eval_tasks", "endpoint_url", "set_expectation", "read_details",
            "write_details", "headline_rows", "compare_runs", "DETAILS_NAME", "EVAL_METHOD"]

@@ -1,37 +1,26 @@
 """The Evaluate tab's playground: one typed prompt answered by the base student, the distilled student and
-the teacher, side by side. Nothing is stored (an eval stores everything: distill.evaluate)."""
+the teacher, side by side. Nothing is stored (an eval stores everything: distill.evaluate).
+
+The students answer through the studio's student server (models.students): the base model and the
+adapter on one llama.cpp server, so asking again with the same student is quick.
+"""
 from __future__ import annotations
 
 import asyncio
-import threading
 from pathlib import Path
 
 from curation.errors import StudioError
-from curation.methods.base import Call
-from curation.methods.self_knowledge import STUDENT_ENDPOINT, LocalStudent
 from curation.teacher import TeacherConfig, call_chat
 from distill import eval_metrics as em
-from distill.evaluate import EVAL_METHOD, adapter_enabled, endpoint_url
+from distill.evaluate import endpoint_url
+from models.students import StudentServers
 
 
 class Playground:
-    """A typed prompt answered by the base student, the distilled student and the teacher, side by side.
+    """A typed prompt answered by the base student, the distilled student and the teacher, side by side."""
 
-    Nothing is stored. The last student loaded is kept (one at a time) so that the next prompt is quick.
-    """
-
-    def __init__(self, models_dir: Path):
-        self.models_dir = Path(models_dir)
-        self._lock = threading.Lock()
-        self._key: tuple[str, str] | None = None
-        self._student: LocalStudent | None = None
-
-    def _load(self, student: str, adapter: Path) -> LocalStudent:
-        key = (student, str(adapter))
-        if self._key != key:
-            self._student, self._key = None, None  # free the old model before loading the next
-            self._student, self._key = LocalStudent(student, str(adapter), self.models_dir), key
-        return self._student
+    def __init__(self, students: StudentServers):
+        self.students = students
 
     def ask(self, prompt: str, student: str, adapter: Path, teacher: TeacherConfig, base_url: str,
             max_tokens: int = 256, temperature: float = 0.0) -> dict:
@@ -40,25 +29,22 @@ class Playground:
             raise StudioError("type a prompt first")
         messages = [{"role": "user", "content": prompt.strip()}]
         params = {"temperature": float(temperature), "max_tokens": int(max_tokens)}
-        out = {}
-        with self._lock:
-            local = self._load(student, adapter)
-            for name in em.STUDENTS:
-                call = Call.make(EVAL_METHOD, "playground", STUDENT_ENDPOINT, name, messages, params)
-                with adapter_enabled(local.model, name == "distilled"):
-                    result = local.generate(call)
-                out[name] = result["response"] if result["status"] == "ok" else f"[error] {result['error']}"
-        result = asyncio.run(_ask_teacher(teacher, endpoint_url(teacher, base_url), messages, params))
-        out["teacher"] = result["response"] if result["status"] == "ok" else f"[error] {result['error']}"
-        return out
+        endpoint = self.students.endpoint(student, adapter)
+        return asyncio.run(_ask_all(endpoint, teacher, endpoint_url(teacher, base_url), messages, params))
 
 
-async def _ask_teacher(teacher: TeacherConfig, url: str, messages: list[dict], params: dict) -> dict:
-    client = teacher.client(url)
+async def _ask_all(endpoint, teacher: TeacherConfig, teacher_url: str, messages: list[dict], params: dict) -> dict:
+    student_client, teacher_client = teacher.client(endpoint.base_url), teacher.client(teacher_url)
     try:
-        return await call_chat(client, teacher.model_name, messages, params, teacher.max_retries)
+        asks = [call_chat(student_client, endpoint.model, messages, {**params, **endpoint.params(name == "distilled")})
+                for name in em.STUDENTS]
+        asks.append(call_chat(teacher_client, teacher.model_name, messages, params, teacher.max_retries))
+        results = await asyncio.gather(*asks)
     finally:
-        await client.close()
+        await student_client.close()
+        await teacher_client.close()
+    return {name: r["response"] if r["status"] == "ok" else f"[error] {r['error']}"
+            for name, r in zip((*em.STUDENTS, "teacher"), results)}
 
 
 __all__ = ["Playground"]

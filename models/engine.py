@@ -65,7 +65,9 @@ class ServerSpec:
     """What one server serves and how.
 
     role: what the studio uses it for, in messages ("embedded teacher", "student").
-    model: the GGUF file. alias: the model name clients send.
+    model: the GGUF file, or a function that finds (or makes) it when the server first starts: finding
+        weights can fail or take time, and must do so when the model is first needed, not when the
+        studio opens. alias: the model name clients send.
     loras: (name, GGUF adapter file) pairs, loaded at start with scale 0 and enabled per request
         (llama-server's `lora` field), so one server serves the base model and every adapter.
     n_ctx: context per request (prompt + answer). parallel: requests decoded together.
@@ -73,7 +75,7 @@ class ServerSpec:
     """
 
     role: str
-    model: Path
+    model: Path | Callable[[], Path]
     alias: str
     loras: tuple[tuple[str, Path], ...] = ()
     n_ctx: int = 2048
@@ -82,7 +84,8 @@ class ServerSpec:
 
     def args(self, binary: Path, port: int) -> list[str]:
         threads = self.threads or len(os.sched_getaffinity(0))
-        args = [str(binary), "--model", str(self.model), "--alias", self.alias, "--host", "127.0.0.1",
+        model = self.model() if callable(self.model) else self.model
+        args = [str(binary), "--model", str(model), "--alias", self.alias, "--host", "127.0.0.1",
                 "--port", str(port), "--ctx-size", str(self.n_ctx * self.parallel), "--parallel", str(self.parallel),
                 "--threads", str(threads), "--threads-batch", str(threads), "--kv-unified", "--cache-ram", "256",
                 "--jinja", "--no-webui", "--metrics"]
@@ -103,11 +106,8 @@ class ServerState:
 class LlamaServer:
     """One llama-server process; thread-safe. `ensure_started()` returns its base URL (".../v1")."""
 
-    def __init__(self, spec: ServerSpec | Callable[[], ServerSpec], log_dir: Path, log_name: str,
-                 startup_timeout_s: float = 180.0):
-        """spec: what to serve, or a function that says so on first start (finding weights can fail, and
-        must fail when the model is first needed, not when the studio opens)."""
-        self._spec = spec
+    def __init__(self, spec: ServerSpec, log_dir: Path, log_name: str, startup_timeout_s: float = 180.0):
+        self.spec = spec
         self.log_dir = Path(log_dir)
         self.log_path = self.log_dir / log_name
         self.startup_timeout_s = startup_timeout_s
@@ -117,12 +117,6 @@ class LlamaServer:
         self._stopping = False
         self.port: int | None = None
         self.base_url: str | None = None
-
-    @property
-    def spec(self) -> ServerSpec:
-        if callable(self._spec):
-            self._spec = self._spec()
-        return self._spec
 
     # ---- lifecycle -----------------------------------------------------------------------------------------
 

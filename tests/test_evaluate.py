@@ -164,7 +164,8 @@ def test_eval_with_a_scripted_judge_then_failures_become_new_train_tasks(store, 
         assert metrics["teacher"]["pass_rate"] == 1.0 and metrics["teacher"]["checked"] == 1
         assert metrics["base"]["nll"] > 0 and metrics["distilled"]["nll"] > 0 and metrics["lost"] == 3
         assert progress[-1].done == progress[-1].total and {p.stage for p in progress} >= {
-            "teacher answers", "base student", "distilled student", "judging"}
+            "teacher answers", "base student answers", "distilled student answers",
+            "students' NLL of the teacher's answers (child process)", "judging"}
 
         # Stored as a run with a per-task report; the students' answers are marked as eval data.
         run = store.run(metrics["eval_run_id"])
@@ -222,11 +223,11 @@ def test_a_cancelled_eval_is_stopped_and_resumes_from_what_is_stored(store, tiny
                             max_tokens=4, judge_max_tokens=8)
 
         def stop_at_students(p):
-            if p.stage == "base student":
+            if p.stage == "base student answers":
                 cancel.set()
 
         stopped = run_eval(store, config, on_progress=stop_at_students, cancel=cancel)
-        assert stopped["stopped_at"] == "base student"
+        assert stopped["stopped_at"] == "base student answers"
         assert store.run(stopped["eval_run_id"])["status"] == "stopped"
         teacher_calls = len(server.requests)
         assert teacher_calls == 3  # the teacher answered; the judge was never asked

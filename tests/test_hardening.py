@@ -335,9 +335,9 @@ def test_pickle_adapters_are_refused_before_loading(tmp_path):
     (adapter / "adapter_model.bin").write_bytes(b"\x80\x04not really a pickle")
     with pytest.raises(StudioError, match=r"only pickle weights \(adapter_model.bin\)"):
         check_adapter_folder(adapter)
-    from curation.methods.self_knowledge import LocalStudent
-    with pytest.raises(StudioError, match="only safetensors adapters are loaded"):
-        LocalStudent("smollm2-135m-instruct", str(adapter), tmp_path / "models")
+    from models.students import StudentServers
+    with pytest.raises(StudioError, match="only safetensors adapters are loaded"):  # the student's server
+        StudentServers(tmp_path / "logs", tmp_path / "models").endpoint("smollm2-135m-instruct", adapter)
     assert not (tmp_path / "models").exists()  # refused before the student was even materialised
     (adapter / "adapter_model.safetensors").write_bytes(b"")
     assert check_adapter_folder(adapter) == adapter
@@ -373,7 +373,6 @@ def custom_code_model(folder: Path, tiny_student: Path, marker: Path, model_type
 
 def test_a_model_runs_its_own_code_only_when_trusted_by_name_with_a_warning(tmp_path, tiny_student, monkeypatch,
                                                                            caplog):
-    from curation.methods.self_knowledge import LocalStudent
     from distill import preflight
     from distill.loading import load_model, load_tokenizer
     from distill.models import TRUST_ENV
@@ -385,8 +384,9 @@ def test_a_model_runs_its_own_code_only_when_trusted_by_name_with_a_warning(tmp_
     refusal = rf"needs its own Python code to load \(model_type 'studio_custom'.*--trust-remote-code {custom}"
     with pytest.raises(StudioError, match=refusal):
         load_model(custom, str(custom), config, "cpu")
-    with pytest.raises(StudioError, match=refusal):
-        LocalStudent(str(custom), "", tmp_path / "models")
+    from models.students import StudentServers
+    with pytest.raises(StudioError, match=refusal):  # the student's server (GGUF conversion in a child)
+        StudentServers(tmp_path / "logs", tmp_path / "models").endpoint(str(custom))
     with pytest.raises(StudioError, match=refusal):
         preflight.check(config, [{"messages": []}], tmp_path / "models")  # the Train button: no run created
     assert not marker.exists()

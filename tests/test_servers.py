@@ -2,14 +2,33 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import time
 
 import pytest
 
+from curation.errors import TeacherError
+from curation.generate import GenerateConfig, retry_failed, run_method
+from curation.jobs import GenerationJobs, run_on_teacher
 from curation.local_server import LocalTeacherServer
-from models.engine import describe_exit
+from curation.teacher import TeacherConfig
+from models.engine import describe_exit, stop_recorded
 
 pytestmark = pytest.mark.integration
+
+TASKS = [{"instruction": f"Write one sentence about the number {i}."} for i in range(12)]
+
+
+def _kill_after(server: LocalTeacherServer, calls: int, times: int = 1):
+    """An on_progress hook that sends SIGSEGV to the server once `calls` answers are stored (up to `times` kills)."""
+    killed = []
+
+    def hook(progress):
+        if progress.done >= calls and len(killed) < times and server.running:
+            killed.append(server.pid)
+            os.killpg(server.pid, signal.SIGSEGV)
+    return hook, killed
 
 
 def test_exit_descriptions_name_the_signal():
@@ -41,6 +60,104 @@ def test_the_embedded_teacher_answers_several_requests_at_once(tmp_path):
     finally:
         server.stop()
     assert not server.running and server.death() is None  # asked to stop: not a death
+
+
+def test_a_server_killed_mid_job_is_reported_restarted_once_and_the_job_resumes(store, tmp_path):
+    store.add_tasks(TASKS)
+    server = LocalTeacherServer(tmp_path / "logs", parallel=2)
+    hook, killed = _kill_after(server, calls=3)
+    teacher = TeacherConfig(concurrency=2, max_retries=3)
+    config = GenerateConfig(max_tokens=24, temperature=0.0)
+    try:
+        summary = run_on_teacher(server, teacher, lambda url, watch: run_method(
+            store, teacher, config, url, on_progress=hook, watch=watch))
+    finally:
+        server.stop()
+    assert len(killed) == 1
+    assert "exited (signal 11 (SIGSEGV))" in summary["server_restarted"]
+    assert summary["ok"] + summary["skipped_cached"] == len(TASKS) and summary["failed"] == 0
+    first, second = store.runs("generate")[::-1][:2]
+    assert first["status"] == "failed" and "signal 11" in first["error"]
+    assert second["status"] == "completed"
+    # the calls the death broke were stored as failed with the description, then answered on resume
+    ledger = store.ledger_rows()
+    assert all(r["state"] == "ok" for r in ledger) and len(ledger) == len(TASKS)
+    assert store.stats()["generations"] == len(TASKS)
+
+
+def test_a_second_death_fails_the_job_with_the_signal_and_retry_failed_works_after(store, tmp_path):
+    store.add_tasks(TASKS[:8])
+    server = LocalTeacherServer(tmp_path / "logs", parallel=2)
+    teacher = TeacherConfig(concurrency=2, max_retries=3)
+    config = GenerateConfig(max_tokens=16, temperature=0.0)
+    state = {"kills": 0, "done_at_start": None}
+
+    def hook(progress):  # one kill in each attempt, once it has stored an answer
+        if state["kills"] < 2 and server.running and progress.done >= 1 and server.pid != state.get("last"):
+            state["kills"] += 1
+            state["last"] = server.pid
+            os.killpg(server.pid, signal.SIGSEGV)
+    try:
+        with pytest.raises(TeacherError, match=r"exited \(signal 11 \(SIGSEGV\)\)[\s\S]*already died once"):
+            run_on_teacher(server, teacher, lambda url, watch: run_method(
+                store, teacher, config, url, on_progress=hook, watch=watch))
+        failed = [r for r in store.ledger_rows() if r["state"] == "failed"]
+        assert failed and all("exited (signal 11 (SIGSEGV))" in r["error"] for r in failed)
+        assert "log tail" in failed[0]["error"]
+        summary = run_on_teacher(server, teacher, lambda url, watch: retry_failed(store, teacher, url, watch=watch))
+        assert summary["ok"] == len(failed) and summary["failed"] == 0
+    finally:
+        server.stop()
+
+
+def test_the_background_job_shows_the_death_and_the_restart(store, tmp_path):
+    store.add_tasks(TASKS[:6])
+    server = LocalTeacherServer(tmp_path / "logs", parallel=2)
+    jobs = GenerationJobs(store, server)
+    server.ensure_started()
+    try:
+        jobs.start(TeacherConfig(concurrency=2), GenerateConfig(max_tokens=16, temperature=0.0))
+        while jobs.status().progress.done < 1:
+            time.sleep(0.05)
+        os.killpg(server.pid, signal.SIGSEGV)
+        status = jobs.wait(timeout=300)
+    finally:
+        server.stop()
+    assert status.state == "completed", status.error
+    assert "signal 11" in status.summary["server_restarted"]
+    from ui.generate import status_note
+    assert "restarted once" in status_note(status)
+
+
+def test_servers_a_dead_studio_left_are_stopped_at_the_next_start(tmp_path):
+    logs = tmp_path / "logs"
+    server = LocalTeacherServer(logs, parallel=1)
+    server.ensure_started()
+    pid = server.pid
+    server._proc = None  # the studio "dies" without stopping it: the process and its record stay
+    try:
+        notes = stop_recorded(logs)
+        assert notes and f"PID {pid}" in notes[0]
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.1)
+        assert not _alive(pid)
+        assert stop_recorded(logs) == []  # the record is gone with it
+    finally:
+        if _alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return False
+    return stat.split(")")[-1].split()[0] != "Z"
 
 
 def test_the_server_binary_has_no_native_or_amx_code():

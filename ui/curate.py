@@ -13,13 +13,29 @@ import pandas as pd
 
 from curation.embed import embedder_key
 from curation.errors import StudioError
-from curation.filters import (DEFAULT_REFUSALS, JudgeScoreFilter, LanguageFilter, LeakageFilter, LengthFilter,
-                              RefusalFilter, RegexFilter, apply_filter, preview_filter)
-from curation.rank import (RankConfig, approve_top, diversity_for_rows, ifd_pairs, ifd_scores, pending_rows,
-                           rank_rows)
+from curation.filters import (
+    DEFAULT_REFUSALS,
+    JudgeScoreFilter,
+    LanguageFilter,
+    LeakageFilter,
+    LengthFilter,
+    RefusalFilter,
+    RegexFilter,
+    apply_filter,
+    preview_filter,
+)
+from curation.rank import (
+    RankConfig,
+    approve_top,
+    diversity_for_rows,
+    ifd_pairs,
+    pending_rows,
+    rank_rows,
+)
 from curation.stats import stats_figures, workspace_stats
 from curation.store import ReviewFilter
-from distill.models import BUNDLED_STUDENT, resolve_student, trust_remote_code
+from distill.models import BUNDLED_STUDENT
+from distill.scoring import score_in_child
 from ui import curate_dedupe
 from ui.common import guarded
 
@@ -27,7 +43,6 @@ FILTER_KINDS = ["length", "regex", "refusal", "judge_score", "language", "leakag
 SAMPLE_COLUMNS = ["id", "status", "judge", "instruction", "response"]
 RANK_COLUMNS = ["rank", "id", "score", "judge", "diversity", "difficulty", "instruction", "response"]
 RANK_SHOWN = 200
-IFD_CHUNK = 32  # rows per progress step while the student scores them
 STAT_PLOTS = ["status", "skill", "domain", "teacher", "judge_scores", "response_chars", "response_tokens"]
 
 
@@ -163,20 +178,14 @@ def _filters(studio):
 
 # ---- ranking ----------------------------------------------------------------------------------
 def student_ifd(studio, spec: str, rows: list[dict], progress) -> np.ndarray:
-    """IFD of each row under the student (the bundled one by default): slow, so only when asked."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    progress(0, desc="loading the student")
-    spec = spec or BUNDLED_STUDENT
-    path = resolve_student(spec, studio.store.workspace / "models")
-    trust = trust_remote_code(path, spec)
-    tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust)
-    model = AutoModelForCausalLM.from_pretrained(str(path), use_safetensors=True, trust_remote_code=trust)
-    pairs, parts = ifd_pairs(rows), []
-    for start in range(0, len(pairs), IFD_CHUNK):
-        progress((start, len(pairs)), desc="scoring difficulty", unit="rows")
-        parts.append(ifd_scores(model, tokenizer, pairs[start:start + IFD_CHUNK]))
-    return np.concatenate(parts) if parts else np.zeros(0)
+    """IFD of each row under the student (the bundled one by default), computed in a child process (it needs
+    the student's losses of given text, which no inference endpoint gives): slow, so only when asked."""
+    progress(0, desc="loading the student (child process)")
+    items = [{"instruction": i, "response": r} for i, r in ifd_pairs(rows)]
+    values = score_in_child("ifd", items, spec or BUNDLED_STUDENT, studio.store.workspace / "models",
+                            on_progress=lambda done, total: progress((done, total), desc="scoring difficulty",
+                                                                     unit="rows"))
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
 
 
 def ranking_frame(ranking, rows: list[dict]) -> pd.DataFrame:

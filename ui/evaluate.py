@@ -145,8 +145,8 @@ def build(studio, jobs: EvalJobs | None = None, playground: Playground | None = 
     """The Evaluate tab. `jobs` / `playground` may be shared objects owned by the studio; by default the
     tab makes its own (one per app, held by this tab's event handlers)."""
     store = studio.store
-    jobs = jobs or EvalJobs(store, studio.server)
-    playground = playground or Playground(store.workspace / "models")
+    jobs = jobs or EvalJobs(store, studio.server, studio.students)
+    playground = playground or Playground(studio.students)
     gr.Markdown("Evaluates a trained student on the **eval split** (tasks never trained on): the teacher, the base "
                 "student and the distilled student answer; the judge compares distilled vs base and vs teacher in "
                 "both orders (disagreeing orders count as a tie) and scores all three 1-10. Answers and verdicts "

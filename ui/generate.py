@@ -16,7 +16,7 @@ from curation.generate import Budget, plan_calls, preview
 from curation.methods import METHODS, SURVEY_DOMAINS, SURVEY_SKILLS, get_method
 from curation.methods.evol import OPERATIONS
 from curation.methods.judge import default_rubric
-from curation.teacher import TeacherConfig
+from curation.teacher import DEFAULT_CONCURRENCY, TeacherConfig
 from ui import ledger
 from ui.common import fmt_seconds, guarded, progress_html
 
@@ -128,7 +128,12 @@ def job_status(studio) -> tuple[str, str]:
 def status_note(status) -> str:
     if status.state == "starting":
         return "starting the teacher…"
+    if status.state == "restarting":
+        return f"**the teacher server died; restarting it once and resuming.**\n```\n{status.error}\n```"
     note = summary_text(status.state, status.summary) if status.summary else ""
+    if status.summary.get("server_restarted"):
+        note = (f"**the teacher server died during this job; it was restarted once and the job resumed.**\n```\n"
+                f"{status.summary['server_restarted']}\n```\n\n{note}")
     if status.state == "failed":
         note = f"**failed:** {status.error}" + (f"\n\n{note}" if note else "")
     return note
@@ -176,7 +181,7 @@ def _teacher_section() -> dict:
             # Typed here, used for the job and never sent back to the page (no output carries it).
             api_key = gr.Textbox(label="API key", type="password", value="", placeholder=key_hint)
         with gr.Row():
-            concurrency = gr.Slider(1, 64, value=4, step=1, label="Concurrent calls")
+            concurrency = gr.Slider(1, 64, value=DEFAULT_CONCURRENCY, step=1, label="Concurrent calls")
             timeout_s = gr.Number(value=60, label="Per-call timeout (s)", minimum=1, maximum=600)
             max_retries = gr.Number(value=3, label="Max retries", minimum=0, maximum=10, precision=0)
     return dict(base_url=base_url, model=model, api_key=api_key, concurrency=concurrency, timeout_s=timeout_s,

@@ -56,7 +56,23 @@ def diff_runs(store, run_a, run_b) -> tuple[str, pd.DataFrame]:
     return summary, frame
 
 
+SERVER_COLUMNS = ["role", "model", "state", "port", "pid", "adapters", "slots", "busy_slots", "tokens", "tokens_per_s",
+                  "restarts", "deaths"]
+
+
+def servers_frame(studio) -> pd.DataFrame:
+    """The inference servers (llama.cpp's llama-server): what each serves, where, and how hard it works."""
+    return pd.DataFrame(studio.server_rows(), columns=SERVER_COLUMNS)
+
+
 def build(studio):
+    with gr.Accordion("Inference servers", open=True):
+        gr.Markdown("Every model runs on its own llama.cpp server on 127.0.0.1, started on first use and stopped "
+                    "when the studio stops. *tokens_per_s* is the server's generation rate; *busy_slots* the "
+                    "requests it is decoding together.")
+        servers = gr.Dataframe(value=lambda: servers_frame(studio), interactive=False, elem_id="servers-table")
+        gr.Timer(5.0).tick(lambda: servers_frame(studio), None, [servers], show_progress="hidden",
+                           api_name="list_servers")
     refresh = gr.Button("Refresh", size="sm", elem_id="runs-refresh")
     table = gr.Dataframe(value=lambda: runs_frame(studio.store), interactive=False, elem_id="runs-table")
     detail = gr.JSON(label="Run config (with provenance), metrics and error")

@@ -10,11 +10,12 @@ import json
 import sys
 
 from curation.errors import ConfigError, StudioError
-from curation.io import parse_ids
 from curation.generate import Budget, Progress, preview, retry_failed, run_method
+from curation.io import parse_ids
+from curation.jobs import run_on_teacher
 from curation.local_server import LocalTeacherServer
 from curation.methods import METHODS, get_method
-from curation.teacher import TeacherConfig
+from curation.teacher import DEFAULT_CONCURRENCY, TeacherConfig
 
 
 def _ints(text: str) -> list[int]:
@@ -78,7 +79,8 @@ def add_teacher_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base-url", default="", help="OpenAI-compatible base URL (default: $OPENAI_BASE_URL, "
                    "else the embedded llama.cpp teacher); the key comes from $OPENAI_API_KEY")
     p.add_argument("--model", default="", help="model name at --base-url")
-    p.add_argument("--concurrency", type=int, default=4, help="calls in flight at once (default 4)")
+    p.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY,
+                   help=f"calls in flight at once (default {DEFAULT_CONCURRENCY})")
     p.add_argument("--timeout", type=float, default=60.0, help="per-call timeout in seconds (default 60)")
     p.add_argument("--max-retries", type=int, default=3, help="retries of 408/409/429/5xx/connection errors (default 3)")
     p.add_argument("--budget-tokens", type=int, help="stop cleanly once the job used this many tokens")
@@ -150,12 +152,14 @@ def build_config(method_name: str, args):
 
 
 def _with_teacher(store, teacher: TeacherConfig, work):
+    """work(base_url, watch) against the teacher; the embedded server is restarted once if it dies."""
     server = None
     if teacher.embedded:
         server = LocalTeacherServer(store.workspace / "logs")
-        print("starting the embedded teacher (llama.cpp, SmolLM2-135M-Instruct)...", file=sys.stderr)
+        print("starting the embedded teacher (llama.cpp's llama-server, SmolLM2-135M-Instruct)...", file=sys.stderr)
     try:
-        return work(server.ensure_started() if server else teacher.base_url)
+        return run_on_teacher(server, teacher, work, on_restart=lambda died: print(
+            f"{died}\nrestarting the teacher server once and resuming...", file=sys.stderr))
     finally:
         if server:
             server.stop()
@@ -168,8 +172,8 @@ def cmd_generate(store, args) -> int:
             print(json.dumps(call, ensure_ascii=False))
         return 0
     store.mark_interrupted_runs()  # we own the workspace: a run still 'running' belonged to a dead process
-    summary = _with_teacher(store, teacher, lambda url: run_method(store, teacher, config, url,
-                                                                   on_progress=print_progress, budget=budget))
+    summary = _with_teacher(store, teacher, lambda url, watch: run_method(
+        store, teacher, config, url, on_progress=print_progress, budget=budget, watch=watch))
     print(json.dumps(summary))
     return 0 if summary["failed"] == 0 else 1
 
@@ -177,8 +181,9 @@ def cmd_generate(store, args) -> int:
 def cmd_retry_failed(store, args) -> int:
     teacher = _teacher(args)
     store.mark_interrupted_runs()
-    summary = _with_teacher(store, teacher, lambda url: retry_failed(store, teacher, url, None if args.all else args.keys,
-                                                                     on_progress=print_progress, budget=_budget(args)))
+    summary = _with_teacher(store, teacher, lambda url, watch: retry_failed(
+        store, teacher, url, None if args.all else args.keys, on_progress=print_progress, budget=_budget(args),
+        watch=watch))
     print(json.dumps(summary))
     return 0 if summary["failed"] == 0 else 1
 

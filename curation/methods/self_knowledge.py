@@ -1,15 +1,15 @@
 """self — the student answers, the judge filters (survey 3.1, Self-knowledge; ReST / self-rewarding).
 
-Stage 1 (student, local): a transformers causal LM (the bundled SmolLM2, a folder, a .gguf, a cached
-hub id), optionally with a PEFT adapter, answers each task on this machine's CPU/GPU; rendered like
-label (label_user.j2); writes generations with method 'self' (endpoint 'local', no cost).
+Stage 1 (student): the student (the bundled SmolLM2, a folder, a .gguf, a cached hub id), optionally with
+a PEFT adapter, answers each task through its own inference server (models.students: llama.cpp's server,
+the adapter applied per request), as many at once as the teacher's concurrency; rendered like label
+(label_user.j2); writes generations with method 'self' (endpoint 'local', no cost).
 Stage 2 (teacher as judge): judge.j2 scores each of those answers; writes judgments.
 Finish: answers the judge scored below `keep_threshold` are rejected with the reason; with
 `approve_kept` the others are approved. Unreadable scores leave the answer pending for a human.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,52 +71,6 @@ class SelfConfig(Sampling):
         return {"temperature": 0.0, "max_tokens": self.judge_max_tokens}
 
 
-class LocalStudent:
-    """A transformers causal LM (+ optional PEFT adapter) that answers chats on this machine."""
-
-    def __init__(self, spec: str, adapter: str, models_dir: Path):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from distill.models import check_adapter_folder, resolve_student, trust_remote_code  # offline, safetensors only
-        adapter_dir = check_adapter_folder(adapter) if adapter else None  # before any slow model work
-        path = resolve_student(spec, models_dir)
-        trust = trust_remote_code(path, spec or "smollm2-135m-instruct")
-        self.tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust)
-        self.model = AutoModelForCausalLM.from_pretrained(str(path), use_safetensors=True, trust_remote_code=trust)
-        if adapter_dir:
-            from peft import PeftModel
-            self.model = PeftModel.from_pretrained(self.model, str(adapter_dir))
-        self.model.eval()
-
-    def generate(self, call: Call) -> dict:
-        """One answer as a result dict like a teacher call's; errors become a failed result."""
-        import torch
-        started = time.monotonic()
-        try:
-            inputs = self.tokenizer.apply_chat_template(call.messages, add_generation_prompt=True,
-                                                        return_tensors="pt", return_dict=True)
-            temperature, max_tokens = call.params["temperature"], call.params["max_tokens"]
-            torch.manual_seed(int(call.request_key[:8], 16))  # the same call samples the same answer
-            with torch.no_grad():
-                out = self.model.generate(**inputs, max_new_tokens=max_tokens, do_sample=temperature > 0,
-                                          temperature=temperature if temperature > 0 else None, top_p=None,
-                                          top_k=None, pad_token_id=self.tokenizer.pad_token_id
-                                          if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id)
-            new = out[0, inputs["input_ids"].shape[1]:]
-        except (RuntimeError, ValueError) as exc:
-            return {"status": "error", "error": f"the student failed: {type(exc).__name__}: {exc}"[:500],
-                    "latency_s": time.monotonic() - started, "attempts": 1}
-        return {"status": "ok", "response": self.tokenizer.decode(new, skip_special_tokens=True).strip(),
-                "finish_reason": "length" if len(new) >= max_tokens else "stop",
-                "prompt_tokens": int(inputs["input_ids"].shape[1]), "completion_tokens": int(len(new)),
-                "latency_s": time.monotonic() - started, "attempts": 1}
-
-
-def load_student(ctx) -> LocalStudent:
-    config = ctx.config
-    return LocalStudent(config.student, config.adapter, ctx.store.workspace / "models")
-
-
 def _plan_student(ctx) -> list[Call]:
     return plan_answers(ctx, "self", ctx.config.params(), endpoint=STUDENT_ENDPOINT, model=ctx.config.student_id)
 
@@ -157,7 +111,7 @@ def _stages(config) -> list[Stage]:
             Stage("judge", _plan_judge, write_judgment)]
 
 
-METHOD = Method("self", SelfConfig, "the student answers locally and the teacher judges; low scores are "
+METHOD = Method("self", SelfConfig, "the student answers (its own inference server) and the teacher judges; low scores are "
                 "rejected (self-knowledge loop)", _stages,
                 writers={"student": _write_student, "judge": write_judgment}, finish=_finish)
 
