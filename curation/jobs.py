@@ -9,14 +9,7 @@ import time
 from dataclasses import dataclass, field
 
 from curation.errors import StudioError, TeacherError
-from curation.generate import (
-    Budget,
-    Progress,
-    check_budget,
-    plan_calls,
-    retry_failed,
-    run_method,
-)
+from curation.generate import (Budget, Progress, check_budget, plan_calls, retry_failed, run_method)
 from curation.local_server import LocalTeacherServer
 from curation.methods import method_for
 from curation.store import Store

@@ -13,12 +13,7 @@ from curation.errors import StudioError
 from curation.jobs import BackgroundJob
 from curation.store import Store
 from distill.evaluate import EvalConfig, EvalProgress, prepare, run_eval
-from distill.failures import (
-    FailureSeedConfig,
-    failure_seed_calls,
-    failures_to_seeds,
-    teacher_of_run,
-)
+from distill.failures import (FailureSeedConfig, failure_seed_calls, failures_to_seeds, teacher_of_run)
 from models.students import StudentServers
 
 

@@ -37,12 +37,7 @@ from curation.errors import ConfigError, StudioError
 from curation.generate import plan_calls, preview, run_method
 from curation.methods.base import Call
 from curation.methods.judge import default_rubric
-from curation.methods.label import (
-    GenerateConfig,
-    Sampling,
-    build_messages,
-    check_sampling,
-)
+from curation.methods.label import (GenerateConfig, Sampling, build_messages, check_sampling)
 from curation.methods.self_knowledge import STUDENT_ENDPOINT
 from curation.store import Store
 from curation.teacher import TeacherConfig, call_chat

@@ -19,12 +19,7 @@ import sys
 from pathlib import Path
 
 from curation.errors import StudioError
-from distill.models import (
-    BUNDLED_STUDENT,
-    check_adapter_folder,
-    resolve_student,
-    trust_remote_code,
-)
+from distill.models import (BUNDLED_STUDENT, check_adapter_folder, resolve_student, trust_remote_code)
 
 GGUF_DIR = "gguf"
 

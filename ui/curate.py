@@ -13,25 +13,9 @@ import pandas as pd
 
 from curation.embed import embedder_key
 from curation.errors import StudioError
-from curation.filters import (
-    DEFAULT_REFUSALS,
-    JudgeScoreFilter,
-    LanguageFilter,
-    LeakageFilter,
-    LengthFilter,
-    RefusalFilter,
-    RegexFilter,
-    apply_filter,
-    preview_filter,
-)
-from curation.rank import (
-    RankConfig,
-    approve_top,
-    diversity_for_rows,
-    ifd_pairs,
-    pending_rows,
-    rank_rows,
-)
+from curation.filters import (DEFAULT_REFUSALS, JudgeScoreFilter, LanguageFilter, LeakageFilter, LengthFilter,
+                              RefusalFilter, RegexFilter, apply_filter, preview_filter)
+from curation.rank import (RankConfig, approve_top, diversity_for_rows, ifd_pairs, pending_rows, rank_rows)
 from curation.stats import stats_figures, workspace_stats
 from curation.store import ReviewFilter
 from distill.models import BUNDLED_STUDENT
