@@ -13,6 +13,9 @@ SmolLM2-135M-Instruct Q4_1 GGUF, greedy decoding (temperature 0), --max-tokens p
   studio's default concurrency on all prompts, and at 1 in flight on --sweep-prompts prompts.
 - distilabel 1.5: `LoadDataFromDicts >> TextGeneration(OpenAILLM)`, whose requests in flight are the step's
   `input_batch_size`; swept (8, 16, 32, 64) on --sweep-prompts prompts, then its best on all prompts.
+- transformers serve (the other engine considered): `transformers serve --continuous-batching --device cpu
+  --dtype bfloat16` on the same model materialised as safetensors, a raw loop at 8, 16, 32 in flight, and
+  whether it returns the top-k logprobs the `logprobs` method needs.
 
 Prints one JSON line:
 
@@ -32,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -60,14 +64,15 @@ def prompts(n: int) -> list[str]:
     return [tasks[i % len(tasks)] + ("" if i < len(tasks) else f"\n(variant {i // len(tasks)})") for i in range(n)]
 
 
-async def raw_loop(base_url: str, texts: list[str], max_tokens: int, concurrency: int) -> tuple[float, int]:
+async def raw_loop(base_url: str, texts: list[str], max_tokens: int, concurrency: int,
+                   model: str = EMBEDDED_MODEL) -> tuple[float, int]:
     """One AsyncOpenAI client, a semaphore, nothing stored. Returns (seconds, completion tokens)."""
     client = openai.AsyncOpenAI(base_url=base_url, api_key="no-key", max_retries=0, timeout=1200)
     semaphore = asyncio.Semaphore(concurrency)
 
     async def one(text):
         async with semaphore:
-            resp = await client.chat.completions.create(model=EMBEDDED_MODEL, messages=[{"role": "user", "content": text}],
+            resp = await client.chat.completions.create(model=model, messages=[{"role": "user", "content": text}],
                                                         temperature=0.0, max_tokens=max_tokens)
             return resp.usage.completion_tokens
 
@@ -78,8 +83,8 @@ async def raw_loop(base_url: str, texts: list[str], max_tokens: int, concurrency
     return elapsed, tokens
 
 
-def rate(base_url: str, texts: list[str], max_tokens: int, concurrency: int) -> float:
-    elapsed, tokens = asyncio.run(raw_loop(base_url, texts, max_tokens, concurrency))
+def rate(base_url: str, texts: list[str], max_tokens: int, concurrency: int, model: str = EMBEDDED_MODEL) -> float:
+    elapsed, tokens = asyncio.run(raw_loop(base_url, texts, max_tokens, concurrency, model))
     return tokens / elapsed
 
 
@@ -176,6 +181,58 @@ def before_sweep(texts: list[str], max_tokens: int, log_dir: Path) -> tuple[dict
         return {c: round(rate(url, texts, max_tokens, c), 2) for c in (1, 2, 4, 8)}, None
 
 
+@contextlib.contextmanager
+def transformers_server(log_dir: Path, folder: Path):
+    port = free_port()
+    args = [str(Path(sys.executable).with_name("transformers")), "serve", str(folder), "--continuous-batching",
+            "--device", "cpu", "--dtype", "bfloat16", "--host", "127.0.0.1", "--port", str(port)]
+    with open(log_dir / "transformers-serve.log", "ab") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"transformers serve exited ({proc.returncode}); see {log_dir}")
+            try:
+                urllib.request.urlopen(f"{base_url}/models", timeout=2)
+                break
+            except urllib.error.HTTPError:
+                break  # it answers (its model list reads the hub cache, which an offline machine lacks)
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        yield base_url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def transformers_sweep(texts: list[str], max_tokens: int, log_dir: Path):
+    """(tokens/s by concurrency, whether logprobs came back, error) for transformers serve."""
+    try:
+        from distill.models import resolve_student
+        folder = resolve_student("", log_dir / "models")
+        with transformers_server(log_dir, folder) as url:
+            model = str(folder)
+
+            async def probe():
+                client = openai.AsyncOpenAI(base_url=url, api_key="no-key", max_retries=0, timeout=600)
+                try:
+                    resp = await client.chat.completions.create(
+                        model=model, messages=[{"role": "user", "content": "Hi"}], max_tokens=4, temperature=0.0,
+                        logprobs=True, top_logprobs=2)
+                    return bool(getattr(resp.choices[0], "logprobs", None) and resp.choices[0].logprobs.content)
+                finally:
+                    await client.close()
+            has_logprobs = asyncio.run(probe())
+            rates = {c: round(rate(url, texts, max_tokens, c, model=model), 2) for c in (8, 16, 32)}
+        return rates, has_logprobs, None
+    except Exception as exc:  # reported in the JSON line, never dropped silently
+        return None, None, f"{type(exc).__name__}: {exc}"[:300]
+
+
 def distilabel_sweep(url: str, sweep_texts: list[str], texts: list[str], max_tokens: int):
     try:
         import distilabel  # noqa: F401
@@ -204,6 +261,7 @@ def main(argv=None):
     default_concurrency = TeacherConfig().concurrency
     with tempfile.TemporaryDirectory() as logs:
         before, before_error = before_sweep(sweep_texts, args.max_tokens, Path(logs))
+        tf_sweep, tf_logprobs, tf_error = transformers_sweep(sweep_texts, args.max_tokens, Path(logs))
         server = LocalTeacherServer(Path(logs))
         url = server.ensure_started()
         try:
@@ -225,6 +283,8 @@ def main(argv=None):
         "server_slots": slots, "prompts": len(texts), "sweep_prompts": len(sweep_texts), "max_tokens": args.max_tokens,
         "cpus": len(os.sched_getaffinity(0)),
         "before_llama_cpp_python_tok_s": before, "before_best_tok_s": before_best, "before_error": before_error,
+        "transformers_serve_bf16_tok_s": tf_sweep, "transformers_serve_logprobs": tf_logprobs,
+        "transformers_serve_error": tf_error,
         "engine_sweep_tok_s": sweep, "raw_concurrency": best_c, "raw_tok_s": round(raw_rate, 2),
         "ours_concurrency": default_concurrency, "ours_tok_s": round(our_rate, 2), "ours_c1_tok_s": round(one_rate, 2),
         "distilabel_sweep_tok_s": dl_sweep, "distilabel_batch": dl_best,
@@ -234,7 +294,8 @@ def main(argv=None):
         "ours_vs_raw": round(our_rate / raw_rate, 3),
         "ours_vs_distilabel": round(our_rate / dl_rate, 3) if dl_rate else None,
         "tokens": {"raw": raw_tokens, "ours": our_tokens, "distilabel": dl_run[1] if dl_run else None},
-        "seconds": {"raw": round(raw_s, 2), "ours": round(our_s, 2), "distilabel": round(dl_run[0], 2) if dl_run else None},
+        "seconds": {"raw": round(raw_s, 2), "ours": round(our_s, 2),
+                    "distilabel": round(dl_run[0], 2) if dl_run else None},
         "store_ms_per_row": summary["store_ms_per_row"],
     }
     result["goals"] = {"ours_3x_before": bool(result["ours_vs_before_best"] and result["ours_vs_before_best"] >= 3),

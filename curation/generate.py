@@ -220,8 +220,8 @@ async def _send(job: _Job, ctx: RunContext, stage: Stage, calls: list[Call], cli
         endpoint = await asyncio.to_thread(ctx.student)  # converts and starts the student's server once
         if not student_client:
             student_client.append(ctx.teacher.client(endpoint.base_url))
-        return await call_chat(student_client[0], endpoint.model, call.messages, {**call.params, **endpoint.params(True)},
-                               0, should_stop=job.should_stop)
+        params = {**call.params, **endpoint.params(True)}  # the adapter's switch is not part of the request key
+        return await call_chat(student_client[0], endpoint.model, call.messages, params, 0, should_stop=job.should_stop)
 
     async def one(call: Call):
         async with semaphore:  # held until the result is committed: a slot frees only once stored

@@ -81,7 +81,8 @@ def run_on_teacher(server: LocalTeacherServer, teacher: TeacherConfig, work, on_
     try:
         summary = work(base_url, server.death)
     except TeacherError as exc:
-        raise TeacherError(f"{exc}\n(it had already died once in this job and been restarted: {died.splitlines()[0]})") from exc
+        first = died.splitlines()[0]
+        raise TeacherError(f"{exc}\n(it had already died once in this job and been restarted: {first})") from exc
     return {**summary, "server_restarted": died}
 
 

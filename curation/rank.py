@@ -5,7 +5,8 @@ Every score is a pure function on arrays, NaN where a row has no value:
 - diversity: 1 − the cosine similarity to the nearest already-approved row (faiss inner-product search);
 - difficulty: instruction-following difficulty (IFD, Li et al. 2023 "From Quantity to Quality"): the
   student's mean loss on the response given the instruction, divided by its mean loss on the response
-  alone (the losses come from distill.ifd, run in a child process by distill.scoring). Near 1 the instruction barely helps (hard to follow); above 1 it hurts, and such rows are treated
+  alone (the losses come from distill.ifd, run in a child process by distill.scoring). Near 1 the
+  instruction barely helps (hard to follow); above 1 it hurts, and such rows are treated
   as misaligned rather than difficult (`difficulty_from_ifd`).
 `combined` min-max normalises each score and takes the weighted mean of the scores a row has.
 """

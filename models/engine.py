@@ -180,7 +180,7 @@ class LlamaServer:
             if self._proc is proc:
                 self.state.deaths.append(description)
                 self._proc = None
-                _record(self.log_dir, self, add=False)
+                _record(self.log_dir, self, add=False, pid=proc.pid)
         return description
 
     def _wait_ready(self):
@@ -189,6 +189,7 @@ class LlamaServer:
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 code = describe_exit(self._proc.returncode)
+                _record(self.log_dir, self, add=False, pid=self._proc.pid)
                 self._proc = None
                 raise ModelError(f"the {self.spec.role} server ({self.spec.alias}) exited ({code}) while starting; "
                                  f"log {self.log_path}:\n{self.log_tail()}")

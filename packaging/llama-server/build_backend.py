@@ -91,7 +91,8 @@ def build_into(target: Path) -> None:
         for item in SHIPPED:
             src = source / item
             if src.is_dir():
-                shutil.copytree(src, staging / "llama.cpp" / item, ignore=shutil.ignore_patterns("tests", "__pycache__"))
+                shutil.copytree(src, staging / "llama.cpp" / item,
+                                ignore=shutil.ignore_patterns("tests", "__pycache__"))
             elif src.exists():
                 (staging / "llama.cpp").mkdir(exist_ok=True)
                 shutil.copy2(src, staging / "llama.cpp" / item)
@@ -147,7 +148,8 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
                 rel = path.relative_to(built).as_posix()
                 add(f"{NAME}/{rel}", path.read_bytes(), executable=os.access(path, os.X_OK) and rel.startswith("bin/"))
         add(f"{dist_info}/METADATA", _metadata().encode())
-        add(f"{dist_info}/WHEEL", f"Wheel-Version: 1.0\nGenerator: {NAME}\nRoot-Is-Purelib: false\nTag: {_tag()}\n".encode())
+        wheel = f"Wheel-Version: 1.0\nGenerator: {NAME}\nRoot-Is-Purelib: false\nTag: {_tag()}\n"
+        add(f"{dist_info}/WHEEL", wheel.encode())
         records.append(f"{dist_info}/RECORD,,")
         whl.writestr(f"{dist_info}/RECORD", "\n".join(records) + "\n")
     return wheel_name
