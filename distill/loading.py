@@ -3,6 +3,7 @@ Trainer arguments, and the memory check that runs before any weight is loaded.""
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 from curation.errors import StudioError
@@ -49,7 +50,7 @@ def load_model(model_path: Path, name: str, config: TrainConfig, device: str, qu
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=kwargs["dtype"])
-        kwargs["device_map"] = {"": torch.cuda.current_device()}
+        kwargs["device_map"] = {"": local_cuda_device()}
     # use_safetensors: a pickle checkpoint can run code on load; resolve_student already refused those.
     model = AutoModelForCausalLM.from_pretrained(str(model_path), local_files_only=True, use_safetensors=True,
                                                  **kwargs)
@@ -120,3 +121,12 @@ def require_memory(config: TrainConfig, model_path: Path, lengths: list[int], ru
     if not found.fits:
         raise StudioError(found.describe())
     return found
+
+
+def local_cuda_device() -> int:
+    """The GPU this process owns: its LOCAL_RANK under torchrun / accelerate (each rank its own GPU), else
+    the current device. Read from the environment because the model is loaded before TrainingArguments
+    would set the device, and torch.cuda.current_device() is 0 in every rank until then."""
+    import torch
+    rank = os.environ.get("LOCAL_RANK")
+    return int(rank) if rank is not None and rank.isdigit() else torch.cuda.current_device()

@@ -467,3 +467,11 @@ def test_the_bundled_student_trains_two_steps(ws):
     assert "quantization_config" not in json.loads((model_dir / "config.json").read_text())
     assert not [p for p in model_dir.parent.iterdir() if p.name.startswith(".")], "a staging folder was left"
     assert_adapter_loads(model_dir, Path(run["run_dir"]) / "adapter")
+
+
+def test_a_4bit_student_loads_on_its_own_rank_s_gpu(monkeypatch):
+    """Under torchrun every rank has LOCAL_RANK; the model is loaded before TrainingArguments pick the
+    device, so the device map must come from it (not torch.cuda.current_device(), 0 in every rank)."""
+    from distill.loading import local_cuda_device
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert local_cuda_device() == 3
