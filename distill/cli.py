@@ -42,6 +42,8 @@ _OPTIONS = (
     ("--gradient-checkpointing", "gradient_checkpointing",
      dict(choices=("auto", "true", "false"), help="recompute activations to save memory (auto: CUDA only)")),
     ("--load-in-4bit", "load_in_4bit", dict(action="store_true", default=None, help="QLoRA (CUDA + bitsandbytes)")),
+    ("--ignore-memory-estimate", "ignore_memory_estimate",
+     dict(action="store_true", default=None, help="start even if the memory estimate says it will not fit")),
     ("--pairs", "dpo.pairs", dict(choices=("scores", "compare", "review"), help="dpo: where pairs come from")),
     ("--min-score-gap", "dpo.min_score_gap", dict(type=float, help="dpo scores: minimum judge-score gap")),
     ("--dpo-beta", "dpo.beta", dict(type=float, help="dpo: beta")),

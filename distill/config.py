@@ -141,6 +141,9 @@ class TrainConfig:
         "help": "recompute activations in the backward pass to save memory (~25% slower); None: on for CUDA only"})
     load_in_4bit: bool = field(default=False, metadata={
         "help": "QLoRA: hold the frozen student in 4-bit NF4 (CUDA and bitsandbytes only)"})
+    ignore_memory_estimate: bool = field(default=False, metadata={
+        "help": "start even when the memory estimate says the run will not fit: the estimate is advice "
+                "(calibrated on CPU), and a run that really does not fit fails with the device's own error"})
     dpo: DPOOptions = field(default_factory=DPOOptions, metadata={"help": "dpo options"})
     kd: KDOptions = field(default_factory=KDOptions, metadata={"help": "kd and kd_logprobs options"})
 

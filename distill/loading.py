@@ -117,9 +117,11 @@ def require_memory(config: TrainConfig, model_path: Path, lengths: list[int], ru
             "event": "memory", "device": device, "micro_batch_tokens": tokens,
             "estimate_mb": round(found.total / memory.MB, 1),
             "available_mb": round(found.available / memory.MB, 1) if found.available is not None else None,
-            "parts_mb": {k: round(v / memory.MB, 1) for k, v in found.parts.items()}, "fits": found.fits})
-    if not found.fits:
-        raise StudioError(found.describe())
+            "parts_mb": {k: round(v / memory.MB, 1) for k, v in found.parts.items()}, "fits": found.fits,
+            "ignored": bool(not found.fits and config.ignore_memory_estimate)})
+    if not found.fits and not config.ignore_memory_estimate:
+        from distill.preflight import memory_refusal
+        raise StudioError(memory_refusal(found))
     return found
 
 

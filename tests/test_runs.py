@@ -2,6 +2,7 @@
 step, merged export with a model card, and the memory estimate against a measured peak."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -184,3 +185,17 @@ def test_a_setting_that_does_not_fit_is_refused_with_one_that_fits(store, tiny_s
     with pytest.raises(StudioError, match="will not fit"):
         TrainingSlot(store, store.workspace).start(config)
     assert store.runs() == []
+
+
+def test_start_anyway_overrides_the_memory_estimate(store, tiny_student, monkeypatch):
+    """The estimate is advice: the refusal says how to start anyway, and 'start anyway' creates the run."""
+    seed_pairs(store)
+    monkeypatch.setattr(memory, "available_memory", lambda device: 50 * memory.MB)
+    config = TrainConfig(student=str(tiny_student), batch_size=8, max_length=1024, max_steps=1)
+    with pytest.raises(StudioError, match="--ignore-memory-estimate"):
+        TrainingSlot(store, store.workspace).start(config)
+    slot = TrainingSlot(store, store.workspace)
+    run_id = slot.start(dataclasses.replace(config, ignore_memory_estimate=True))
+    assert store.run(run_id)["kind"] == "sft"
+    slot.stop()
+    slot.close()

@@ -25,7 +25,8 @@ METHOD_HELP = {
 def config_from_values(student, max_steps, epochs, lr, batch, rank, max_length, method="sft", grad_accum=1,
                        batching="padding_free", save_steps=0, checkpointing="auto", four_bit=False,
                        pairs="scores", min_gap=2.0, dpo_beta=0.1, teacher="", kd_loss="forward_kl", kd_beta=0.5,
-                       temperature=1.0, on_policy=0.0, max_new_tokens=128, eval_rows=16, eval_steps=0) -> TrainConfig:
+                       temperature=1.0, on_policy=0.0, max_new_tokens=128, eval_rows=16, eval_steps=0,
+                       ignore_memory=False) -> TrainConfig:
     """start_training's inputs → TrainConfig (validated there; a ConfigError names the field)."""
     try:
         alpha = 2 * int(float(rank))
@@ -36,6 +37,7 @@ def config_from_values(student, max_steps, epochs, lr, batch, rank, max_length, 
         learning_rate=lr, batch_size=batch, lora_r=rank, lora_alpha=alpha, max_length=max_length,
         grad_accum=grad_accum, batching=batching, save_steps=save_steps, eval_rows=eval_rows, eval_steps=eval_steps,
         gradient_checkpointing=None if checkpointing == "auto" else checkpointing == "on", load_in_4bit=bool(four_bit),
+        ignore_memory_estimate=bool(ignore_memory),
         dpo=DPOOptions(pairs=pairs, min_score_gap=min_gap, beta=dpo_beta),
         kd=KDOptions(teacher=teacher or "", loss=kd_loss, beta=kd_beta if kd_loss == "jsd" else 0.5,
                      temperature=temperature, on_policy=on_policy, max_new_tokens=max_new_tokens))
@@ -103,6 +105,8 @@ def build(studio):
     method, method_help, common = _common_settings()
     boxes, options = _method_options()
     inputs = common + options + _eval_settings()
+    inputs.append(gr.Checkbox(value=False, label="Start anyway (the memory estimate is advice)",
+                              elem_id="train-ignore-memory"))
     with gr.Row():
         start = gr.Button("Train student", variant="primary", elem_id="train-start")
         stop = gr.Button("Stop", variant="stop", elem_id="train-stop")
