@@ -199,3 +199,26 @@ def test_start_anyway_overrides_the_memory_estimate(store, tiny_student, monkeyp
     assert store.run(run_id)["kind"] == "sft"
     slot.stop()
     slot.close()
+
+
+# ---- several processes ---------------------------------------------------------------------------------
+def test_torchrun_two_cpu_ranks_train_through_the_same_entry(store, tiny_student):
+    """`torchrun --nproc_per_node 2 -m distill train --run-dir` on CPU (gloo): both ranks train on their shard,
+    rank 0 alone writes the log and the adapter."""
+    seed_pairs(store)
+    config = TrainConfig(student=str(tiny_student), max_steps=2, batch_size=2, max_length=128, eval_rows=0)
+    run_dir = prepare_run_dir(snapshot.collect(store, config), config, store.workspace / "runs")
+    env = {**child_env(), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                             "--master_port", str(_free_port()), "-m", "distill", "train", "--run-dir", str(run_dir)],
+                            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=2 * CHILD_TIMEOUT_S)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    start = events(run_dir, "start")
+    assert len(start) == 1 and start[0].get("world_size") == 2, start
+    assert [e["step"] for e in events(run_dir, "step")][-1] == 2 and len(events(run_dir, "end")) == 1
+    assert_adapter_trained(run_dir)
+
+
+def _free_port() -> int:
+    from models.engine import free_port
+    return free_port()
