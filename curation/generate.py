@@ -221,7 +221,8 @@ async def _send(job: _Job, ctx: RunContext, stage: Stage, calls: list[Call], cli
         if not student_client:
             student_client.append(ctx.teacher.client(endpoint.base_url))
         params = {**call.params, **endpoint.params(True)}  # the adapter's switch is not part of the request key
-        return await call_chat(student_client[0], endpoint.model, call.messages, params, 0, should_stop=job.should_stop)
+        return await call_chat(student_client[0], endpoint.model, call.messages, params, 0, should_stop=job.should_stop,
+                               diagnose=lambda: asyncio.to_thread(endpoint.server.death, 2.0))
 
     async def one(call: Call):
         async with semaphore:  # held until the result is committed: a slot frees only once stored
@@ -235,6 +236,7 @@ async def _send(job: _Job, ctx: RunContext, stage: Stage, calls: list[Call], cli
                     job.fatal = died  # no more calls to a dead server; the job's owner may restart it and resume
             else:
                 result = await ask_student(call)
+                result.pop("server_died", None)  # its error names the student's server, its exit and log tail
             if result["status"] == "cancelled":
                 return  # stays pending in the ledger; a re-run sends it
             job.store_result(ctx, stage, call, result)

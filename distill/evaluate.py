@@ -375,7 +375,9 @@ def _answer_on_endpoint(store, endpoint, distilled: bool, model_id, config, task
                 if tracker.cancelled:
                     return
                 result = await call_chat(client, endpoint.model, call.messages,
-                                         {**call.params, **endpoint.params(distilled)}, 1)
+                                         {**call.params, **endpoint.params(distilled)}, 1,
+                                         diagnose=lambda: asyncio.to_thread(endpoint.server.death, 2.0))
+                result.pop("server_died", None)  # the error already names the dead server and its log tail
                 store.commit_call(call.request_key, result,
                                   generation=call.generation_row(result, run_id, method=EVAL_METHOD))
                 finished[0] += 1

@@ -115,6 +115,7 @@ class LlamaServer:
         self._lock = threading.RLock()
         self._proc: subprocess.Popen | None = None
         self._stopping = False
+        self._last_death: str | None = None
         self.port: int | None = None
         self.base_url: str | None = None
 
@@ -135,7 +136,7 @@ class LlamaServer:
                 self._proc = subprocess.Popen(self.spec.args(server_binary(), self.port), stdout=log,
                                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                               start_new_session=True)
-            self._stopping = False
+            self._stopping, self._last_death = False, None
             self.base_url = f"http://127.0.0.1:{self.port}/v1"
             self.state.starts += 1
             self.state.started_at = time.time()
@@ -166,8 +167,10 @@ class LlamaServer:
         wait_s: how long to give a dying process to finish exiting (a refused connection comes first).
         """
         proc = self._proc
-        if proc is None or self._stopping:
+        if self._stopping:
             return None
+        if proc is None:
+            return self._last_death  # every call that meets the dead server is told, until it is restarted
         try:
             returncode = proc.wait(timeout=wait_s) if wait_s else proc.poll()
         except subprocess.TimeoutExpired:
@@ -179,6 +182,7 @@ class LlamaServer:
         with self._lock:
             if self._proc is proc:
                 self.state.deaths.append(description)
+                self._last_death = description
                 self._proc = None
                 _record(self.log_dir, self, add=False, pid=proc.pid)
         return description

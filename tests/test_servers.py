@@ -175,3 +175,29 @@ def test_the_server_binary_has_no_native_or_amx_code():
 def _has(tool: str) -> bool:
     import shutil
     return shutil.which(tool) is not None
+
+
+def test_a_dead_student_server_is_named_in_the_failed_rows(store, tmp_path, tiny_student):
+    """The student's server dies mid-job: the self method's later answers fail with its exit and log tail,
+    not a bare connection error."""
+    from curation.methods.self_knowledge import SelfConfig
+    from models.students import StudentServers
+    from tests.fault_server import FaultServer
+    store.add_tasks(TASKS[:3])
+    students = StudentServers(tmp_path / "logs", tmp_path / "models")
+    killed = []
+
+    def kill_after_first_answer(progress):
+        if progress.stage == "student" and progress.done >= 1 and not killed:
+            killed.append(students.servers[0].pid)
+            os.killpg(killed[0], signal.SIGKILL)
+    try:
+        with FaultServer([{"text": "Score: 5\nRationale: ok."}]) as judge:
+            teacher = TeacherConfig(base_url=judge.base_url, model="scripted", max_retries=0, concurrency=1)
+            summary = run_method(store, teacher, SelfConfig(student=str(tiny_student), max_tokens=4), judge.base_url,
+                                 on_progress=kill_after_first_answer, students=students)
+    finally:
+        students.stop()
+    assert killed and summary["failed"] == 2
+    errors = [r["error"] for r in store.ledger_rows() if r["state"] == "failed"]
+    assert len(errors) == 2 and all("the student server" in e and "signal 9 (SIGKILL)" in e for e in errors)
