@@ -126,9 +126,9 @@ def test_kill_9_mid_generation_loses_no_committed_row_and_resumes(tmp_path):
         with studio_process(ws) as (proc, url):
             client = Client(url, verbose=False)
             client.predict(method="label", base_url=server.base_url, model="scripted", max_tokens=16,
-                           api_name="/start_generation")
-            # 4 calls go out at once (concurrency 4) and a slot frees only after its answer is stored, so a
-            # 6th request means at least 2 rows are committed.
+                           concurrency=4, api_name="/start_generation")
+            # 4 calls go out at once (concurrency 4, below the default 16 so that the kill lands mid-job) and a
+            # slot frees only after its answer is stored, so a 6th request means at least 2 rows are committed.
             wait_for(lambda: len(server.requests) >= 6, timeout=60, what="some committed calls")
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
