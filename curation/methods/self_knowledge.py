@@ -111,7 +111,7 @@ def _stages(config) -> list[Stage]:
             Stage("judge", _plan_judge, write_judgment)]
 
 
-METHOD = Method("self", SelfConfig, "the student answers (its own inference server) and the teacher judges; low scores are "
-                "rejected (self-knowledge loop)", _stages,
+METHOD = Method("self", SelfConfig, "the student answers (its own inference server) and the teacher judges; "
+                "low scores are rejected (self-knowledge loop)", _stages,
                 writers={"student": _write_student, "judge": write_judgment}, finish=_finish)
 
