@@ -144,23 +144,21 @@ def stdout_to_stderr():
 
 
 @contextlib.contextmanager
-def llama_cpp_python_server(log_dir: Path):
-    """The engine the studio used before: `python -m llama_cpp.server` over the same GGUF, as it was started."""
-    port = free_port()
-    args = [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf()), "--model_alias", EMBEDDED_MODEL,
-            "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
-            "--n_threads", str(len(os.sched_getaffinity(0)))]
-    with open(log_dir / "llama-cpp-python.log", "ab") as log:
+def peer_server(name: str, args: list[str], port: int, log_path: Path, timeout_s: float):
+    """A peer's OpenAI-compatible server, up once GET /v1/models answers (any HTTP status), stopped after."""
+    with open(log_path, "ab") as log:
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base_url = f"http://127.0.0.1:{port}/v1"
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + timeout_s
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited ({proc.returncode}); see {log_dir}")
+                raise RuntimeError(f"{name} exited ({proc.returncode}); see {log_path}")
             try:
                 urllib.request.urlopen(f"{base_url}/models", timeout=2)
                 break
+            except urllib.error.HTTPError:
+                break  # it answers (transformers serve's model list reads the hub cache, absent offline)
             except OSError:
                 if time.monotonic() > deadline:
                     raise
@@ -168,7 +166,16 @@ def llama_cpp_python_server(log_dir: Path):
         yield base_url
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        proc.wait(timeout=60)
+
+
+def llama_cpp_python_server(log_dir: Path):
+    """The engine the studio used before: `python -m llama_cpp.server` over the same GGUF, as it was started."""
+    port = free_port()
+    args = [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf()), "--model_alias", EMBEDDED_MODEL,
+            "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
+            "--n_threads", str(len(os.sched_getaffinity(0)))]
+    return peer_server("llama_cpp.server", args, port, log_dir / "llama-cpp-python.log", 120)
 
 
 def before_sweep(texts: list[str], max_tokens: int, log_dir: Path) -> tuple[dict | None, str | None]:
@@ -181,32 +188,11 @@ def before_sweep(texts: list[str], max_tokens: int, log_dir: Path) -> tuple[dict
         return {c: round(rate(url, texts, max_tokens, c), 2) for c in (1, 2, 4, 8)}, None
 
 
-@contextlib.contextmanager
 def transformers_server(log_dir: Path, folder: Path):
     port = free_port()
     args = [str(Path(sys.executable).with_name("transformers")), "serve", str(folder), "--continuous-batching",
             "--device", "cpu", "--dtype", "bfloat16", "--host", "127.0.0.1", "--port", str(port)]
-    with open(log_dir / "transformers-serve.log", "ab") as log:
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"transformers serve exited ({proc.returncode}); see {log_dir}")
-            try:
-                urllib.request.urlopen(f"{base_url}/models", timeout=2)
-                break
-            except urllib.error.HTTPError:
-                break  # it answers (its model list reads the hub cache, which an offline machine lacks)
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-        yield base_url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+    return peer_server("transformers serve", args, port, log_dir / "transformers-serve.log", 300)
 
 
 def transformers_sweep(texts: list[str], max_tokens: int, log_dir: Path):
