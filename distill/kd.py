@@ -3,9 +3,9 @@ top-k logprobs an API teacher returned with its answers (`kd_logprobs`, no teach
 
 kd: every answer token is scored by both models; the loss is forward KL, reverse KL or the generalised
 JSD (`distill.losses.generalized_jsd`, TRL's GKD convention) at a temperature. With `on_policy` > 0 a
-step is, with that probability, trained on the student's own samples of the prompts (GKD's lambda).
-TRL's GKDTrainer was not used: it lives in `trl.experimental`, ignores the temperature in its loss,
-and the logprobs method needs the same trainer with another loss; our loss is tested against TRL's.
+step is, with that probability, trained on the student's own samples of the prompts (GKD's lambda). Fully
+on-policy (`on_policy` 1) runs on TRL's stable `DistillationTrainer` (`distill.kd_trl`); TRL's stable
+trainer has no off-policy or mixed steps, so those stay here, with a loss tested against TRL's.
 
 kd_logprobs: the teacher's tokens come back from the API as text. Each is mapped to the student token
 with that exact text and placed by character offset in the answer, so a teacher distribution is used at
@@ -19,7 +19,7 @@ import random
 from pathlib import Path
 
 from curation.errors import StudioError
-from distill import runlog
+from distill import kd_trl, runlog
 from distill.config import TrainConfig
 
 MIN_MAPPED_SHARE = 0.8  # below this share of the teacher's tokens mapping to student tokens: other tokenizer
@@ -396,6 +396,8 @@ def build_kd_trainer(model_path: Path, rows: list[dict], config: TrainConfig, ru
     require_memory(config, model_path, [len(f["input_ids"]) for f in features], run_dir, device, teacher_path)
     student = load_student(model_path, config, device)
     teacher = load_model(teacher_path, config.kd.teacher, config, device) if teacher_path is not None else None
+    if kd_trl.fits(config):
+        return kd_trl.build_trainer(student, teacher, tokenizer, rows, config, run_dir, callbacks, device)
     model = get_peft_model(student, lora_config(config))
     if use_checkpointing(config, device):
         model.enable_input_require_grads()  # checkpointed layers need an input that requires grad under LoRA

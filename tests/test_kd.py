@@ -113,15 +113,31 @@ def test_forward_kl_against_a_local_teacher_trains_and_logs_every_step(store, ti
     assert_adapter_trained(run_dir)
 
 
-def test_jsd_on_policy_trains_on_the_students_own_samples(store, tiny_student, tiny_teacher):
+def test_fully_on_policy_jsd_runs_on_trls_distillation_trainer(store, tiny_student, tiny_teacher):
     seed_pairs(store)
     config = TrainConfig(method="kd", student=str(tiny_student), max_steps=2, batch_size=2,
                          kd=KDOptions(teacher=str(tiny_teacher), loss="jsd", beta=0.5, temperature=0.9,
                                       on_policy=1.0, max_new_tokens=6))
+    run_dir, metrics = run(store, config, store.workspace)
+    steps = events(run_dir, "step")
+    assert [e["step"] for e in steps] == [1, 2]
+    # TRL's trainer logs the student's completions it trained on (at most max_new_tokens) and their entropy
+    assert all(0 < e["metrics"]["completions/mean_length"] <= 6 and e["metrics"]["entropy"] > 0 for e in steps)
+    assert all(0 < e["loss"] < 1 for e in steps)  # a JSD with beta 0.5 is at most log 2 per token
+    assert metrics["tokens"] > 0
+    assert_adapter_trained(run_dir)
+
+
+def test_mixed_on_policy_jsd_samples_on_that_share_of_steps(store, tiny_student, tiny_teacher):
+    seed_pairs(store)
+    config = TrainConfig(method="kd", student=str(tiny_student), max_steps=4, batch_size=2,
+                         kd=KDOptions(teacher=str(tiny_teacher), loss="jsd", beta=0.5, temperature=0.9,
+                                      on_policy=0.5, max_new_tokens=6))
     run_dir, _ = run(store, config, store.workspace)
     steps = events(run_dir, "step")
-    assert [e["metrics"]["on_policy_steps"] for e in steps] == [1.0, 2.0]  # every step sampled by the student
-    assert all(0 < e["loss"] < 1 for e in steps)  # a JSD with beta 0.5 is at most log 2 per token
+    sampled = [e["metrics"]["on_policy_steps"] for e in steps]
+    assert sampled == sorted(sampled) and 0 < sampled[-1] < 4  # some steps on student samples, some on the teacher's
+    assert all(0 < e["loss"] < 1 for e in steps)
 
 
 # ---- KD from API logprobs --------------------------------------------------------------------------

@@ -159,3 +159,54 @@ def test_uncovered_positions_fall_back_to_cross_entropy_on_the_answer_token(logi
 def test_from_logprobs_refuses_a_beta_out_of_range():
     with pytest.raises(ValueError, match="beta"):
         generalized_jsd_from_logprobs(torch.zeros(1, 2), torch.zeros(1, 2), 1.5)
+
+
+# ---- against TRL's own distillation losses ---------------------------------------------------------
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
+def test_dense_divergence_equals_trls_chunked_distillation_loss(beta):
+    """TRL's stable DistillationTrainer (our kd at on_policy 1) computes the same divergence from hidden states."""
+    from trl.trainer.distillation_trainer import _chunked_divergence_loss
+
+    gen = torch.Generator().manual_seed(1)
+    hidden_s, hidden_t = torch.randn(1, 6, 8, generator=gen), torch.randn(1, 6, 8, generator=gen)
+    head_s, head_t = torch.randn(17, 8, generator=gen), torch.randn(17, 8, generator=gen)
+    trl, _, _ = _chunked_divergence_loss(hidden_s, hidden_t, head_s, head_t, torch.ones(1, 6), beta, temperature=2.0)
+    ours = generalized_jsd(hidden_s[0] @ head_s.T, hidden_t[0] @ head_t.T, beta, temperature=2.0).mean()
+    assert torch.allclose(ours, trl, rtol=1e-5)
+
+
+def trl_topk_forward_kl(student_logits, ids, teacher_logprobs, valid):
+    """TRL's ServerDistillation formulation (top-k + a tail bucket of 1 - sum), per position."""
+    import os
+
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    from trl.experimental.server_distillation.server_distillation_trainer import _add_tail_bucket, _jsd_divergence
+
+    none = torch.tensor(float("-inf"))
+    student = torch.where(valid, torch.log_softmax(student_logits, -1).gather(-1, ids), none)
+    teacher = torch.where(valid, teacher_logprobs, none)
+    student, support = _add_tail_bucket(student, valid)
+    teacher, _ = _add_tail_bucket(teacher, valid)
+    return _jsd_divergence(student, teacher, 0.0, support).sum(-1)
+
+
+def test_sparse_equals_trls_topk_plus_tail_on_ordinary_distributions(logits):
+    s, t = (x.float() for x in logits)
+    ids, logprobs, valid = topk_inputs(s, softmax(t.numpy().astype(np.float64)), k=4)
+    assert torch.allclose(sparse_topk_divergence(s, ids, logprobs, valid), trl_topk_forward_kl(s, ids, logprobs, valid),
+                          rtol=1e-5)
+
+
+def test_a_confident_student_keeps_its_tail_where_one_minus_the_listed_sum_loses_it(logits):
+    """Why we keep our own sparse loss: TRL's tail is 1 - sum(listed), which float32 cannot tell from 0 once the
+    student puts all but 1e-8 of its mass on the listed tokens (clamped to 1e-7). Ours takes the logsumexp of the
+    unlisted logits, so loss and gradient stay those of the exact coarse-grained KL."""
+    s, t = logits
+    ids, logprobs, valid = topk_inputs(s, softmax(t.numpy()), k=4)
+    confident = s.clone().scatter_(-1, ids, 30.0)  # the student is sure it is one of the teacher's 4 tokens
+    pt, ps = softmax(t.numpy()), softmax(confident.numpy())
+    exact = kl(coarse(pt, ids.numpy()), coarse(ps, ids.numpy()))  # float64, dense
+    ours = sparse_topk_divergence(confident.float(), ids, logprobs, valid).numpy()
+    trl = trl_topk_forward_kl(confident.float(), ids, logprobs, valid).numpy()
+    np.testing.assert_allclose(ours, exact, rtol=1e-4)
+    assert (np.abs(trl - exact) / exact > 0.2).all()  # TRL's value is off by more than a fifth on every row
