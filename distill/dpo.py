@@ -104,7 +104,7 @@ def build_dpo_trainer(model_path: Path, rows: list[dict], config: TrainConfig, r
     from trl import DPOConfig, DPOTrainer
 
     from distill.data import prompt_and_full_ids
-    from distill.loading import load_student, load_tokenizer, lora_config, require_memory, trainer_args
+    from distill.loading import load_student, load_tokenizer, lora_config, require_memory, trainer_args, use_liger
 
     tokenizer = load_tokenizer(model_path, config.student)
     records = [{"prompt": r["prompt"], "chosen": [{"role": "assistant", "content": r["chosen"]}],
@@ -113,6 +113,7 @@ def build_dpo_trainer(model_path: Path, rows: list[dict], config: TrainConfig, r
                for rec in records]
     require_memory(config, model_path, lengths, run_dir, device)
     model = load_student(model_path, config, device)
-    args = DPOConfig(**trainer_args(config, run_dir, device), beta=config.dpo.beta, max_length=config.max_length)
+    args = DPOConfig(**trainer_args(config, run_dir, device), beta=config.dpo.beta, max_length=config.max_length,
+                     use_liger_kernel=use_liger(device))
     return DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(records), processing_class=tokenizer,
                       peft_config=lora_config(config), callbacks=list(callbacks))

@@ -81,6 +81,12 @@ def use_checkpointing(config: TrainConfig, device: str) -> bool:
     return config.gradient_checkpointing if config.gradient_checkpointing is not None else device == "cuda"
 
 
+def use_liger(device: str) -> bool:
+    """Liger's Triton kernels (fused linear cross-entropy, RMSNorm, RoPE, SwiGLU) for sft and dpo: on CUDA, when
+    `pip install liger-kernel` put them there. Off on CPU, where Triton does not run."""
+    return device == "cuda" and importlib.util.find_spec("liger_kernel") is not None
+
+
 def lora_config(config: TrainConfig):
     from peft import LoraConfig
 

@@ -260,7 +260,8 @@ def build_trainer(model_path: Path, examples: list[dict], config: TrainConfig, r
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from distill.loading import device_of, load_student, load_tokenizer, lora_config, require_memory, trainer_args
+    from distill.loading import (device_of, load_student, load_tokenizer, lora_config, require_memory, trainer_args,
+                                 use_liger)
 
     device = device or device_of()
     tokenizer = load_tokenizer(model_path, config.student)
@@ -278,7 +279,8 @@ def build_trainer(model_path: Path, examples: list[dict], config: TrainConfig, r
 
         use_segments(model)  # SDPA per example instead of one block-diagonal mask (see distill/attention.py)
     args = SFTConfig(**trainer_args(config, run_dir, device), completion_only_loss=True,
-                     padding_free=padding_free, max_length=None if padding_free else config.max_length)
+                     padding_free=padding_free, max_length=None if padding_free else config.max_length,
+                     use_liger_kernel=use_liger(device))
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(tokenized),
                          processing_class=tokenizer, peft_config=lora_config(config), callbacks=list(callbacks))
     check_response_only_labels(trainer.train_dataset)

@@ -475,3 +475,15 @@ def test_a_4bit_student_loads_on_its_own_rank_s_gpu(monkeypatch):
     from distill.loading import local_cuda_device
     monkeypatch.setenv("LOCAL_RANK", "3")
     assert local_cuda_device() == 3
+
+
+def test_liger_kernels_only_on_cuda_when_installed(monkeypatch):
+    import importlib.util
+
+    from distill.loading import use_liger
+
+    assert use_liger("cpu") is False  # Triton does not run on CPU, installed or not
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name == "liger_kernel" else None)
+    assert use_liger("cuda") is True
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert use_liger("cuda") is False
