@@ -53,6 +53,8 @@ _OPTIONS = (
     ("--temperature", "kd.temperature", dict(type=float, help="kd: temperature")),
     ("--on-policy", "kd.on_policy", dict(type=float, help="kd: fraction of steps on student samples")),
     ("--max-new-tokens", "kd.max_new_tokens", dict(type=int, help="kd on-policy: sample length cap")),
+    ("--cross-tokenizer", "kd.cross_tokenizer",
+     dict(action="store_true", default=None, help="kd: teacher with another tokenizer (TRL GOLD, ULD loss)")),
 )
 
 

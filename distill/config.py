@@ -82,9 +82,13 @@ class KDOptions:
     on_policy: float = field(default=0.0, metadata={
         "help": "kd: fraction of steps trained on the student's own samples scored by the teacher (GKD lambda)"})
     max_new_tokens: int = field(default=128, metadata={"help": "kd on-policy: length cap of the student's samples"})
+    cross_tokenizer: bool = field(default=False, metadata={
+        "help": "kd: a teacher with another tokenizer is distilled by TRL's GOLD (universal logit distillation: "
+                "the two distributions compared sorted, tokens aligned by text) instead of being refused"})
 
     def __post_init__(self):
         coerce_numbers(self)
+        self.cross_tokenizer = bool(self.cross_tokenizer)
         self.teacher = (self.teacher or "").strip()
         if self.teacher and Path(self.teacher).expanduser().exists():
             self.teacher = str(Path(self.teacher).expanduser().resolve())  # the child runs from the repo root

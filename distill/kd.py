@@ -47,14 +47,16 @@ def vocabulary_difference(student_vocab: dict[str, int], teacher_vocab: dict[str
 def mismatch_message(student: str, teacher: str, why: str) -> str:
     return (f"teacher {teacher} cannot be distilled into {student} token by token: their vocabularies differ "
             f"({why}). Logit KD compares the two next-token distributions id by id, so both models must use the "
-            "same tokenizer: pick a teacher of the student's model family, or train with sft on the teacher's answers")
+            "same tokenizer: pick a teacher of the student's model family, tick 'Teacher has another tokenizer' "
+            "(--cross-tokenizer: TRL's GOLD aligns the two by text), or train with sft on the teacher's answers")
 
 
-def check_teacher(student_spec: str, teacher_spec: str, models_dir: Path) -> None:
-    """Refuse, before anything trains, a teacher whose tokenizer is not the student's (VocabularyMismatch)."""
+def check_teacher(student_spec: str, teacher_spec: str, models_dir: Path, cross_tokenizer: bool = False) -> None:
+    """Refuse, before anything trains, a teacher whose tokenizer is not the student's (VocabularyMismatch),
+    unless cross-tokenizer distillation was asked for."""
     student_tok, teacher_tok = _tokenizer(student_spec, models_dir), _tokenizer(teacher_spec, models_dir)
     why = vocabulary_difference(student_tok.get_vocab(), teacher_tok.get_vocab())
-    if why:
+    if why and not cross_tokenizer:
         raise VocabularyMismatch(mismatch_message(student_spec, teacher_spec, why))
 
 
@@ -375,14 +377,16 @@ def build_kd_trainer(model_path: Path, rows: list[dict], config: TrainConfig, ru
     from distill.models import resolve_student
 
     tokenizer = load_tokenizer(model_path, config.student)
-    teacher_path = None
+    teacher_path, cross = None, False
     if config.method == "kd":
         teacher_path = resolve_student(config.kd.teacher, models_dir)
         why = vocabulary_difference(tokenizer.get_vocab(),
                                     load_tokenizer(teacher_path, config.kd.teacher).get_vocab())
-        if why:
+        if why and not config.kd.cross_tokenizer:
             raise VocabularyMismatch(mismatch_message(config.student, config.kd.teacher, why))
-        check_model_vocab(f"teacher {config.kd.teacher}", teacher_path, len(tokenizer))
+        cross = why is not None
+        if not cross:
+            check_model_vocab(f"teacher {config.kd.teacher}", teacher_path, len(tokenizer))
         features = [f for f in (tokenize_example(tokenizer, r["messages"], config.max_length) for r in rows) if f]
         stats = {"examples": len(features)}
     else:
@@ -392,10 +396,13 @@ def build_kd_trainer(model_path: Path, rows: list[dict], config: TrainConfig, ru
         raise StudioError("every example was dropped during tokenization: its prompt alone fills max_length; "
                           "raise max_length")
     if is_main_process():
-        runlog.append_event(run_dir, {"event": "data", **stats})
+        runlog.append_event(run_dir, {"event": "data", **stats, **({"cross_tokenizer": True} if cross else {})})
     require_memory(config, model_path, [len(f["input_ids"]) for f in features], run_dir, device, teacher_path)
     student = load_student(model_path, config, device)
     teacher = load_model(teacher_path, config.kd.teacher, config, device) if teacher_path is not None else None
+    if cross:
+        return kd_trl.build_cross_tokenizer_trainer(student, teacher, teacher_path, tokenizer, rows, config, run_dir,
+                                                    callbacks, device)
     if kd_trl.fits(config):
         return kd_trl.build_trainer(student, teacher, tokenizer, rows, config, run_dir, callbacks, device)
     model = get_peft_model(student, lora_config(config))

@@ -23,7 +23,7 @@ def check(config: TrainConfig, rows: list[dict], models_dir: Path) -> None:
     if config.method == "kd":
         from distill.kd import check_teacher
 
-        check_teacher(config.student, config.kd.teacher, models_dir)
+        check_teacher(config.student, config.kd.teacher, models_dir, config.kd.cross_tokenizer)
     found = preview_memory(config, rows, models_dir)
     if found is not None and not found.fits and not config.ignore_memory_estimate:
         raise StudioError(memory_refusal(found))

@@ -198,3 +198,39 @@ def test_kd_from_logprobs_without_any_logprobs_is_refused_with_what_to_do(store)
     seed_pairs(store)
     with pytest.raises(StudioError, match="logprobs method on the Generate tab"):
         snapshot.collect(store, TrainConfig(method="kd_logprobs"))
+
+
+# ---- another tokenizer ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def other_tokenizer_teacher(tmp_path_factory, tokenizer):
+    """A tiny teacher with a genuinely different tokenizer: a 300-token BPE trained from the QA texts."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    texts = [" ".join(texts) for texts in QA] * 20
+    other = tokenizer.train_new_from_iterator(texts, vocab_size=300)
+    torch.manual_seed(2)
+    config = LlamaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                         intermediate_size=64, vocab_size=len(other), tie_word_embeddings=True,
+                         bos_token_id=other.bos_token_id, eos_token_id=other.eos_token_id,
+                         pad_token_id=other.pad_token_id)
+    folder = tmp_path_factory.mktemp("other-tokenizer-teacher")
+    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
+    other.save_pretrained(folder)
+    return folder
+
+
+def test_a_teacher_with_another_tokenizer_trains_by_gold_when_asked(store, tiny_student, other_tokenizer_teacher):
+    seed_pairs(store)
+    slot = TrainingSlot(store, store.workspace)
+    refused = KDOptions(teacher=str(other_tokenizer_teacher))
+    with pytest.raises(VocabularyMismatch, match="--cross-tokenizer"):
+        slot.start(TrainConfig(method="kd", student=str(tiny_student), max_steps=2, kd=refused))
+    config = TrainConfig(method="kd", student=str(tiny_student), max_steps=2, batch_size=2, learning_rate=1e-3,
+                         kd=KDOptions(teacher=str(other_tokenizer_teacher), cross_tokenizer=True))
+    run_dir, metrics = run(store, config, store.workspace)
+    assert events(run_dir, "data")[0]["cross_tokenizer"] is True
+    steps = events(run_dir, "step")
+    assert [e["step"] for e in steps] == [1, 2] and all(e["loss"] > 0 for e in steps)
+    assert metrics["steps"] == 2
+    assert_adapter_trained(run_dir)

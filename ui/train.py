@@ -15,7 +15,9 @@ METHOD_HELP = {
            "judge's pairwise verdicts (compare) or your approved vs hand-rejected answers (review). The "
            "reference model is the student with its adapter switched off.",
     "kd": "**kd** — logit distillation from a local teacher that shares the student's tokenizer: forward KL, "
-          "reverse KL or generalised JSD, optionally on the student's own samples (on-policy fraction).",
+          "reverse KL or generalised JSD, optionally on the student's own samples (on-policy fraction; at 1 it "
+          "runs on TRL's DistillationTrainer). A teacher with another tokenizer: tick *Teacher has another "
+          "tokenizer* (TRL's GOLD compares the two distributions aligned by text).",
     "kd_logprobs": "**kd_logprobs** — distillation from the top-k logprobs the teacher API returned with its "
                    "answers (generate with the *logprobs* method). Tokens that do not map fall back to "
                    "cross-entropy.",
@@ -25,7 +27,7 @@ METHOD_HELP = {
 def config_from_values(student, max_steps, epochs, lr, batch, rank, max_length, method="sft", grad_accum=1,
                        batching="padding_free", save_steps=0, checkpointing="auto", four_bit=False,
                        pairs="scores", min_gap=2.0, dpo_beta=0.1, teacher="", kd_loss="forward_kl", kd_beta=0.5,
-                       temperature=1.0, on_policy=0.0, max_new_tokens=128, eval_rows=16, eval_steps=0,
+                       temperature=1.0, on_policy=0.0, max_new_tokens=128, cross_tokenizer=False, eval_rows=16, eval_steps=0,
                        ignore_memory=False) -> TrainConfig:
     """start_training's inputs → TrainConfig (validated there; a ConfigError names the field)."""
     try:
@@ -40,7 +42,8 @@ def config_from_values(student, max_steps, epochs, lr, batch, rank, max_length, 
         ignore_memory_estimate=bool(ignore_memory),
         dpo=DPOOptions(pairs=pairs, min_score_gap=min_gap, beta=dpo_beta),
         kd=KDOptions(teacher=teacher or "", loss=kd_loss, beta=kd_beta if kd_loss == "jsd" else 0.5,
-                     temperature=temperature, on_policy=on_policy, max_new_tokens=max_new_tokens))
+                     temperature=temperature, on_policy=on_policy, max_new_tokens=max_new_tokens,
+                     cross_tokenizer=bool(cross_tokenizer)))
 
 
 def _common_settings():
@@ -78,13 +81,16 @@ def _method_options():
             kd_loss = gr.Radio(list(KD_LOSSES), value="forward_kl", label="Divergence", elem_id="train-kd-loss")
             kd_beta = gr.Slider(0.05, 0.95, value=0.5, step=0.05, label="JSD beta (teacher weight)")
         with gr.Row() as white_box:
-            teacher = gr.Textbox(value="", label="Teacher model (local folder / cached id, same tokenizer)",
+            teacher = gr.Textbox(value="", label="Teacher model (local folder / cached id)",
                                  elem_id="train-kd-teacher")
             temperature = gr.Number(value=1.0, label="Temperature")
             on_policy = gr.Slider(0, 1, value=0.0, step=0.05, label="On-policy fraction (student samples)")
             max_new_tokens = gr.Number(value=128, label="Sample length (on-policy)", precision=0)
+            cross_tokenizer = gr.Checkbox(value=False, label="Teacher has another tokenizer (GOLD, aligned by text)",
+                                          elem_id="train-kd-cross")
     boxes = [dpo_box, kd_box, white_box]
-    return boxes, [pairs, min_gap, dpo_beta, teacher, kd_loss, kd_beta, temperature, on_policy, max_new_tokens]
+    return boxes, [pairs, min_gap, dpo_beta, teacher, kd_loss, kd_beta, temperature, on_policy, max_new_tokens,
+                   cross_tokenizer]
 
 
 def _eval_settings():
