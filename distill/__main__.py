@@ -55,6 +55,8 @@ def _add_eval_parser(commands) -> None:
     ev.add_argument("--max-tokens", type=int, default=256, help="answer length cap for every system")
     ev.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (0: greedy)")
     ev.add_argument("--judge-max-tokens", type=int, default=256, help="room for each verdict")
+    ev.add_argument("--no-structured-judge", action="store_false", dest="structured_judge",
+                    help="judge in free text: for an endpoint without response_format json_schema")
     ev.add_argument("--base-url", default="", help="teacher endpoint (OpenAI-compatible; default: embedded server)")
     ev.add_argument("--model", default="", help="teacher model name at --base-url")
     ev.add_argument("--judge-base-url", default="", help="judge endpoint (default: the teacher)")
@@ -78,7 +80,8 @@ def _eval_command(args) -> int:
                  if args.judge_base_url or args.judge_model else None)
         config = EvalConfig(student=args.student, adapter=args.adapter or "", run_id=args.run, teacher=teacher,
                             judge=judge, max_tokens=args.max_tokens, temperature=args.temperature,
-                            judge_max_tokens=args.judge_max_tokens, limit=args.limit, seed=args.seed)
+                            judge_max_tokens=args.judge_max_tokens, structured_judge=args.structured_judge,
+                            limit=args.limit, seed=args.seed)
         store = Store(args.workspace)
     except (ConfigError, WorkspaceInUse) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -12,7 +12,8 @@ from typing import Callable
 
 from curation.generate import RunContext, execute_stages
 from curation.methods import get_method
-from curation.methods.base import Call, Stage, render
+from curation.methods.base import Call, Stage
+from curation.methods.compare import compare_call
 from curation.methods.judge import judge_call
 from distill import eval_metrics as em
 
@@ -40,7 +41,8 @@ def _plan_judging(store, config, tasks, answers) -> _Judging:
         gens = {name: answers[name].get(task["id"]) for name in em.SYSTEMS}
         ok = {name: g for name, g in gens.items() if g and g["status"] == "ok"}
         for name, gen in ok.items():
-            call = judge_call(ctx, _judged(task, gen), config.rubric, config.judge_params())
+            call = judge_call(ctx, _judged(task, gen), config.rubric, config.judge_params(),
+                              structured=config.structured_judge)
             plan.score_calls.append(call)
             plan.score_keys[(task["id"], name)] = call.request_key
         for other in ("base", "teacher"):
@@ -50,7 +52,8 @@ def _plan_judging(store, config, tasks, answers) -> _Judging:
                 plan.identical.add((task["id"], other))
                 continue
             for a, b in (("distilled", other), (other, "distilled")):
-                call = _compare_call(judge, config, task, ok[a], ok[b])
+                call = compare_call(judge, _judged(task, ok[a]), _judged(task, ok[b]), config.rubric,
+                                    config.judge_params(), config.structured_judge)
                 plan.compare_calls.append(call)
                 plan.orientation[call.request_key] = (task["id"], other, a == "distilled")
     plan.compare_calls, plan.score_calls = _unique(plan.compare_calls), _unique(plan.score_calls)
@@ -88,14 +91,6 @@ def judge_answers(store, config, tasks, answers, judge_url: Callable[[], str], t
 def _judged(task: dict, gen: dict) -> dict:
     return {"id": gen["id"], "task_id": task["id"], "instruction": task["instruction"],
             "input": task.get("input") or "", "response": gen["response"]}
-
-
-def _compare_call(judge, config, task, a: dict, b: dict) -> Call:
-    # The compare method's own call, so its cache and its retry path apply to eval verdicts too.
-    content = render("compare.j2", rubric=config.rubric, instruction=task["instruction"],
-                     input=task.get("input") or "", response_a=a["response"], response_b=b["response"])
-    return Call.make("compare", "compare", judge.endpoint_id, judge.model_name, [{"role": "user", "content": content}],
-                     config.judge_params(), task_id=task["id"], generation_id=a["id"], other_generation_id=b["id"])
 
 
 def _unique(calls: list[Call]) -> list[Call]:

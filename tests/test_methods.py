@@ -12,9 +12,9 @@ from curation.generate import preview, run_method
 from curation.methods import (METHODS, CompareConfig, EvolConfig, GenerateConfig, JudgeConfig, LogprobsConfig,
                               SelfConfig, SelfInstructConfig, TopicsConfig, preferences)
 from curation.methods.base import parse_task_list
-from curation.methods.compare import parse_winner
+from curation.methods.compare import VERDICT_SCHEMA, parse_winner
 from curation.methods.evol import elimination_reason, parse_evolved
-from curation.methods.judge import default_rubric, parse_score
+from curation.methods.judge import SCORE_SCHEMA, default_rubric, parse_score
 from curation.methods.novelty import NoveltyFilter, lcs_length, max_cosine, rouge_l, tokens
 from curation.teacher import TeacherConfig
 from tests.conftest import add_generation
@@ -215,13 +215,18 @@ def test_judge_and_compare_rendering(store):
     store.add_tasks(TASKS)
     add_generation(store, 2, "k1", response="A cat sat.")
     add_generation(store, 2, "k2", response="Cat.")
-    judge = _contents(store, JudgeConfig(generation_ids=[1], rubric="Be exact."))
+    judge = _contents(store, JudgeConfig(generation_ids=[1], rubric="Be exact.", structured=False))
     assert judge == [[("user", (
         "You are a strict and fair judge. Rate the response to the task below on a scale of 1 to 10, using this "
         "rubric:\nBe exact.\n\n[Task]\nSummarise.\n\nThe cat sat.\n\n[Response]\nA cat sat.\n\n"
         "Reply in exactly this format:\nScore: <an integer from 1 to 10>\nRationale: <one or two sentences>"))]]
+    structured = preview(store, OFFLINE, JudgeConfig(generation_ids=[1], rubric="Be exact."))[0]
+    assert structured["messages"][0]["content"].endswith(
+        '[Response]\nA cat sat.\n\nReply with a JSON object: {"score": <an integer from 1 to 10>, '
+        '"rationale": "<one or two sentences>"}')
+    assert structured["params"]["response_format"]["json_schema"]["schema"] == SCORE_SCHEMA
     assert JudgeConfig().rubric == default_rubric() and default_rubric().startswith("- Helpfulness")
-    compare = preview(store, OFFLINE, CompareConfig(rubric="Be exact."))
+    compare = preview(store, OFFLINE, CompareConfig(rubric="Be exact.", structured=False))
     assert [(c["generation_id"], c["params"]) for c in compare] == [(1, {"temperature": 0.0, "max_tokens": 256}),
                                                                     (2, {"temperature": 0.0, "max_tokens": 256})]
     assert compare[0]["messages"][0]["content"] == (
@@ -230,6 +235,10 @@ def test_judge_and_compare_rendering(store):
         "Cat.\n\nDo not let the order or the length of the responses sway you.\nReply in exactly this format:\n"
         "Winner: <A, B or tie>\nRationale: <one or two sentences>")
     assert "[Response A]\nCat.\n\n[Response B]\nA cat sat." in compare[1]["messages"][0]["content"]
+    verdicts = preview(store, OFFLINE, CompareConfig(rubric="Be exact."))
+    assert all(c["params"]["response_format"]["json_schema"]["schema"] == VERDICT_SCHEMA for c in verdicts)
+    assert verdicts[0]["messages"][0]["content"].endswith(
+        'Reply with a JSON object: {"winner": "<A, B or tie>", "rationale": "<one or two sentences>"}')
 
 
 # ---- exact outcomes through the fault server --------------------------------------------------------
@@ -265,6 +274,21 @@ def test_judge_garbage_keeps_raw_output_with_score_none(store):
     assert summary["ok"] == 2 and summary["discarded"] == {"unparsable": 1}
     scored = {j["generation_id"]: (j["score"], j["rationale"], j["raw_output"]) for j in store.judgments_of()}
     assert scored == {1: (8.0, "correct.", "Score: 8\nRationale: correct."), 2: (None, None, "what a lovely day")}
+
+
+def test_structured_judge_asks_for_the_schema_and_still_keeps_what_it_cannot_read(store):
+    """A structured judge's JSON parses; an endpoint that ignores the schema and answers garbage is kept raw."""
+    store.add_tasks(TASKS)
+    add_generation(store, 1, "g1", response="Blue.")
+    add_generation(store, 1, "g2", response="Red.")
+    with FaultServer([{"text": '{"score": 9, "rationale": "names a colour"}'}, {"text": "{score: nine"}]) as server:
+        summary = run_method(store, _scripted(server), JudgeConfig(), server.base_url)
+        formats = [r["body"]["response_format"] for r in server.requests]
+    assert all(f["type"] == "json_schema" and f["json_schema"]["schema"] == SCORE_SCHEMA for f in formats)
+    assert summary["ok"] == 2 and summary["discarded"] == {"unparsable": 1}
+    scored = {j["generation_id"]: (j["score"], j["rationale"], j["raw_output"]) for j in store.judgments_of()}
+    assert scored == {1: (9.0, "names a colour", '{"score": 9, "rationale": "names a colour"}'),
+                      2: (None, None, "{score: nine")}
 
 
 def test_compare_both_orders_become_one_preference(store):

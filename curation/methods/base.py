@@ -30,6 +30,13 @@ def render(template: str, **values) -> str:
     return _ENV.get_template(template).render(**values)
 
 
+def json_schema_params(params: dict, name: str, schema: dict) -> dict:
+    """`params` plus OpenAI's structured output: the endpoint may only answer JSON valid against `schema`
+    (llama.cpp's server and vLLM turn it into a grammar, so even a 135M judge writes a parsable verdict)."""
+    return {**params, "response_format": {"type": "json_schema",
+                                          "json_schema": {"name": name, "strict": True, "schema": schema}}}
+
+
 @dataclass
 class Call:
     """One call to plan, send and store. `generation_id` is the generation the call is about (judge)

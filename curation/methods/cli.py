@@ -65,6 +65,9 @@ _METHOD_OPTIONS = [
     (("--generation-ids",), dict(type=_ints, help="comma-separated generation ids to judge (default: all)"), "judge"),
     (("--rubric",), dict(help="the judge's rubric (default: templates/judge_rubric.j2)"), "judge compare self"),
     (("--pairs-per-task",), dict(type=int, help="pairs of responses compared per task (default 1)"), "compare"),
+    (("--no-structured",), dict(action="store_false", dest="structured", default=None,
+                                help="judge in free text: for an endpoint without response_format json_schema "
+                                     "(default: JSON valid against the verdict's schema)"), "judge compare"),
     (("--student",), dict(help="student model: folder, .gguf, cached hub id (default: bundled SmolLM2)"), "self"),
     (("--adapter",), dict(help="PEFT adapter folder applied to the student"), "self"),
     (("--keep-threshold",), dict(type=float, help="reject student answers the judge scores below this (default 7)"),
@@ -140,8 +143,8 @@ def build_config(method_name: str, args):
     method = get_method(method_name)
     fields = {f.name for f in dataclasses.fields(method.config_cls)}
     values = {}
-    for flags, _, _ in _METHOD_OPTIONS:
-        dest = flags[0].lstrip("-").replace("-", "_")
+    for flags, kwargs, _ in _METHOD_OPTIONS:
+        dest = kwargs.get("dest") or flags[0].lstrip("-").replace("-", "_")
         value = getattr(args, dest, None)
         if value is None:
             continue

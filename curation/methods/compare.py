@@ -16,7 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from curation.errors import ConfigError
-from curation.methods.base import Call, Method, Stage, Writes, render
+from curation.methods.base import Call, Method, Stage, Writes, json_schema_params, render
 from curation.methods.judge import default_rubric
 from curation.methods.label import Sampling, check_sampling
 
@@ -25,6 +25,10 @@ _WINNER = re.compile(r"(?:winner|better(?: response)?|verdict|answer)\s*(?:\*\*)
 _BRACKETED = re.compile(r"\[\[\s*(A|B|tie)\s*\]\]", re.IGNORECASE)
 _RATIONALE = re.compile(r"(?:rationale|reason|explanation)\s*:\s*(.+)", re.IGNORECASE | re.DOTALL)
 SCORES = {"a": 1.0, "b": 0.0, "tie": 0.5}
+# What a structured judge may answer: the verdict first, then a short reason.
+VERDICT_SCHEMA = {"type": "object", "additionalProperties": False, "required": ["winner", "rationale"],
+                  "properties": {"winner": {"type": "string", "enum": ["A", "B", "tie"]},
+                                 "rationale": {"type": "string", "maxLength": 300}}}
 
 
 @dataclass
@@ -35,6 +39,8 @@ class CompareConfig(Sampling):
     pairs_per_task: how many pairs of each task's responses to compare (1..45), oldest responses first.
     rubric: what makes a response better; empty means the default rubric.
     temperature, max_tokens: sampling of each verdict.
+    structured: ask the endpoint for JSON valid against VERDICT_SCHEMA (OpenAI structured output), so every
+        verdict parses; turn off for an endpoint that does not support `response_format` json_schema.
     """
 
     task_ids: list[int] = field(default_factory=list)
@@ -42,9 +48,11 @@ class CompareConfig(Sampling):
     rubric: str = ""
     temperature: float = 0.0
     max_tokens: int = 256
+    structured: bool = True
 
     def __post_init__(self):
         check_sampling(self)
+        self.structured = bool(self.structured)
         if not 1 <= int(self.pairs_per_task) <= 45:
             raise ConfigError(f"pairs_per_task must be between 1 and 45 (got {self.pairs_per_task})")
         self.pairs_per_task = int(self.pairs_per_task)
@@ -82,12 +90,18 @@ def _plan(ctx) -> list[Call]:
     for gens in by_task.values():
         for first, second in itertools.islice(itertools.combinations(gens, 2), config.pairs_per_task):
             for a, b in ((first, second), (second, first)):
-                content = render("compare.j2", rubric=config.rubric, instruction=a["instruction"],
-                                 input=a.get("input") or "", response_a=a["response"], response_b=b["response"])
-                calls.append(Call.make("compare", "compare", ctx.teacher.endpoint_id, ctx.teacher.model_name,
-                                       [{"role": "user", "content": content}], config.params(),
-                                       task_id=a["task_id"], generation_id=a["id"], other_generation_id=b["id"]))
+                calls.append(compare_call(ctx.teacher, a, b, config.rubric, config.params(), config.structured))
     return calls
+
+
+def compare_call(judge, a: dict, b: dict, rubric: str, params: dict, structured: bool = True) -> Call:
+    """The verdict call on responses a (shown as A) and b; a and b carry instruction, input, response, ids."""
+    content = render("compare.j2", rubric=rubric, instruction=a["instruction"], input=a.get("input") or "",
+                     response_a=a["response"], response_b=b["response"], structured=structured)
+    if structured:
+        params = json_schema_params(params, "verdict", VERDICT_SCHEMA)
+    return Call.make("compare", "compare", judge.endpoint_id, judge.model_name, [{"role": "user", "content": content}],
+                     params, task_id=a["task_id"], generation_id=a["id"], other_generation_id=b["id"])
 
 
 def _write(ctx, call: Call, result: dict) -> Writes:

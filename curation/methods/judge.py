@@ -13,13 +13,17 @@ import re
 from dataclasses import dataclass, field
 
 from curation.errors import StudioError
-from curation.methods.base import Call, Method, Stage, Writes, render
+from curation.methods.base import Call, Method, Stage, Writes, json_schema_params, render
 from curation.methods.label import Sampling, check_sampling
 
 _SCORE = re.compile(r"(?:score|rating|grade)\s*(?:\*\*)?\s*[:=]?\s*(?:\*\*)?\s*\[*\s*(\d+(?:\.\d+)?)\s*(?:/\s*10)?",
                     re.IGNORECASE)
 _OUT_OF_TEN = re.compile(r"\b(\d+(?:\.\d+)?)\s*/\s*10\b")
 _RATIONALE = re.compile(r"(?:rationale|reason|explanation)\s*(?:\*\*)?\s*:\s*(?:\*\*)?\s*(.+)", re.IGNORECASE | re.DOTALL)
+# What a structured judge may answer: the score first (so a long rationale cannot push it out), then a short reason.
+SCORE_SCHEMA = {"type": "object", "additionalProperties": False, "required": ["score", "rationale"],
+                "properties": {"score": {"type": "integer", "minimum": 1, "maximum": 10},
+                               "rationale": {"type": "string", "maxLength": 300}}}
 
 
 def default_rubric() -> str:
@@ -34,6 +38,8 @@ class JudgeConfig(Sampling):
     task_ids: judge the responses of these tasks (when no generation ids are given).
     rubric: what a good response is; empty means the default rubric (templates/judge_rubric.j2).
     temperature: 0 makes the judge as repeatable as the endpoint allows. max_tokens: room for the rationale.
+    structured: ask the endpoint for JSON valid against SCORE_SCHEMA (OpenAI structured output), so every
+        verdict parses; turn off for an endpoint that does not support `response_format` json_schema.
     """
 
     generation_ids: list[int] = field(default_factory=list)
@@ -41,9 +47,11 @@ class JudgeConfig(Sampling):
     rubric: str = ""
     temperature: float = 0.0
     max_tokens: int = 256
+    structured: bool = True
 
     def __post_init__(self):
         check_sampling(self)
+        self.structured = bool(self.structured)
         self.rubric = (self.rubric or "").strip() or default_rubric()
         self.generation_ids = [int(i) for i in self.generation_ids]
         self.task_ids = [int(i) for i in self.task_ids]
@@ -81,9 +89,11 @@ def select_generations(store, generation_ids: list[int], task_ids: list[int], me
     return rows
 
 
-def judge_call(ctx, gen: dict, rubric: str, params: dict, method: str = "judge") -> Call:
+def judge_call(ctx, gen: dict, rubric: str, params: dict, method: str = "judge", structured: bool = True) -> Call:
     content = render("judge.j2", rubric=rubric, instruction=gen["instruction"], input=gen.get("input") or "",
-                     response=gen["response"])
+                     response=gen["response"], structured=structured)
+    if structured:
+        params = json_schema_params(params, "score", SCORE_SCHEMA)
     return Call.make(method, "judge", ctx.teacher.endpoint_id, ctx.teacher.model_name,
                      [{"role": "user", "content": content}], params, task_id=gen["task_id"], generation_id=gen["id"])
 
@@ -91,7 +101,7 @@ def judge_call(ctx, gen: dict, rubric: str, params: dict, method: str = "judge")
 def _plan(ctx) -> list[Call]:
     config = ctx.config
     gens = select_generations(ctx.store, config.generation_ids, config.task_ids)
-    return [judge_call(ctx, g, config.rubric, config.params()) for g in gens]
+    return [judge_call(ctx, g, config.rubric, config.params(), structured=config.structured) for g in gens]
 
 
 def write_judgment(ctx, call: Call, result: dict) -> Writes:
