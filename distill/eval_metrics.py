@@ -17,7 +17,7 @@ import math
 import re
 
 from curation.errors import ConfigError
-from curation.methods.novelty import rouge_l, tokens
+from distill import intervals
 
 EXPECTATION_KINDS = ("exact", "contains", "regex")
 OUTCOMES = ("win", "loss", "tie")
@@ -121,9 +121,16 @@ def mean_or_none(values) -> float | None:
     return sum(kept) / len(kept) if kept else None
 
 
+_ROUGE = []
+
+
 def rouge_l_text(candidate: str | None, reference: str | None) -> float:
-    """ROUGE-L F1 of two texts over lower-cased word tokens (curation.methods.novelty.rouge_l)."""
-    return rouge_l(tokens(candidate or ""), tokens(reference or ""))
+    """ROUGE-L F1 of a candidate against a reference: Google's `rouge-score` (its tokenizer, Porter stemming)."""
+    if not _ROUGE:
+        from rouge_score import rouge_scorer
+
+        _ROUGE.append(rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True))
+    return _ROUGE[0].score(reference or "", candidate or "")["rougeL"].fmeasure
 
 
 # ---- negative log-likelihood --------------------------------------------------------------------
@@ -191,8 +198,9 @@ def ids_nll(model, ids: list[int], start: int, max_length: int = 2048) -> tuple[
 
 # ---- one eval's per-task details -> metrics and breakdowns ---------------------------------------
 # A detail row (one eval task, one line of run_dir/eval.jsonl) has: task_id, skill, domain, answers,
-# scores and pass ({system: value}), rouge_l and nll ({student: value}; nll = {"sum", "tokens"}),
-# vs_base / vs_teacher ({"verdicts", "outcome", "identical"}), lost, deficit.
+# scores, pass and stopped ({system: value}; stopped = the answer ended its turn within max tokens),
+# rouge_l and nll ({student: value}; nll = {"sum", "tokens"}), vs_base / vs_teacher ({"verdicts",
+# "outcome", "identical"}), lost, deficit.
 
 SYSTEMS = ("base", "distilled", "teacher")
 STUDENTS = ("base", "distilled")
@@ -226,21 +234,87 @@ def per_token_nll(rows: list[dict], system: str) -> float | None:
 
 
 def summarise(rows: list[dict]) -> dict:
-    """The headline metrics of an eval from its detail rows (see the comment above)."""
+    """The headline metrics of an eval from its detail rows (see the comment above), with 95% bootstrap
+    intervals over tasks (`intervals`), the judge's parse rate and its agreement between the two orders."""
     out = {"tasks": len(rows), "lost": sum(1 for r in rows if is_lost(r))}
     for system in SYSTEMS:
         rate, checked = pass_rate([(r.get("pass") or {}).get(system) for r in rows])
         m = {"judge_score": mean_or_none((r.get("scores") or {}).get(system) for r in rows),
              "scored": sum(1 for r in rows if (r.get("scores") or {}).get(system) is not None),
              "pass_rate": rate, "checked": checked,
-             "answered": sum(1 for r in rows if (r.get("answers") or {}).get(system) is not None)}
+             "answered": sum(1 for r in rows if (r.get("answers") or {}).get(system) is not None),
+             "stop_rate": mean_or_none(_flag(r, "stopped", system) for r in rows)}
         if system in STUDENTS:
             m["rouge_l"] = mean_or_none((r.get("rouge_l") or {}).get(system) for r in rows)
             m["nll"] = per_token_nll(rows, system)
         out[system] = m
     out["distilled_vs_base"] = win_rate([(r.get("vs_base") or {}).get("outcome") for r in rows])
     out["distilled_vs_teacher"] = win_rate([(r.get("vs_teacher") or {}).get("outcome") for r in rows])
+    out["judge"] = judge_reliability(rows)
+    out["intervals"] = student_intervals(rows)
     return out
+
+
+def _flag(row: dict, key: str, system: str) -> float | None:
+    value = (row.get(key) or {}).get(system)
+    return None if value is None else float(value)
+
+
+def _nll_part(row: dict, system: str, part: str):
+    return ((row.get("nll") or {}).get(system) or {}).get(part)
+
+
+def student_intervals(rows: list[dict]) -> dict:
+    """Each student measure with its 95% interval, and distilled minus base paired by task.
+
+    {base | distilled | change: {stop_rate, rouge_l, nll, pass_rate}, win_vs_base, win_vs_teacher}; nll in
+    `change` is the relative change of the per-token NLL (-0.2 = 20% lower); a win rate counts a tie as half.
+    """
+    def per(system, measure):
+        if measure == "nll":
+            return intervals.ratio([_nll_part(r, system, "sum") for r in rows],
+                                   [_nll_part(r, system, "tokens") for r in rows])
+        key = {"stop_rate": "stopped", "pass_rate": "pass"}.get(measure, measure)
+        return intervals.mean(_flag(r, key, system) for r in rows)
+
+    def change(measure):
+        if measure == "nll":
+            return intervals.paired_ratio_change(
+                *[[_nll_part(r, s, part) for r in rows] for s in ("distilled", "base") for part in ("sum", "tokens")])
+        key = {"stop_rate": "stopped", "pass_rate": "pass"}.get(measure, measure)
+        return intervals.paired_difference([_flag(r, key, "distilled") for r in rows],
+                                           [_flag(r, key, "base") for r in rows])
+
+    measures = ("stop_rate", "rouge_l", "nll", "pass_rate")
+    out = {s: {m: per(s, m) for m in measures} for s in STUDENTS}
+    out["teacher"] = {m: per("teacher", m) for m in ("stop_rate", "pass_rate")}
+    out["change"] = {m: change(m) for m in measures}
+    share = {"win": 1.0, "tie": 0.5, "loss": 0.0}
+    for other in ("base", "teacher"):
+        out[f"win_vs_{other}"] = intervals.mean(share.get((r.get(f"vs_{other}") or {}).get("outcome"))
+                                                for r in rows)
+    return out
+
+
+def judge_reliability(rows: list[dict]) -> dict:
+    """How far the judge can be read: {parse_rate, verdicts, scores, order_agreement, pairs}.
+
+    parse_rate: readable share of every verdict and score asked (identical answers are not asked);
+    order_agreement: share of pairs with both orders readable whose two verdicts agree (A-B and B-A name
+    the same answer, or both say tie) — a judge that follows the position agrees about half the time.
+    """
+    verdicts = [v for r in rows for other in ("base", "teacher")
+                if not (r.get(f"vs_{other}") or {}).get("identical")
+                for v in (r.get(f"vs_{other}") or {}).get("verdicts", [])]
+    answered = [(r.get("scores") or {}).get(s) for r in rows for s in SYSTEMS
+                if (r.get("answers") or {}).get(s) is not None]
+    asked = len(verdicts) + len(answered)
+    readable = sum(v is not None for v in verdicts) + sum(s is not None for s in answered)
+    pairs = [v for r in rows for other in ("base", "teacher")
+             if not (r.get(f"vs_{other}") or {}).get("identical")
+             and len(v := (r.get(f"vs_{other}") or {}).get("verdicts", [])) == 2 and None not in v]
+    return {"parse_rate": readable / asked if asked else None, "asked": asked, "readable": readable,
+            "order_agreement": (sum(a == b for a, b in pairs) / len(pairs)) if pairs else None, "pairs": len(pairs)}
 
 
 def breakdown(rows: list[dict], by: str) -> list[dict]:
@@ -266,4 +340,4 @@ def breakdown(rows: list[dict], by: str) -> list[dict]:
 __all__ = ["EXPECTATION_KINDS", "normalise", "parse_expectation", "check_expectation", "pass_rate",
            "candidate_verdicts", "pairwise_outcome", "win_rate", "mean_or_none", "rouge_l_text", "token_nll",
            "response_token_ids", "answer_nll", "SYSTEMS", "STUDENTS", "deficit", "is_lost", "per_token_nll",
-           "summarise", "breakdown"]
+           "summarise", "breakdown", "student_intervals", "judge_reliability"]

@@ -64,6 +64,8 @@ def test_rouge_l_of_texts_matches_a_hand_calculation():
     assert em.rouge_l_text("a b c d e", "a, c, e") == pytest.approx(0.75)
     assert em.rouge_l_text("", "anything") == 0.0 and em.rouge_l_text(None, None) == 0.0
     assert em.rouge_l_text("Same words here", "same WORDS here!") == 1.0
+    # rouge-score's Porter stemmer: dogs = dog, so LCS = the dog running (3 of 4) -> 0.75, not 0.5
+    assert em.rouge_l_text("the dogs are running", "the dog is running") == pytest.approx(0.75)
 
 
 def test_mean_or_none_skips_missing_values():
@@ -183,3 +185,59 @@ def test_deficit_orders_the_worst_losses_first():
     assert em.deficit(lost) == pytest.approx(7 / 9 + 1 + 1)
     assert em.deficit(lost) > em.deficit(tie) > em.deficit(won)
     assert em.is_lost(lost) and not em.is_lost(tie) and not em.is_lost(won)
+
+
+# ---- intervals, stopping, the judge's reliability -----------------------------------------------
+
+def test_bootstrap_intervals_contain_the_value_and_narrow_with_more_tasks():
+    from distill import intervals
+
+    few = intervals.mean([0, 1] * 5)
+    many = intervals.mean([0, 1] * 200)
+    assert few["value"] == many["value"] == 0.5 and few["n"] == 10 and many["n"] == 400
+    assert few["low"] < 0.5 < few["high"] and many["low"] < 0.5 < many["high"]
+    assert (many["high"] - many["low"]) < (few["high"] - few["low"]) / 3  # ~ 1/sqrt(40) as wide
+    assert intervals.mean([1.0, 1.0, 1.0]) == {"value": 1.0, "low": 1.0, "high": 1.0, "n": 3}
+    assert intervals.mean([None]) == {"value": None, "low": None, "high": None, "n": 0}
+    assert intervals.mean([0.3])["low"] is None  # one task: a value but no interval
+    # paired by task: every task 0.2 better is a certain +0.2, however different the tasks are
+    paired = intervals.paired_difference([0.3, 0.9, 0.5, 0.7], [0.1, 0.7, 0.3, 0.5])
+    assert paired["value"] == pytest.approx(0.2) and paired["low"] == pytest.approx(0.2)
+    assert intervals.above(paired) and not intervals.above(intervals.mean([-1, 1, -1, 1]))
+    # a ratio of sums weights tasks by their tokens: (10 + 30) / (10 + 10)
+    assert intervals.ratio([10, 30, None], [10, 10, 5])["value"] == pytest.approx(2.0)
+    change = intervals.paired_ratio_change([5, 5], [10, 10], [10, 10], [10, 10])
+    assert change["value"] == pytest.approx(-0.5) and intervals.below(change)
+
+
+def test_stop_rate_and_the_change_from_base_are_read_from_the_stopped_flags():
+    rows = [row(i, "x", (5, 5, 5), [1.0, 1.0], [0.0, 0.0]) for i in range(4)]
+    for r, (base, distilled) in zip(rows, [(False, True), (False, True), (False, False), (True, True)]):
+        r["stopped"] = {"base": base, "distilled": distilled, "teacher": True}
+    m = em.summarise(rows)
+    assert m["base"]["stop_rate"] == 0.25 and m["distilled"]["stop_rate"] == 0.75 and m["teacher"]["stop_rate"] == 1
+    iv = m["intervals"]
+    assert iv["change"]["stop_rate"]["value"] == pytest.approx(0.5)
+    assert iv["distilled"]["stop_rate"]["value"] == 0.75 and iv["change"]["stop_rate"]["n"] == 4
+    # nll per token halves on every task (rows' default nll: base 20/10, distilled 10/10)
+    assert iv["change"]["nll"]["value"] == pytest.approx(-0.5) and intervals_below(iv["change"]["nll"])
+    assert iv["win_vs_base"]["value"] == 1.0  # every task a win in both orders
+
+
+def intervals_below(interval):
+    from distill import intervals
+
+    return intervals.below(interval)
+
+
+def test_judge_reliability_counts_parsed_verdicts_and_agreement_between_orders():
+    agree = row(1, "x", (5, 6, None), [1.0, 1.0], [0.0, 0.0])  # both orders name the same answer
+    flip = row(2, "x", (5, 6, 7), [1.0, 0.0], [None, 0.5])  # the verdict follows the position; one unreadable
+    same = row(3, "x", (5, 5, 5), [0.5, 0.5], [], )
+    same["vs_teacher"]["identical"] = True  # identical answers: nothing asked
+    judge = em.summarise([agree, flip, same])["judge"]
+    # asked: 4 + 4 + 2 verdicts and 3 + 3 + 3 scores; unreadable: one verdict and one score
+    assert judge["asked"] == 19 and judge["readable"] == 17
+    assert judge["parse_rate"] == pytest.approx(17 / 19)
+    # pairs with both orders readable: agree/base, agree/teacher, flip/base, same/base -> 3 agree
+    assert judge["pairs"] == 4 and judge["order_agreement"] == pytest.approx(3 / 4)
