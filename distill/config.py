@@ -11,6 +11,7 @@ from pathlib import Path
 from curation.errors import ConfigError
 
 BUNDLED_STUDENT = "smollm2-135m-instruct"  # kept equal to distill.models.BUNDLED_STUDENT (no import cycle)
+BASE_STUDENT = "gemma-3-270m"  # the default student; kept equal to distill.models.BASE_STUDENT
 METHODS = ("sft", "dpo", "kd", "kd_logprobs")
 BATCHING = ("padding_free", "padded")
 PAIR_SOURCES = ("scores", "compare", "review")
@@ -114,8 +115,10 @@ class TrainConfig:
     method: str = field(default="sft", metadata={
         "help": "sft (answers), dpo (preference pairs), kd (logits of a local teacher) or "
                 "kd_logprobs (the teacher's top-k logprobs stored with its answers)"})
-    student: str = field(default=BUNDLED_STUDENT, metadata={
-        "help": f"model to fine-tune: '{BUNDLED_STUDENT}' (bundled), a local folder, a .gguf file or a cached hub id"})
+    student: str = field(default=BASE_STUDENT, metadata={
+        "help": f"model to fine-tune: '{BASE_STUDENT}' (bundled Gemma 3 270M base: learns to answer and stop from "
+                f"the teacher), '{BUNDLED_STUDENT}' (bundled, the teacher's own model), a local folder, a .gguf "
+                "file or a cached hub id"})
     max_steps: int = field(default=-1, metadata={
         "help": "optimizer steps to train for; -1 trains for `epochs` instead"})
     epochs: float = field(default=1.0, metadata={"help": "passes over the snapshot (used when max_steps is -1)"})

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from curation.errors import StudioError
-from distill import memory, runlog
+from distill import chat_templates, memory, runlog
 from distill.config import TrainConfig
 from distill.models import trust_remote_code
 
@@ -29,8 +29,8 @@ def load_tokenizer(model_path: Path, name: str):
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_path), local_files_only=True,
                                               trust_remote_code=trust_remote_code(model_path, name))
-    if not tokenizer.chat_template:
-        raise StudioError(f"model {name} has no chat template; pick an instruct (chat) model")
+    # A base model has no chat template: it gets the studio's, whose answers end with the eos it knows.
+    chat_templates.ensure_template(tokenizer, model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

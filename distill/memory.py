@@ -9,7 +9,8 @@ is read, torch is not needed), so the studio can answer while the user is still 
                 for the backward pass (norms, LoRA inputs and dropout copies, q/k/v, MLP products);
                 with checkpointing: one layer's worth plus 4 hidden vectors a layer
     logits      tokens x vocabulary x 4 bytes x LOGIT_COPIES (logits, log-softmax, their gradients, TRL's
-                entropy/accuracy metrics; DPO and KD add the reference's or teacher's copies)
+                entropy/accuracy metrics; DPO and KD add the reference's or teacher's copies); sft counts
+                at most SFT_VOCAB_TILE of the vocabulary (TRL's tiled LM head)
     teacher     kd: the teacher's weights
     overhead    200 MB of framework, tokenizer and dataset state; on CPU also half the weights again
                 (the safetensors file stays mapped, and its pages count in RSS)
@@ -31,7 +32,12 @@ from distill.config import TrainConfig
 
 MB = 2 ** 20
 OVERHEAD = 200 * MB
-LOGIT_COPIES = {"sft": 5.3, "dpo": 7.5, "kd": 9.5, "kd_logprobs": 7.5}
+# sft: TRL 1.16's SFTTrainer projects the LM head in [tokens, 32768] vocabulary tiles (its fused log-prob
+# kernel), so its logits term grows with min(vocabulary, SFT_VOCAB_TILE). 7.95 copies of that is the 5.3 copies
+# of SmolLM2's full 49,152-token vocabulary it was calibrated on; for Gemma 3 270M (262,144 tokens) it predicted
+# 0.94x the measured peak (6,935 MB at 1,927 tokens a micro-batch), where counting the whole vocabulary said 2.2x.
+SFT_VOCAB_TILE = 32768
+LOGIT_COPIES = {"sft": 7.95, "dpo": 7.5, "kd": 9.5, "kd_logprobs": 7.5}
 FIT_SHARE = 0.9  # leave a tenth of the free memory to everything else
 _DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
                 "F8_E4M3": 1, "F8_E5M2": 1}
@@ -164,12 +170,13 @@ def _parts(config: TrainConfig, student: ModelShape, tokens: int, device: str, t
     else:
         activations = tokens * student.layers * per_layer
     weights = int(student.params * weight_bytes)
+    logit_vocab = min(student.vocab, SFT_VOCAB_TILE) if config.method == "sft" else student.vocab
     teacher_weights = int(teacher.params * act_bytes) if teacher is not None and config.method == "kd" else 0
     return {
         "weights": weights,
         "adapter": student.lora_params(config.lora_r, config.target_module_list()) * 16,
         "activations": int(activations),
-        "logits": int(tokens * student.vocab * 4 * LOGIT_COPIES[config.method]),
+        "logits": int(tokens * logit_vocab * 4 * LOGIT_COPIES[config.method]),
         "teacher": teacher_weights,
         "overhead": OVERHEAD + (0 if cuda else (weights + teacher_weights) // 2),
     }

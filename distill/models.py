@@ -17,6 +17,7 @@ from curation.errors import StudioError
 from models.bundled import smollm2_gguf
 
 BUNDLED_STUDENT = "smollm2-135m-instruct"
+BASE_STUDENT = "gemma-3-270m"  # the default student: Gemma 3 270M base, taught to chat by the teacher
 TRUST_ENV = "DISTILL_TRUST_REMOTE_CODE"  # comma-separated model specs whose own Python code may run
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ def resolve_student(spec: str, models_dir: Path) -> Path:
     spec = (spec or "").strip() or BUNDLED_STUDENT
     if spec.lower() == BUNDLED_STUDENT:
         return materialise_gguf(bundled_gguf_path(), Path(models_dir) / BUNDLED_STUDENT, SMOLLM2_CHAT_TEMPLATE)
+    if spec.lower() == BASE_STUDENT:
+        return materialise_gguf(base_student_gguf(), Path(models_dir) / BASE_STUDENT)
     local = Path(spec).expanduser()
     if local.is_file() and local.suffix == ".gguf":
         return materialise_gguf(local, Path(models_dir) / local.stem.lower())
@@ -53,6 +56,13 @@ def resolve_student(spec: str, models_dir: Path) -> Path:
 def bundled_gguf_path() -> Path:
     """The bundled SmolLM2 .gguf file (models.bundled), as a StudioError the UI shows when it is missing."""
     return smollm2_gguf()
+
+
+def base_student_gguf() -> Path:
+    """The default student's .gguf (Gemma 3 270M base, assembled from registry chunk packages)."""
+    from models.bundled import gemma3_270m_gguf
+
+    return gemma3_270m_gguf()
 
 
 def bundled_tokenizer_dir(models_dir: Path) -> Path:
@@ -105,13 +115,19 @@ def _load_gguf_model(gguf: Path):
 
 
 def _load_gguf_tokenizer(gguf: Path, chat_template: str | None):
-    from transformers import AutoTokenizer
+    """The GGUF's tokenizer. One without a chat template is a base model's: it gets `chat_template`, else
+    the studio's base template for its architecture (distill.chat_templates: the answer ends with eos)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from distill import chat_templates
 
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     if not tokenizer.chat_template:
         if chat_template is None:
-            raise StudioError(f"{gguf.name} has no chat template, so it cannot be trained on chat examples; "
-                              "use an instruct model's GGUF")
+            architecture = AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name).model_type
+            chat_template = chat_templates.for_base_model(architecture)
+            log.info("%s has no chat template: a base model; using the studio's %s base template", gguf.name,
+                     architecture)
         tokenizer.chat_template = chat_template
     return tokenizer
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from curation.errors import StudioError
 from distill import memory
 from distill.config import TrainConfig
-from distill.models import BUNDLED_STUDENT, resolve_student, trust_remote_code
+from distill.models import BASE_STUDENT, BUNDLED_STUDENT, resolve_student, trust_remote_code
 
 
 def check(config: TrainConfig, rows: list[dict], models_dir: Path) -> None:
@@ -54,8 +54,8 @@ def local_model_folder(spec: str, models_dir: Path) -> Path | None:
     """The model's safetensors folder if it is already local, without materialising or downloading."""
     spec = (spec or "").strip() or BUNDLED_STUDENT
     local = Path(spec).expanduser()
-    if spec.lower() == BUNDLED_STUDENT:
-        folder = Path(models_dir) / BUNDLED_STUDENT
+    if spec.lower() in (BUNDLED_STUDENT, BASE_STUDENT):
+        folder = Path(models_dir) / spec.lower()
     elif local.suffix == ".gguf":
         folder = Path(models_dir) / local.stem.lower()
     else:

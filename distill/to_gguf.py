@@ -63,7 +63,23 @@ def convert(student: str, models_dir: Path, adapter: str | None = None) -> dict:
     trust_remote_code(folder, student or BUNDLED_STUDENT)  # a model that needs its own code is refused unless trusted
     return {"base": str(base_gguf(folder, models_dir)),
             "adapter": str(adapter_gguf(Path(adapter_dir), folder)) if adapter_dir else None,
-            "folder": str(folder)}
+            "folder": str(folder), "chat_template": base_template_file(folder, models_dir)}
+
+
+def base_template_file(folder: Path, models_dir: Path) -> str | None:
+    """For a base model without a chat template: a file with the template it was trained with
+    (`distill.chat_templates`), for the server to render prompts the same way; None when it has its own."""
+    from transformers import AutoTokenizer
+
+    from distill import chat_templates
+
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    if not chat_templates.ensure_template(tokenizer, folder):
+        return None
+    target = Path(models_dir) / GGUF_DIR / f"{folder.name}.chat_template.jinja"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(tokenizer.chat_template, encoding="utf-8")
+    return str(target)
 
 
 def main(argv=None) -> int:

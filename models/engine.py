@@ -72,6 +72,7 @@ class ServerSpec:
         (llama-server's `lora` field), so one server serves the base model and every adapter.
     n_ctx: context per request (prompt + answer). parallel: requests decoded together.
     threads: CPU threads (0: every core this process may use).
+    chat_template: a Jinja chat template file used instead of the GGUF's own (a base model has none).
     """
 
     role: str
@@ -81,6 +82,7 @@ class ServerSpec:
     n_ctx: int = 2048
     parallel: int = 8
     threads: int = 0
+    chat_template: Path | None = None
 
     def args(self, binary: Path, port: int) -> list[str]:
         threads = self.threads or len(os.sched_getaffinity(0))
@@ -89,6 +91,8 @@ class ServerSpec:
                 "--port", str(port), "--ctx-size", str(self.n_ctx * self.parallel), "--parallel", str(self.parallel),
                 "--threads", str(threads), "--threads-batch", str(threads), "--kv-unified", "--cache-ram", "256",
                 "--jinja", "--no-webui", "--metrics"]
+        if self.chat_template:
+            args += ["--chat-template-file", str(self.chat_template)]
         for _, path in self.loras:
             args += ["--lora", str(path)]
         if self.loras:

@@ -13,13 +13,10 @@ import hashlib
 import os
 from pathlib import Path
 
+from models.bundled import cache_root
 from models.errors import ModelError
 
 REQUANTISED = ("Q4_0", "Q4_1", "Q5_0", "Q5_1")  # 2-D weight types re-encoded as Q8_0; others are copied
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("DISTILL_CACHE") or Path.home() / ".cache" / "distill-studio")
 
 
 def as_q8_0(source: Path) -> Path:

@@ -65,8 +65,9 @@ class StudentServers:
             files = self._convert(*key)
             name = Path(files["folder"]).name
             loras = (("distilled", Path(files["adapter"])),) if files["adapter"] else ()
+            template = Path(files["chat_template"]) if files.get("chat_template") else None
             spec = ServerSpec(STUDENT_ROLE, Path(files["base"]), name, loras=loras, n_ctx=self.n_ctx,
-                              parallel=self.parallel)
+                              parallel=self.parallel, chat_template=template)
             if self._server is None or self._key != key:
                 self._server = LlamaServer(spec, self.log_dir, "student-server.log")
             if on_status:
