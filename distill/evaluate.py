@@ -65,6 +65,8 @@ class EvalConfig(Sampling):
     judge: the endpoint that judges (default: the teacher).
     max_tokens, temperature: how every system answers (temperature 0 = greedy, the default).
     judge_max_tokens: room for the judge's verdict and rationale. rubric: empty = the default rubric.
+    structured_judge: the judge answers JSON valid against a schema (OpenAI structured output), so its
+        verdicts parse; off for an endpoint without `response_format` json_schema.
     limit: evaluate at most this many eval tasks, drawn by `seed` (0 = all of them).
     """
 
@@ -76,6 +78,7 @@ class EvalConfig(Sampling):
     max_tokens: int = 256
     temperature: float = 0.0
     judge_max_tokens: int = 256
+    structured_judge: bool = True
     rubric: str = ""
     limit: int = 0
     seed: int = 0
@@ -87,6 +90,7 @@ class EvalConfig(Sampling):
         if int(self.limit) < 0 or int(self.seed) < 0:
             raise ConfigError(f"limit and seed must be 0 or more (got {self.limit}, {self.seed})")
         self.judge_max_tokens, self.limit, self.seed = int(self.judge_max_tokens), int(self.limit), int(self.seed)
+        self.structured_judge = bool(self.structured_judge)
         self.run_id = int(self.run_id) if self.run_id not in (None, "") else None
         self.student, self.adapter = (self.student or "").strip(), (self.adapter or "").strip()
         if bool(self.adapter) == (self.run_id is not None):
@@ -422,7 +426,10 @@ def _detail(task, answers, scores, verdicts, nll) -> dict:
                            and text["teacher"] is not None else None) for n in em.STUDENTS},
            "nll": {n: nll[n].get(task["id"]) for n in em.STUDENTS},
            "pass": {n: (em.check_expectation(task.get("expected"), text[n]) if text[n] is not None else None)
-                    for n in em.SYSTEMS}}
+                    for n in em.SYSTEMS},
+           # ended its turn by itself (not cut at max tokens): what a base model that rambles never does
+           "stopped": {n: (gens[n].get("finish_reason") == "stop" if text[n] is not None else None)
+                       for n in em.SYSTEMS}}
     for other in ("base", "teacher"):
         v = verdicts.get((task["id"], other), {"verdicts": [], "identical": False})
         row[f"vs_{other}"] = {**v, "outcome": em.pairwise_outcome(v["verdicts"])}
@@ -468,25 +475,69 @@ def read_details(store: Store, eval_run_id: int) -> list[dict]:
 # ---- reports ---------------------------------------------------------------------------------------
 
 def headline_rows(metrics: dict) -> list[dict]:
-    """The report's headline table: one row per measure, a column per system (None where it does not apply)."""
-    def cell(system, key):
-        return (metrics.get(system) or {}).get(key)
+    """The report's headline table: one row per measure, a column per system and the change from the base
+    student (paired by task); numbers rounded to what matters, with 95% bootstrap intervals in brackets."""
+    def cell(system, key, percent=False):
+        iv = ((metrics.get("intervals") or {}).get(system) or {}).get(key)
+        return fmt_interval(iv, percent) if iv else fmt_value((metrics.get(system) or {}).get(key), percent)
 
+    def change(key, percent=False, relative=False):
+        iv = ((metrics.get("intervals") or {}).get("change") or {}).get(key)
+        return fmt_interval(iv, percent or relative, signed=True) if iv else None
+
+    intervals_ = metrics.get("intervals") or {}
     wb, wt = metrics.get("distilled_vs_base") or {}, metrics.get("distilled_vs_teacher") or {}
-    training = metrics.get("training") or {}
-    rows = [{"measure": "mean judge score (1-10)", **{s: cell(s, "judge_score") for s in em.SYSTEMS}},
-            {"measure": "answers the judge scored readably", **{s: cell(s, "scored") for s in em.SYSTEMS}},
-            {"measure": "win rate of distilled vs base", "distilled": wb.get("win_rate")},
-            {"measure": "tasks decided (both orders read), vs base", "distilled": wb.get("n")},
-            {"measure": "win rate of distilled vs teacher", "distilled": wt.get("win_rate")},
-            {"measure": "tasks decided (both orders read), vs teacher", "distilled": wt.get("n")},
-            {"measure": "ROUGE-L vs teacher answer", **{s: cell(s, "rouge_l") for s in em.STUDENTS}},
-            {"measure": "NLL of teacher answer (nats/token)", **{s: cell(s, "nll") for s in em.STUDENTS}},
-            {"measure": "pass rate of checks", **{s: cell(s, "pass_rate") for s in em.SYSTEMS}},
-            {"measure": "tasks with a check", **{s: cell(s, "checked") for s in em.SYSTEMS}},
-            {"measure": "training rows", "distilled": training.get("rows")},
-            {"measure": "training tokens", "distilled": training.get("tokens")}]
-    return [{"base": None, "distilled": None, "teacher": None, **row} for row in rows]
+    judge, training = metrics.get("judge") or {}, metrics.get("training") or {}
+
+    def win(iv, counts):
+        text = fmt_interval(iv, True) if iv else fmt_value(counts.get("win_rate"), True)
+        return f"{text} · {counts.get('wins', 0)} won, {counts.get('ties', 0)} tied, {counts.get('losses', 0)} lost"
+
+    rows = [{"measure": "ends its answer by itself (within max tokens)", **{s: cell(s, "stop_rate", True)
+                                                                          for s in em.SYSTEMS},
+             "change": change("stop_rate", percent=True)},
+            {"measure": "ROUGE-L vs the teacher's answer", **{s: cell(s, "rouge_l") for s in em.STUDENTS},
+             "change": change("rouge_l")},
+            {"measure": "NLL of the teacher's answer (nats/token; lower is better)",
+             **{s: cell(s, "nll") for s in em.STUDENTS}, "change": change("nll", relative=True)},
+            {"measure": "pass rate of checks", **{s: cell(s, "pass_rate", True) for s in em.SYSTEMS},
+             "change": change("pass_rate", percent=True)},
+            {"measure": "judge: win rate of distilled vs base (both orders; a tie counts half)",
+             "distilled": win(intervals_.get("win_vs_base"), wb)},
+            {"measure": "judge: win rate of distilled vs teacher", "distilled": win(intervals_.get("win_vs_teacher"), wt)},
+            {"measure": "judge: mean score (1-10)", **{s: fmt_value(cell_raw(metrics, s, "judge_score"), digits=1)
+                                                      for s in em.SYSTEMS}},
+            {"measure": "judge: verdicts and scores it wrote readably",
+             "distilled": (f"{fmt_value(judge.get('parse_rate'), True)} ({judge.get('readable')} of "
+                           f"{judge.get('asked')})") if judge else None},
+            {"measure": "judge: same verdict in both orders (position bias check)",
+             "distilled": (f"{fmt_value(judge.get('order_agreement'), True)} of {judge.get('pairs')} pairs"
+                           if judge else None)},
+            {"measure": "training rows · tokens", "distilled": (f"{training.get('rows')} · {training.get('tokens')}"
+                                                                if training else None)}]
+    return [{"base": None, "distilled": None, "teacher": None, "change": None, **row} for row in rows]
+
+
+def cell_raw(metrics: dict, system: str, key: str):
+    return (metrics.get(system) or {}).get(key)
+
+
+def fmt_value(value, percent: bool = False, signed: bool = False, digits: int = 3) -> str | None:
+    """A measure rounded to what a reader can use: 62% or 0.413 (None stays None)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    sign = "+" if signed and value > 0 else ""
+    return f"{sign}{value * 100:.0f}%" if percent else f"{sign}{value:.{digits}f}"
+
+
+def fmt_interval(iv: dict, percent: bool = False, signed: bool = False) -> str | None:
+    """'62% [48%, 75%]' from {value, low, high}; just the value when there is no interval."""
+    value = fmt_value(iv.get("value"), percent, signed)
+    if value is None or iv.get("low") is None:
+        return value
+    return f"{value} [{fmt_value(iv['low'], percent, signed)}, {fmt_value(iv['high'], percent, signed)}]"
 
 
 def compare_runs(store: Store, eval_run_ids: list[int]) -> list[dict]:
@@ -512,10 +563,11 @@ def compare_runs(store: Store, eval_run_ids: list[int]) -> list[dict]:
                      "win_vs_teacher": m["distilled_vs_teacher"]["win_rate"],
                      "rouge_l_base": m["base"]["rouge_l"], "rouge_l_distilled": m["distilled"]["rouge_l"],
                      "nll_base": m["base"]["nll"], "nll_distilled": m["distilled"]["nll"],
-                     "pass_distilled": m["distilled"]["pass_rate"]})
+                     "pass_distilled": m["distilled"]["pass_rate"],
+                     "stop_base": m["base"].get("stop_rate"), "stop_distilled": m["distilled"].get("stop_rate")})
     return rows
 
 
 __all__ = ["EvalConfig", "EvalProgress", "TRAINING_KINDS", "run_eval", "prepare", "resolve_adapter",
            "training_info", "eval_tasks", "endpoint_url", "set_expectation", "read_details",
-           "write_details", "headline_rows", "compare_runs", "DETAILS_NAME", "EVAL_METHOD"]
+           "write_details", "headline_rows", "fmt_value", "fmt_interval", "compare_runs", "DETAILS_NAME", "EVAL_METHOD"]

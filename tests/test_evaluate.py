@@ -317,8 +317,10 @@ def test_evaluate_tab_through_the_api(tmp_path, tiny_student, tiny_adapter):
 
             headline, _, _, viewer = client.predict(str(first), api_name="/eval_report")
             rows = {r[0]: r[1:] for r in headline["data"]}
-            assert rows["mean judge score (1-10)"] == [3, 3, 9]
-            assert rows["win rate of distilled vs teacher"][1] == 0 and rows["training rows"][1] == 5
+            assert rows["judge: mean score (1-10)"] == ["3.0", "3.0", None, "9.0"]  # base, distilled, change, teacher
+            assert rows["judge: win rate of distilled vs teacher"][1].startswith("0% [0%, 0%] · 0 won")
+            assert rows["training rows · tokens"][1].startswith("5 · ")
+            assert rows["ends its answer by itself (within max tokens)"][2] is not None  # distilled - base, paired
             assert sorted(r[0] for r in viewer["data"]) == eval_ids
 
             info, teacher, distilled, base = client.predict(str(first), eval_ids[1], api_name="/eval_task_detail")

@@ -13,8 +13,8 @@ from curation import io
 from curation.teacher import TeacherConfig
 from distill import eval_metrics as em
 from distill.eval_jobs import EvalJobs
-from distill.evaluate import (TRAINING_KINDS, EvalConfig, compare_runs, headline_rows, read_details, resolve_adapter,
-                              set_expectation)
+from distill.evaluate import (TRAINING_KINDS, EvalConfig, compare_runs, fmt_value, headline_rows, read_details,
+                              resolve_adapter, set_expectation)
 from distill.failures import FailureSeedConfig
 from distill.playground import Playground
 from ui.common import fmt_seconds, guarded, progress_html
@@ -56,7 +56,7 @@ def _fmt(value) -> str:
 
 
 def headline_frame(metrics: dict) -> pd.DataFrame:
-    return pd.DataFrame(headline_rows(metrics), columns=["measure", "base", "distilled", "teacher"])
+    return pd.DataFrame(headline_rows(metrics), columns=["measure", "base", "distilled", "change", "teacher"])
 
 
 def viewer_frame(details: list[dict]) -> pd.DataFrame:
@@ -147,16 +147,22 @@ def _teacher(url: str, model: str) -> TeacherConfig:
     return TeacherConfig.from_env(base_url=url, model=model) if (url or model) else TeacherConfig()
 
 
-def build(studio, jobs: EvalJobs | None = None, playground: Playground | None = None):
+def build(studio, jobs: EvalJobs | None = None, playground: Playground | None = None, loaders: list | None = None):
     """The Evaluate tab. `jobs` / `playground` may be shared objects owned by the studio; by default the
-    tab makes its own (one per app, held by this tab's event handlers)."""
+    tab makes its own (one per app, held by this tab's event handlers). `loaders` gets the (function, outputs)
+    the page runs when it loads: the run lists, current at every load."""
     store = studio.store
     jobs = jobs or EvalJobs(store, studio.server, studio.students)
     playground = playground or Playground(studio.students)
     gr.Markdown("Evaluates a trained student on the **eval split** (tasks never trained on): the teacher, the base "
                 "student and the distilled student answer; the judge compares distilled vs base and vs teacher in "
                 "both orders (disagreeing orders count as a tie) and scores all three 1-10. Answers and verdicts "
-                "are stored, so a stopped eval resumes.")
+                "are stored, so a stopped eval resumes. Every measure comes with a 95% bootstrap interval over the "
+                "eval tasks, and the change from the base student is paired by task.\n\n"
+                "*About the judge:* the embedded judge is the 135M teacher. Structured output makes it write a "
+                "readable verdict nearly every time, but its verdicts are weak: check how often it gives the same "
+                "verdict in both orders (the headline's position-bias line; about half means it follows the "
+                "position), and set a stronger judge endpoint below before trusting a win rate.")
     with gr.Row():
         training_run = gr.Dropdown(choices=training_choices(store), label="Training run (completed)",
                                    elem_id="eval-training-run")
@@ -319,6 +325,8 @@ def build(studio, jobs: EvalJobs | None = None, playground: Playground | None = 
     stop.click(do_stop, None, [message], api_name="stop_eval")
     timer.tick(poll, [seen], [progress, message, eval_run, seen], show_progress="hidden", api_name="eval_status")
     refresh.click(do_refresh, None, [training_run, eval_run, compare_pick], api_name="list_eval_runs")
+    if loaders is not None:
+        loaders.append((do_refresh, [training_run, eval_run, compare_pick], "eval_run_lists"))
     show.click(do_report, [eval_run], [headline, skill_plot, domain_plot, viewer], api_name="eval_report")
     eval_run.input(do_report, [eval_run], [headline, skill_plot, domain_plot, viewer], api_visibility="private")
     show_task.click(do_task, [eval_run, task_id], [task_info, answer_teacher, answer_distilled, answer_base],
@@ -345,8 +353,11 @@ def _job_note(st) -> str:
     if st.state == "stopped":
         return "evaluation stopped; start it again to resume from what is stored"
     m = st.result
+    judge = m.get("judge") or {}
     return (f"eval run {m['eval_run_id']} completed: distilled vs base win rate "
-            f"{_fmt(m['distilled_vs_base']['win_rate'])}, vs teacher {_fmt(m['distilled_vs_teacher']['win_rate'])}")
+            f"{fmt_value(m['distilled_vs_base']['win_rate'], True)}, vs teacher "
+            f"{fmt_value(m['distilled_vs_teacher']['win_rate'], True)}; the judge wrote "
+            f"{fmt_value(judge.get('parse_rate'), True)} of its verdicts and scores readably")
 
 
 __all__ = ["build", "training_choices", "eval_choices", "headline_frame", "viewer_frame", "breakdown_figure",
