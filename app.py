@@ -78,13 +78,15 @@ class Studio:
 
 
 def build_app(studio: Studio) -> gr.Blocks:
+    loaders = []  # (function, outputs) the page runs at every load, so a reload shows the workspace as it is
     with gr.Blocks(title="Distill Studio") as demo:
         gr.Markdown(f"# Distill Studio\nworkspace `{studio.store.workspace}`")
         if studio.notes:
             gr.Markdown("\n".join(f"> ⚠ {note}" for note in studio.notes), elem_id="studio-notes")
         with gr.Tabs():
             with gr.Tab("Seeds", id="seeds"):
-                seeds.build(studio)
+                tasks_table, tasks_frame = seeds.build(studio)
+                loaders.append((tasks_frame, [tasks_table], "tasks_table"))
             with gr.Tab("Generate", id="generate"):
                 generate.build(studio)
             with gr.Tab("Review", id="review") as review_tab:
@@ -94,14 +96,16 @@ def build_app(studio: Studio) -> gr.Blocks:
             with gr.Tab("Curate", id="curate"):
                 curate.build(studio)
             with gr.Tab("Train", id="train"):
-                train.build(studio)
+                loaders.append(train.build(studio))
             with gr.Tab("Evaluate", id="evaluate"):
-                evaluate.build(studio, jobs=studio.evaluation)
+                evaluate.build(studio, jobs=studio.evaluation, loaders=loaders)
             with gr.Tab("Runs", id="runs") as runs_tab:
                 runs_table = runs.build(studio)
         review_tab.select(load_page, page_inputs, page_outputs, api_visibility="private")
         queue_tab.select(load_queue, queue_inputs, queue_outputs, api_visibility="private")
         runs_tab.select(lambda: runs.runs_frame(studio.store), None, [runs_table], api_visibility="private")
+        for fn, outputs, name in loaders:
+            demo.load(fn, None, outputs, api_name=name)
     return demo
 
 

@@ -19,6 +19,9 @@ def test_import_generate_approve_train_through_the_api(tmp_path, teacher_url, ti
         client = Client(url, verbose=False)
         message, _ = client.predict(handle_file(str(seeds)), api_name="/import_file")
         assert message == "imported 2 tasks"
+        # a fresh page's Run box holds 0: no error, an idle bar and what to do
+        *_, note = client.predict(0, api_name="/training_status")
+        assert note == "no training run yet: set the options and press Train"
 
         started = client.predict(method="label", base_url="", model="", concurrency=2, timeout_s=30, n=2,
                                  temperature=0.7, max_tokens=24, api_name="/start_generation")
@@ -46,6 +49,11 @@ def test_import_generate_approve_train_through_the_api(tmp_path, teacher_url, ti
         studio.training.wait(timeout=300)
         progress, plot, log_tail, note = client.predict(run_id, api_name="/training_status")
         assert "completed" in note and "3 / 3" in progress
+        # a reload: the Train tab reattaches to the latest run with its settings, the task table is filled
+        reattached = client.predict(api_name="/train_reattach")
+        assert list(reattached[:4]) == [int(run_id), str(student), 3, 1] and reattached[8] == "sft"
+        assert "completed" in client.predict(0, api_name="/training_status")[-1]
+        assert len(client.predict(api_name="/tasks_table")["data"]) == 2
         run = studio.store.run(int(run_id))
         assert run["status"] == "completed"
         snapshot = [json.loads(x) for x in open(f"{run['run_dir']}/snapshot.jsonl")]

@@ -102,6 +102,9 @@ def test_filter_preview_apply_and_undo_counts(studio_with):
                                      api_name="/filter_preview")
     # "later, todo" is 11 characters; "fine" is shorter but rejected already
     assert "removes **1 of 3** rows" in summary and [r[0] for r in sample["data"]] == [ids[2]]
+    # the browser sends an empty "remove longer than" box as 0: a minimum alone still works
+    summary, _ = client.predict(kind="length", unit="chars", min_length=12, max_length=0, api_name="/filter_preview")
+    assert "removes **1 of 3** rows" in summary
 
 
 def test_rank_then_approve_top_k_and_top_percent_and_undo(studio_with):

@@ -52,6 +52,10 @@ def test_each_method_shows_only_its_options():
         shown = {name for name, update in zip(names, updates) if update["visible"]}
         assert visible <= shown and not hidden & shown, method
     assert show_method("judge")[-2:] == (0.0, 256)  # the judge's own sampling defaults
+    # untouched sampling follows the method; a value the user typed survives the switch
+    label_temperature, label_tokens = show_method("label")[-2:]
+    assert show_method("judge", label_temperature, label_tokens)[-2:] == (0.0, 256)
+    assert show_method("judge", 0.3, 700)[-2:] == (0.3, 700)
 
 
 def test_preview_shows_the_exact_messages_and_sends_nothing(studio_with):
@@ -81,7 +85,8 @@ def test_preview_shows_the_exact_messages_and_sends_nothing(studio_with):
     assert call["messages"] == [{"role": "user", "content": (
         "You are a strict and fair judge. Rate the response to the task below on a scale of 1 to 10, using this "
         "rubric:\nIs it a colour?\n\n[Task]\nName a colour.\n\nOne word.\n\n[Response]\nBlue.\n\n"
-        "Reply in exactly this format:\nScore: <an integer from 1 to 10>\nRationale: <one or two sentences>")}]
+        'Reply with a JSON object: {"score": <an integer from 1 to 10>, "rationale": "<one or two sentences>"}')}]
+    assert call["params"]["response_format"]["type"] == "json_schema"  # the structured judge, on by default
     assert fault.requests == []
     with pytest.raises(Exception, match="base_url must start with http"):
         client.predict(**teacher(fault, base_url="ftp://teacher"), method="label", api_name="/preview_generation")

@@ -52,7 +52,8 @@ def make_filter(store, kind, unit, min_length, max_length, pattern, mode, regex_
                 empty, truncated, threshold, allowed, min_chars, n, containment, leakage_target):
     """The filter the form describes; each config checks its own values."""
     if kind == "length":
-        return LengthFilter(unit=unit, min_length=min_length, max_length=max_length)
+        # An empty box reads 0 in the browser: 0 means no bound there, so a minimum alone works.
+        return LengthFilter(unit=unit, min_length=min_length or None, max_length=max_length or None)
     if kind == "regex":
         return RegexFilter(pattern=pattern or "", mode=mode, target=regex_target, ignore_case=bool(ignore_case))
     if kind == "refusal":

@@ -158,11 +158,17 @@ def summary_text(state: str, s: dict) -> str:
     return " · ".join(parts)
 
 
-def show_method(method: str):
-    """Each group visible only for the methods that take its fields; sampling reset to the method's defaults."""
-    temperature, max_tokens = sampling_defaults(method)
+def show_method(method: str, temperature=None, max_tokens=None):
+    """Each group visible only for the methods that take its fields. Sampling follows the method's defaults
+    while the user has not changed it (it still holds some method's default); a value the user typed is kept."""
+    defaults = {name: sampling_defaults(name) for name in METHODS}
+    new_temperature, new_max_tokens = defaults[method]
+    if temperature is not None and temperature not in {t for t, _ in defaults.values()}:
+        new_temperature = temperature
+    if max_tokens is not None and max_tokens not in {m for _, m in defaults.values()}:
+        new_max_tokens = max_tokens
     return (METHODS[method].description, *(gr.update(visible=method in GROUPS[name]) for name in GROUPS),
-            temperature, max_tokens)
+            new_temperature, new_max_tokens)
 
 
 # ---- layout ----------------------------------------------------------------------------------------
@@ -306,7 +312,7 @@ def build(studio):
     timer = gr.Timer(1.0)
 
     form = {"method": method, **teacher, **judge, **budget, **options}
-    method.change(show_method, [method], [description, *(groups[name] for name in GROUPS), options["temperature"],
+    method.change(show_method, [method, options["temperature"], options["max_tokens"]], [description, *(groups[name] for name in GROUPS), options["temperature"],
                                           options["max_tokens"]], api_visibility="private")
     preview_btn.click(lambda **f: preview_job(studio, f), inputs_kwargs=form, outputs=[preview_out, preview_note],
                       api_name="preview_generation")

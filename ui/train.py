@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from distill.config import BUNDLED_STUDENT, KD_LOSSES, METHODS, PAIR_SOURCES, DPOOptions, KDOptions, TrainConfig
+from distill.config import BASE_STUDENT, KD_LOSSES, METHODS, PAIR_SOURCES, DPOOptions, KDOptions, TrainConfig
 from ui.common import fmt_seconds, guarded, progress_html
 
 METHOD_HELP = {
@@ -17,7 +17,9 @@ METHOD_HELP = {
     "kd": "**kd** — logit distillation from a local teacher that shares the student's tokenizer: forward KL, "
           "reverse KL or generalised JSD, optionally on the student's own samples (on-policy fraction; at 1 it "
           "runs on TRL's DistillationTrainer). A teacher with another tokenizer: tick *Teacher has another "
-          "tokenizer* (TRL's GOLD compares the two distributions aligned by text).",
+          "tokenizer* (TRL's GOLD compares the two distributions aligned by text). The default pair — the "
+          "embedded SmolLM2 teacher and the Gemma student — has two tokenizers: for token-by-token KD, train "
+          "smollm2-135m-instruct as the student, or tick that box.",
     "kd_logprobs": "**kd_logprobs** — distillation from the top-k logprobs the teacher API returned with its "
                    "answers (generate with the *logprobs* method). Tokens that do not map fall back to "
                    "cross-entropy.",
@@ -35,7 +37,7 @@ def config_from_values(student, max_steps, epochs, lr, batch, rank, max_length, 
     except (TypeError, ValueError):
         alpha = 32  # TrainConfig then rejects lora_r with a message naming it
     return TrainConfig(
-        method=method or "sft", student=(student or BUNDLED_STUDENT).strip(), max_steps=max_steps, epochs=epochs,
+        method=method or "sft", student=(student or BASE_STUDENT).strip(), max_steps=max_steps, epochs=epochs,
         learning_rate=lr, batch_size=batch, lora_r=rank, lora_alpha=alpha, max_length=max_length,
         grad_accum=grad_accum, batching=batching, save_steps=save_steps, eval_rows=eval_rows, eval_steps=eval_steps,
         gradient_checkpointing=None if checkpointing == "auto" else checkpointing == "on", load_in_4bit=bool(four_bit),
@@ -49,7 +51,8 @@ def config_from_values(student, max_steps, epochs, lr, batch, rank, max_length, 
 def _common_settings():
     with gr.Row():
         method = gr.Radio(list(METHODS), value="sft", label="Method", elem_id="train-method")
-        student = gr.Textbox(value=BUNDLED_STUDENT, label="Student (bundled name, local folder or model id)",
+        student = gr.Textbox(value=BASE_STUDENT, label="Student (gemma-3-270m: a base model to teach; "
+                             "smollm2-135m-instruct; a local folder or model id)",
                              elem_id="train-student")
     method_help = gr.Markdown(METHOD_HELP["sft"])
     with gr.Row():
@@ -171,6 +174,42 @@ def build(studio):
     timer.tick(lambda rid: poll(studio, rid), [run_id], [progress, loss_plot, log_tail, message],
                show_progress="hidden", api_name="training_status")
 
+    def on_load():
+        """A page (re)load reattaches to the running, else the latest, training run and shows its settings."""
+        rid = current_run(studio, None)
+        run = studio.store.run(rid) if rid is not None else None
+        values = values_from_config(run["config"]) if run else [gr.skip()] * len(inputs)
+        return [rid, *values]
+
+    return on_load, [run_id, *inputs], "train_reattach"
+
+
+TRAINING_KINDS = ("sft", "dpo", "kd", "kd_logprobs")
+
+
+def current_run(studio, rid) -> int | None:
+    """The run the Train tab shows: the id in its box when that is a training run, else the one training now
+    (or last started here), else the newest training run of the workspace; None when there is none."""
+    if rid:
+        run = studio.store.run(int(rid))
+        if run is not None and run["kind"] in TRAINING_KINDS:
+            return int(rid)
+    if studio.training.run_id is not None:
+        return studio.training.run_id
+    latest = next((r for r in studio.store.runs() if r["kind"] in TRAINING_KINDS), None)
+    return latest["id"] if latest else None
+
+
+def values_from_config(config: dict) -> list:
+    """A stored run config (asdict of TrainConfig) as the Train tab's input values, in `config_from_values` order."""
+    c = TrainConfig.from_dict({k: v for k, v in config.items() if k != "provenance"})
+    checkpointing = {None: "auto", True: "on", False: "off"}[c.gradient_checkpointing]
+    return [c.student, c.max_steps, c.epochs, c.learning_rate, c.batch_size, c.lora_r, c.max_length, c.method,
+            c.grad_accum, c.batching, c.save_steps, checkpointing, c.load_in_4bit,
+            c.dpo.pairs, c.dpo.min_score_gap, c.dpo.beta, c.kd.teacher, c.kd.loss, c.kd.beta, c.kd.temperature,
+            c.kd.on_policy, c.kd.max_new_tokens, c.kd.cross_tokenizer, c.eval_rows, c.eval_steps,
+            c.ignore_memory_estimate]
+
 
 def memory_text(studio, config: TrainConfig) -> str:
     from distill import preflight, snapshot
@@ -183,9 +222,9 @@ def memory_text(studio, config: TrainConfig) -> str:
 
 
 def poll(studio, rid):
-    rid = int(rid) if rid is not None else studio.training.run_id
+    rid = current_run(studio, rid)
     if rid is None:
-        return progress_html(0, 0, state="idle"), None, "", gr.skip()
+        return progress_html(0, 0, state="idle"), None, "", "no training run yet: set the options and press Train"
     p = studio.training.progress(rid)
     detail = f"· loss {p['losses'][-1][1]:.4f}" if p["losses"] else ""
     detail += f" · {p['tokens']} tokens · ETA {fmt_seconds(p['eta_s'])}"
