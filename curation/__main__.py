@@ -28,9 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", type=Path)
     p.add_argument("--skill", help="skill tag for rows that have none")
     p.add_argument("--domain", help="domain tag for rows that have none")
+    p.add_argument("--keep-duplicates", action="store_true", help="also add tasks already in the workspace")
 
     p = sub.add_parser("seed-pack", help="load a bundled seed pack (omit NAME to list them)")
     p.add_argument("name", nargs="?")
+    p.add_argument("--keep-duplicates", action="store_true", help="also add tasks already in the workspace")
 
     p = sub.add_parser("split", help="hold tasks out for evaluation: a stratified random split, or by id",
                        description="Eval-split tasks are never trained on or exported; the eval and the eval "
@@ -72,8 +74,9 @@ def main(argv=None) -> int:
 
 
 def cmd_import(store, args) -> int:
-    ids = io.import_file(store, args.file, skill=args.skill, domain=args.domain)
-    print(f"imported {len(ids)} tasks from {args.file}")
+    added = io.import_file(store, args.file, skill=args.skill, domain=args.domain,
+                           keep_duplicates=args.keep_duplicates)
+    print(added.message("imported") + f" from {args.file}")
     return 0
 
 
@@ -81,8 +84,8 @@ def cmd_seed_pack(store, args) -> int:
     if not args.name:
         print("\n".join(io.seed_packs()))
         return 0
-    ids = io.load_seed_pack(store, args.name)
-    print(f"loaded {len(ids)} tasks from seed pack {args.name}")
+    added = io.load_seed_pack(store, args.name, keep_duplicates=args.keep_duplicates)
+    print(added.message("loaded") + f" from seed pack {args.name}")
     return 0
 
 

@@ -311,3 +311,21 @@ def test_export_rejects_bad_format_and_malformed_examples(tmp_path):
     with pytest.raises(StudioError, match="example 3"):
         io.export_examples(no_answer, tmp_path / "x.jsonl")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_duplicate_tasks_are_skipped_and_counted_unless_kept(store, tmp_path):
+    """A pack loaded twice, a file repeating a task, a typed task equal to one already there: skipped, and said."""
+    first = io.load_seed_pack(store, "general")
+    assert len(first) > 0 and first.skipped == 0
+    again = io.load_seed_pack(store, "general")
+    assert list(again) == [] and again.skipped == len(first)
+    assert again.message("loaded").startswith(f"loaded 0 tasks; skipped {len(first)} already in the workspace")
+    path = tmp_path / "dups.jsonl"
+    path.write_text('{"instruction": "Name a colour."}\n{"instruction": "  name a COLOUR. "}\n'
+                    '{"instruction": "Name a colour.", "input": "One word."}\n')
+    added = io.import_file(store, path)
+    assert len(added) == 2 and added.skipped == 1  # the same instruction, case and spaces aside
+    kept = io.import_file(store, path, keep_duplicates=True)
+    assert len(kept) == 3 and kept.skipped == 0
+    typed = io.add_new_tasks(store, [{"instruction": "name a colour."}])
+    assert list(typed) == [] and typed.skipped == 1

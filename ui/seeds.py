@@ -28,6 +28,8 @@ def build(studio):
             pack = gr.Dropdown(choices=io.seed_packs(), label="Bundled seed pack",
                                value=(io.seed_packs() or [None])[0])
             pack_btn = gr.Button("Load pack", elem_id="seed-pack-load")
+            keep_dups = gr.Checkbox(False, label="Keep duplicates (tasks already in the workspace)",
+                                    elem_id="seed-keep-duplicates")
     with gr.Accordion("Eval split: hold tasks out of training", open=False):
         gr.Markdown("Held-out (eval) tasks are never exported or trained on; evaluation runs on them.")
         with gr.Row():
@@ -46,26 +48,29 @@ def build(studio):
         return frame.tail(TASKS_SHOWN)
 
     @guarded
-    def add(instr, inp, sk, dom):
+    def add(instr, inp, sk, dom, keep=False):
         if not (instr or "").strip():
             raise gr.Error("type an instruction first")
-        ids = studio.store.add_tasks([{"instruction": instr.strip(), "input": inp.strip() or None,
-                                       "skill": sk.strip() or None, "domain": dom.strip() or None}])
+        task = {"instruction": instr.strip(), "input": (inp or "").strip() or None, "skill": (sk or "").strip() or None,
+                "domain": (dom or "").strip() or None}
+        ids = io.add_new_tasks(studio.store, [task], bool(keep))
+        if not ids:
+            return ("this task is already in the workspace (same instruction and input); tick 'keep duplicates' "
+                    "to add it anyway", table(), gr.skip())
         return f"added task {ids[0]}", table(), ""
 
     @guarded
-    def do_import(path):
+    def do_import(path, keep=False):
         if not path:
             raise gr.Error("choose a file to import first")
-        ids = io.import_file(studio.store, path)
-        return f"imported {len(ids)} tasks", table()
+        return io.import_file(studio.store, path, keep_duplicates=bool(keep)).message("imported"), table()
 
     @guarded
-    def do_pack(name):
+    def do_pack(name, keep=False):
         if not name:
             raise gr.Error("choose a seed pack")
-        ids = io.load_seed_pack(studio.store, name)
-        return f"loaded {len(ids)} tasks from pack {name}", table()
+        return io.load_seed_pack(studio.store, name, keep_duplicates=bool(keep)).message("loaded") + \
+            f" from pack {name}", table()
 
     @guarded
     def do_split(frac, sd):
@@ -80,7 +85,8 @@ def build(studio):
     split_btn.click(do_split, [fraction, seed], [message, tasks], api_name="split_tasks")
     to_eval.click(lambda t: do_move(t, "eval"), [split_ids], [message, tasks], api_name="move_to_eval")
     to_train.click(lambda t: do_move(t, "train"), [split_ids], [message, tasks], api_name="move_to_train")
-    add_btn.click(add, [instruction, task_input, skill, domain], [message, tasks, instruction], api_name="add_task")
-    import_btn.click(do_import, [upload], [message, tasks], api_name="import_file")
-    pack_btn.click(do_pack, [pack], [message, tasks], api_name="load_seed_pack")
+    add_btn.click(add, [instruction, task_input, skill, domain, keep_dups], [message, tasks, instruction],
+                  api_name="add_task")
+    import_btn.click(do_import, [upload, keep_dups], [message, tasks], api_name="import_file")
+    pack_btn.click(do_pack, [pack, keep_dups], [message, tasks], api_name="load_seed_pack")
     return tasks, table
