@@ -42,7 +42,7 @@ def build_workspace(store, eval_tasks: int, seed: int) -> dict:
 
     for name in io.seed_packs():
         io.load_seed_pack(store, name)
-    store.add_tasks(tasks())
+    store.add_tasks(tasks())  # with their checks ('expected'), for the pass rate
     held, _ = split.hold_out(store, eval_tasks / len(store.tasks()), seed)
     return {"tasks": len(store.tasks()), "eval_tasks": len(store.tasks(split="eval"))}
 
@@ -107,7 +107,8 @@ def evaluate(store, teacher, judge, url, run_id: int, max_tokens: int) -> dict:
     def progress(p):
         say(f"  eval of run {run_id}: {p.stage} {p.done}/{p.total}")
 
-    config = EvalConfig(run_id=run_id, teacher=teacher, judge=judge, max_tokens=max_tokens)
+    # Pairwise verdicts only (the win rate): the 1-10 scores of every answer would add three judge calls a task.
+    config = EvalConfig(run_id=run_id, teacher=teacher, judge=judge, max_tokens=max_tokens, judge_scores=False)
     return run_eval(store, config, url, on_progress=_every(20, progress))
 
 

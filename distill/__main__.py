@@ -57,6 +57,8 @@ def _add_eval_parser(commands) -> None:
     ev.add_argument("--judge-max-tokens", type=int, default=256, help="room for each verdict")
     ev.add_argument("--no-structured-judge", action="store_false", dest="structured_judge",
                     help="judge in free text: for an endpoint without response_format json_schema")
+    ev.add_argument("--no-judge-scores", action="store_false", dest="judge_scores",
+                    help="only the pairwise verdicts (win rates), no 1-10 score of each answer")
     ev.add_argument("--base-url", default="", help="teacher endpoint (OpenAI-compatible; default: embedded server)")
     ev.add_argument("--model", default="", help="teacher model name at --base-url")
     ev.add_argument("--judge-base-url", default="", help="judge endpoint (default: the teacher)")
@@ -81,6 +83,7 @@ def _eval_command(args) -> int:
         config = EvalConfig(student=args.student, adapter=args.adapter or "", run_id=args.run, teacher=teacher,
                             judge=judge, max_tokens=args.max_tokens, temperature=args.temperature,
                             judge_max_tokens=args.judge_max_tokens, structured_judge=args.structured_judge,
+                            judge_scores=args.judge_scores,
                             limit=args.limit, seed=args.seed)
         store = Store(args.workspace)
     except (ConfigError, WorkspaceInUse) as exc:

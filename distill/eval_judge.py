@@ -40,7 +40,7 @@ def _plan_judging(store, config, tasks, answers) -> _Judging:
     for task in tasks:
         gens = {name: answers[name].get(task["id"]) for name in em.SYSTEMS}
         ok = {name: g for name, g in gens.items() if g and g["status"] == "ok"}
-        for name, gen in ok.items():
+        for name, gen in (ok.items() if config.judge_scores else ()):
             call = judge_call(ctx, _judged(task, gen), config.rubric, config.judge_params(),
                               structured=config.structured_judge)
             plan.score_calls.append(call)

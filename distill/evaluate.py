@@ -67,6 +67,8 @@ class EvalConfig(Sampling):
     judge_max_tokens: room for the judge's verdict and rationale. rubric: empty = the default rubric.
     structured_judge: the judge answers JSON valid against a schema (OpenAI structured output), so its
         verdicts parse; off for an endpoint without `response_format` json_schema.
+    judge_scores: the judge also scores each answer 1-10 (three more calls a task); the win rates need only
+        the pairwise verdicts.
     limit: evaluate at most this many eval tasks, drawn by `seed` (0 = all of them).
     """
 
@@ -79,6 +81,7 @@ class EvalConfig(Sampling):
     temperature: float = 0.0
     judge_max_tokens: int = 256
     structured_judge: bool = True
+    judge_scores: bool = True
     rubric: str = ""
     limit: int = 0
     seed: int = 0
@@ -90,7 +93,7 @@ class EvalConfig(Sampling):
         if int(self.limit) < 0 or int(self.seed) < 0:
             raise ConfigError(f"limit and seed must be 0 or more (got {self.limit}, {self.seed})")
         self.judge_max_tokens, self.limit, self.seed = int(self.judge_max_tokens), int(self.limit), int(self.seed)
-        self.structured_judge = bool(self.structured_judge)
+        self.structured_judge, self.judge_scores = bool(self.structured_judge), bool(self.judge_scores)
         self.run_id = int(self.run_id) if self.run_id not in (None, "") else None
         self.student, self.adapter = (self.student or "").strip(), (self.adapter or "").strip()
         if bool(self.adapter) == (self.run_id is not None):
