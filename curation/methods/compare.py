@@ -28,7 +28,7 @@ SCORES = {"a": 1.0, "b": 0.0, "tie": 0.5}
 # What a structured judge may answer: the verdict first, then a short reason.
 VERDICT_SCHEMA = {"type": "object", "additionalProperties": False, "required": ["winner", "rationale"],
                   "properties": {"winner": {"type": "string", "enum": ["A", "B", "tie"]},
-                                 "rationale": {"type": "string", "maxLength": 300}}}
+                                 "rationale": {"type": "string", "maxLength": 160}}}
 
 
 @dataclass

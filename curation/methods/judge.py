@@ -20,10 +20,11 @@ _SCORE = re.compile(r"(?:score|rating|grade)\s*(?:\*\*)?\s*[:=]?\s*(?:\*\*)?\s*\
                     re.IGNORECASE)
 _OUT_OF_TEN = re.compile(r"\b(\d+(?:\.\d+)?)\s*/\s*10\b")
 _RATIONALE = re.compile(r"(?:rationale|reason|explanation)\s*(?:\*\*)?\s*:\s*(?:\*\*)?\s*(.+)", re.IGNORECASE | re.DOTALL)
-# What a structured judge may answer: the score first (so a long rationale cannot push it out), then a short reason.
+# What a structured judge may answer: the score first (so a long rationale cannot push it out), then a short reason
+# (160 characters: the embedded 135M judge otherwise repeats itself up to any cap, 2.5x the tokens at 300).
 SCORE_SCHEMA = {"type": "object", "additionalProperties": False, "required": ["score", "rationale"],
                 "properties": {"score": {"type": "integer", "minimum": 1, "maximum": 10},
-                               "rationale": {"type": "string", "maxLength": 300}}}
+                               "rationale": {"type": "string", "maxLength": 160}}}
 
 
 def default_rubric() -> str:
