@@ -179,3 +179,15 @@ def test_a_topics_job_creates_tasks_tagged_with_skill_and_domain(studio_with):
     assert len(fault.requests) == 2
     made = {(t["instruction"], t["skill"], t["domain"], t["source"]) for t in studio.store.tasks()}
     assert made == {(text, "reasoning", domain, "topic") for domain, texts in TOPIC_TASKS.items() for text in texts}
+
+
+def test_a_judge_job_says_how_many_verdicts_it_could_read_and_what_to_do():
+    from ui.generate import summary_text
+
+    base = {"failed": 0, "skipped_cached": 0, "total_tokens": 10, "completion_tokens": 5, "elapsed_s": 1.0,
+            "tokens_per_s": 5, "run_id": 3}
+    silent = summary_text("completed", {**base, "method": "judge", "ok": 8, "discarded": {"unparsable": 8}})
+    assert "the judge wrote 0 of 8 verdicts readably — the raw text is kept; turn on structured output" in silent
+    fine = summary_text("completed", {**base, "method": "compare", "ok": 4})
+    assert "the judge wrote 4 of 4 verdicts readably" in fine and "raw text" not in fine
+    assert "verdicts" not in summary_text("completed", {**base, "method": "label", "ok": 4})

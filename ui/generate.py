@@ -147,6 +147,12 @@ def summary_text(state: str, s: dict) -> str:
         parts.append(f"{s['pending']} not sent")
     if s.get("discarded"):
         parts.append("discarded: " + ", ".join(f"{reason} {n}" for reason, n in sorted(s["discarded"].items())))
+    unreadable = (s.get("discarded") or {}).get("unparsable", 0)
+    if s.get("method") in ("judge", "compare") and s.get("ok"):
+        # The call succeeded (ledger: ok) but the verdict may not be readable: say how many are, and what to do.
+        parts.append(f"the judge wrote {s['ok'] - unreadable} of {s['ok']} verdicts readably"
+                     + (" — the raw text is kept; turn on structured output or use a stronger judge endpoint"
+                        if unreadable else ""))
     if s.get("new_tasks"):
         parts.append(f"{s['new_tasks']} new tasks")
     for key in ("rejected_by_judge", "kept", "unjudged"):
