@@ -62,9 +62,11 @@ def build(studio):
     @guarded
     def load_page(q, st, pg, order="id"):
         flt = make_filter(q, st)
-        frame, total = studio.store.review_page(flt, page=int(pg or 1), page_size=PAGE_SIZE, sort=order or "id")
+        _, total = studio.store.review_page(flt, page=1, page_size=1)
         pages = max(1, math.ceil(total / PAGE_SIZE))
-        return frame, f"page {int(pg or 1)} of {pages} · {total} matching generations"
+        pg = max(1, min(pages, int(pg or 1)))  # a page past the end (a narrower search) shows the last one
+        frame, total = studio.store.review_page(flt, page=pg, page_size=PAGE_SIZE, sort=order or "id")
+        return frame, f"page {pg} of {pages} · {total} matching generations"
 
     def clamp(pg, delta, q, st):
         _, total = studio.store.review_page(make_filter(q, st), page=1, page_size=1)
@@ -118,7 +120,10 @@ def build(studio):
     detail_outputs = [detail_status, task_md, response_md, edited, meta]
     view_inputs = [*page_inputs, sort]
     refresh.click(load_page, view_inputs, [table, info], api_name="review_page")
-    for trigger in (search.submit, status.change, page.submit, sort.change):
+    for trigger in (search.submit, status.change):  # a new search starts at its first page
+        trigger(lambda: 1, None, [page], api_visibility="private").then(
+            load_page, view_inputs, [table, info], api_visibility="private")
+    for trigger in (page.submit, sort.change):
         trigger(load_page, view_inputs, [table, info], api_visibility="private")
     prev_btn.click(lambda p, q, s: clamp(p, -1, q, s), [page, search, status], [page], api_visibility="private").then(
         load_page, view_inputs, [table, info], api_visibility="private")
