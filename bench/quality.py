@@ -107,8 +107,10 @@ def evaluate(store, teacher, judge, url, run_id: int, max_tokens: int) -> dict:
     def progress(p):
         say(f"  eval of run {run_id}: {p.stage} {p.done}/{p.total}")
 
-    # Pairwise verdicts only (the win rate): the 1-10 scores of every answer would add three judge calls a task.
-    config = EvalConfig(run_id=run_id, teacher=teacher, judge=judge, max_tokens=max_tokens, judge_scores=False)
+    # Only the verdicts the goals need (distilled vs base, both orders): on the embedded judge the 1-10 scores and
+    # the verdicts vs the teacher would add five calls a task to four, and judging is most of an eval's time.
+    config = EvalConfig(run_id=run_id, teacher=teacher, judge=judge, max_tokens=max_tokens, judge_scores=False,
+                        judge_vs_teacher=False)
     return run_eval(store, config, url, on_progress=_every(20, progress))
 
 

@@ -45,7 +45,7 @@ def _plan_judging(store, config, tasks, answers) -> _Judging:
                               structured=config.structured_judge)
             plan.score_calls.append(call)
             plan.score_keys[(task["id"], name)] = call.request_key
-        for other in ("base", "teacher"):
+        for other in ("base", "teacher") if config.judge_vs_teacher else ("base",):
             if "distilled" not in ok or other not in ok:
                 continue
             if em.normalise(ok["distilled"]["response"]) == em.normalise(ok[other]["response"]):

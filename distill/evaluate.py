@@ -69,6 +69,8 @@ class EvalConfig(Sampling):
         verdicts parse; off for an endpoint without `response_format` json_schema.
     judge_scores: the judge also scores each answer 1-10 (three more calls a task); the win rates need only
         the pairwise verdicts.
+    judge_vs_teacher: the judge also compares the distilled student with the teacher (two more calls a task);
+        off, only the win rate over the base student is measured.
     limit: evaluate at most this many eval tasks, drawn by `seed` (0 = all of them).
     """
 
@@ -82,6 +84,7 @@ class EvalConfig(Sampling):
     judge_max_tokens: int = 256
     structured_judge: bool = True
     judge_scores: bool = True
+    judge_vs_teacher: bool = True
     rubric: str = ""
     limit: int = 0
     seed: int = 0
@@ -94,6 +97,7 @@ class EvalConfig(Sampling):
             raise ConfigError(f"limit and seed must be 0 or more (got {self.limit}, {self.seed})")
         self.judge_max_tokens, self.limit, self.seed = int(self.judge_max_tokens), int(self.limit), int(self.seed)
         self.structured_judge, self.judge_scores = bool(self.structured_judge), bool(self.judge_scores)
+        self.judge_vs_teacher = bool(self.judge_vs_teacher)
         self.run_id = int(self.run_id) if self.run_id not in (None, "") else None
         self.student, self.adapter = (self.student or "").strip(), (self.adapter or "").strip()
         if bool(self.adapter) == (self.run_id is not None):

@@ -162,6 +162,9 @@ def test_eval_with_a_scripted_judge_then_failures_become_new_train_tasks(store, 
                                                    "win_rate": 0.0}
         assert metrics["distilled_vs_base"]["ties"] == 3 and metrics["distilled_vs_base"]["win_rate"] == 0.5
         assert metrics["teacher"]["pass_rate"] == 1.0 and metrics["teacher"]["checked"] == 1
+        # the scripted teacher's answers end by themselves (finish_reason 'stop'); 6 tokens cut the tiny students'
+        assert metrics["teacher"]["stop_rate"] == 1.0 and metrics["intervals"]["teacher"]["stop_rate"]["n"] == 3
+        assert 0 <= metrics["base"]["stop_rate"] <= 1 and metrics["judge"]["asked"] > 0
         assert metrics["base"]["nll"] > 0 and metrics["distilled"]["nll"] > 0 and metrics["lost"] == 3
         assert progress[-1].done == progress[-1].total and {p.stage for p in progress} >= {
             "teacher answers", "base student answers", "distilled student answers",

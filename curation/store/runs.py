@@ -65,10 +65,11 @@ class RunsMixin:
 
     def generations_by_keys(self, keys: list[str]) -> dict[str, dict]:
         """Stored generations (any status) by request key: id, task_id, status, response, error, model,
-        completion_tokens."""
+        completion_tokens, finish_reason ('stop': the answer ended by itself; 'length': cut at max tokens)."""
         if not keys:
             return {}
-        rows = self._fetchdicts("SELECT request_key, id, task_id, status, response, error, model, completion_tokens "
+        rows = self._fetchdicts("SELECT request_key, id, task_id, status, response, error, model, completion_tokens, "
+                                "finish_reason "
                                 "FROM generations WHERE list_contains(?, request_key)", [list(keys)])
         return {r["request_key"]: r for r in rows}
 
