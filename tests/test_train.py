@@ -457,7 +457,7 @@ def test_a_missing_local_path_says_so(tmp_path):
 def test_the_bundled_student_trains_two_steps(ws):
     seed_workspace(ws)
     slot = TrainingSlot(ws, ws.workspace)
-    run_id = slot.start(TrainConfig(max_steps=2, batch_size=2))
+    run_id = slot.start(TrainConfig(student="smollm2-135m-instruct", max_steps=2, batch_size=2))
     assert slot.wait(600), "bundled student training did not finish"
     run = ws.run(run_id)
     assert run["status"] == "completed", run["error"]
