@@ -97,8 +97,8 @@ def curate(store, teacher, url) -> dict:
     keep = min(total // 2, after_dedupe)
     approve_top(store, ranking, k=keep)
     unparsable = (judged.get("discarded") or {}).get("unparsable", 0)
-    return {"rows": before, "removed_by_filter": before - after_filter, "removed_by_dedupe": after_filter - after_dedupe,
-            "judged": judged.get("ok", 0), "judge_unparsable": unparsable, "approved": keep}
+    return {"rows": before, "removed_by_filter": before - after_filter,
+            "removed_by_dedupe": after_filter - after_dedupe, "judged": judged.get("ok", 0), "judge_unparsable": unparsable, "approved": keep}
 
 
 def evaluate(store, teacher, judge, url, run_id: int, max_tokens: int) -> dict:

@@ -20,7 +20,8 @@ CATEGORIES = ["fruits", "vegetables", "musical instruments", "farm animals", "co
 OCCASIONS = ["a friend's birthday", "a colleague's retirement", "a new neighbour", "a graduation", "a wedding",
              "a thank-you to a teacher", "a get-well-soon card", "a new year message"]
 SENTENCES = ["The dog runs in the park.", "She writes a letter to her aunt.", "We eat dinner at seven.",
-             "He plays the guitar every evening.", "They visit the museum on Sundays.", "I drink coffee in the morning."]
+             "He plays the guitar every evening.", "They visit the museum on Sundays.",
+             "I drink coffee in the morning."]
 
 
 def tasks() -> list[dict]:

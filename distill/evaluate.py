@@ -511,7 +511,8 @@ def headline_rows(metrics: dict) -> list[dict]:
              "change": change("pass_rate", percent=True)},
             {"measure": "judge: win rate of distilled vs base (both orders; a tie counts half)",
              "distilled": win(intervals_.get("win_vs_base"), wb)},
-            {"measure": "judge: win rate of distilled vs teacher", "distilled": win(intervals_.get("win_vs_teacher"), wt)},
+            {"measure": "judge: win rate of distilled vs teacher",
+             "distilled": win(intervals_.get("win_vs_teacher"), wt)},
             {"measure": "judge: mean score (1-10)", **{s: fmt_value(cell_raw(metrics, s, "judge_score"), digits=1)
                                                       for s in em.SYSTEMS}},
             {"measure": "judge: verdicts and scores it wrote readably",

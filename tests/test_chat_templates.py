@@ -28,7 +28,8 @@ def test_gemma_base_template_ends_the_answer_with_eos_and_folds_the_system_promp
 
 
 def test_plain_base_template_for_any_other_base_model():
-    assert render(chat_templates.PLAIN_BASE, CHAT) == "<bos>Be brief.\n\nUser:\nCapital of France?\n\nAssistant:\nParis.<eos>\n\n"
+    assert render(chat_templates.PLAIN_BASE, CHAT) == (
+        "<bos>Be brief.\n\nUser:\nCapital of France?\n\nAssistant:\nParis.<eos>\n\n")
     assert render(chat_templates.PLAIN_BASE, CHAT).startswith(render(chat_templates.PLAIN_BASE, CHAT[:2], True))
     assert chat_templates.for_base_model("gemma3_text") is chat_templates.GEMMA_BASE
     assert chat_templates.for_base_model("llama") is chat_templates.PLAIN_BASE

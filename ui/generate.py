@@ -318,8 +318,9 @@ def build(studio):
     timer = gr.Timer(1.0)
 
     form = {"method": method, **teacher, **judge, **budget, **options}
-    method.change(show_method, [method, options["temperature"], options["max_tokens"]], [description, *(groups[name] for name in GROUPS), options["temperature"],
-                                          options["max_tokens"]], api_visibility="private")
+    method.change(show_method, [method, options["temperature"], options["max_tokens"]],
+                  [description, *(groups[name] for name in GROUPS), options["temperature"], options["max_tokens"]],
+                  api_visibility="private")
     preview_btn.click(lambda **f: preview_job(studio, f), inputs_kwargs=form, outputs=[preview_out, preview_note],
                       api_name="preview_generation")
     start.click(lambda **f: start_job(studio, f), inputs_kwargs=form, outputs=[message], api_name="start_generation")

@@ -29,8 +29,8 @@ METHOD_HELP = {
 def config_from_values(student, max_steps, epochs, lr, batch, rank, max_length, method="sft", grad_accum=1,
                        batching="padding_free", save_steps=0, checkpointing="auto", four_bit=False,
                        pairs="scores", min_gap=2.0, dpo_beta=0.1, teacher="", kd_loss="forward_kl", kd_beta=0.5,
-                       temperature=1.0, on_policy=0.0, max_new_tokens=128, cross_tokenizer=False, eval_rows=16, eval_steps=0,
-                       ignore_memory=False) -> TrainConfig:
+                       temperature=1.0, on_policy=0.0, max_new_tokens=128, cross_tokenizer=False, eval_rows=16,
+                       eval_steps=0, ignore_memory=False) -> TrainConfig:
     """start_training's inputs → TrainConfig (validated there; a ConfigError names the field)."""
     try:
         alpha = 2 * int(float(rank))
