@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
+from curation.errors import StudioError
 from distill.config import BASE_STUDENT, KD_LOSSES, METHODS, PAIR_SOURCES, DPOOptions, KDOptions, TrainConfig
 from ui.common import fmt_seconds, guarded, progress_html
 
@@ -178,7 +179,10 @@ def build(studio):
         """A page (re)load reattaches to the running, else the latest, training run and shows its settings."""
         rid = current_run(studio, None)
         run = studio.store.run(rid) if rid is not None else None
-        values = values_from_config(run["config"]) if run else [gr.skip()] * len(inputs)
+        try:
+            values = values_from_config(run["config"]) if run else [gr.skip()] * len(inputs)
+        except (StudioError, TypeError, ValueError, KeyError):
+            values = [gr.skip()] * len(inputs)  # a run from an older studio: reattach, keep the form as it is
         return [rid, *values]
 
     return on_load, [run_id, *inputs], "train_reattach"
