@@ -83,7 +83,6 @@ def curate(store, teacher, url) -> dict:
     from curation.methods import JudgeConfig
     from curation.rank import RankConfig, approve_top, pending_rows, rank_rows
 
-    total = len(pending_rows(store))
     before = len(pending_rows(store))
     apply_filter(store, RefusalFilter())
     after_filter = len(pending_rows(store))
@@ -94,7 +93,7 @@ def curate(store, teacher, url) -> dict:
     after_dedupe = len(pending_rows(store))
     judged = run_method(store, teacher, JudgeConfig(generation_ids=[r["id"] for r in pending_rows(store)]), url)
     ranking = rank_rows(pending_rows(store), RankConfig(judge=1.0))
-    keep = min(total // 2, after_dedupe)
+    keep = min(before // 2, after_dedupe)
     approve_top(store, ranking, k=keep)
     unparsable = (judged.get("discarded") or {}).get("unparsable", 0)
     return {"rows": before, "removed_by_filter": before - after_filter,

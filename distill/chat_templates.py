@@ -47,12 +47,7 @@ def ensure_template(tokenizer, model_folder) -> bool:
     architecture; True when it was given one."""
     if tokenizer.chat_template:
         return False
-    import json
-    from pathlib import Path
+    from distill.models import _read_json
 
-    try:
-        architecture = json.loads((Path(model_folder) / "config.json").read_text(encoding="utf-8")).get("model_type")
-    except (OSError, ValueError):
-        architecture = None
-    tokenizer.chat_template = for_base_model(architecture)
+    tokenizer.chat_template = for_base_model(_read_json(model_folder, "config.json").get("model_type"))
     return True

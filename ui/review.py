@@ -62,10 +62,12 @@ def build(studio):
     @guarded
     def load_page(q, st, pg, order="id"):
         flt = make_filter(q, st)
-        _, total = studio.store.review_page(flt, page=1, page_size=1)
-        pages = max(1, math.ceil(total / PAGE_SIZE))
-        pg = max(1, min(pages, int(pg or 1)))  # a page past the end (a narrower search) shows the last one
+        pg = max(1, int(pg or 1))
         frame, total = studio.store.review_page(flt, page=pg, page_size=PAGE_SIZE, sort=order or "id")
+        pages = max(1, math.ceil(total / PAGE_SIZE))
+        if pg > pages:  # a page past the end (a narrower search) shows the last one
+            pg = pages
+            frame, total = studio.store.review_page(flt, page=pg, page_size=PAGE_SIZE, sort=order or "id")
         return frame, f"page {pg} of {pages} · {total} matching generations"
 
     def clamp(pg, delta, q, st):

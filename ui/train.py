@@ -7,6 +7,7 @@ import pandas as pd
 
 from curation.errors import StudioError
 from distill.config import BASE_STUDENT, KD_LOSSES, METHODS, PAIR_SOURCES, DPOOptions, KDOptions, TrainConfig
+from distill.evaluate import TRAINING_KINDS
 from ui.common import fmt_seconds, guarded, progress_html
 
 METHOD_HELP = {
@@ -186,9 +187,6 @@ def build(studio):
         return [rid, *values]
 
     return on_load, [run_id, *inputs], "train_reattach"
-
-
-TRAINING_KINDS = ("sft", "dpo", "kd", "kd_logprobs")
 
 
 def current_run(studio, rid) -> int | None:
