@@ -6,7 +6,8 @@ Seed packs + bench/quality_tasks.py -> hold out 40 eval tasks -> the embedded te
 llama-server) answers every train task n times -> train the default student (Gemma 3 270M base, LoRA SFT) twice:
 on *everything* the teacher said, and on a *curated* subset (refusal/empty/truncated filter, semantic dedupe,
 then the top-judged half) -> evaluate base vs each distilled student on the held-out tasks (the studio's own
-eval: answers on the student's llama-server, NLL in a child, judge in both orders). Prints ONE JSON line
+eval: answers on the student's llama-server, NLL in a child; the curated student judged against base in both
+orders, --judge-everything judges the everything student too). Prints ONE JSON line
 starting {"bench": "quality"} with, per student, each measure and its 95% bootstrap interval, the change
 from the base student paired by task, and a "goals" map computed from those figures. Progress goes to stderr.
 """
@@ -97,10 +98,11 @@ def curate(store, teacher, url) -> dict:
     approve_top(store, ranking, k=keep)
     unparsable = (judged.get("discarded") or {}).get("unparsable", 0)
     return {"rows": before, "removed_by_filter": before - after_filter,
-            "removed_by_dedupe": after_filter - after_dedupe, "judged": judged.get("ok", 0), "judge_unparsable": unparsable, "approved": keep}
+            "removed_by_dedupe": after_filter - after_dedupe, "judged": judged.get("ok", 0),
+            "judge_unparsable": unparsable, "approved": keep}
 
 
-def evaluate(store, teacher, judge, url, run_id: int, max_tokens: int) -> dict:
+def evaluate(store, teacher, judge, url, run_id: int, max_tokens: int, judged: bool = True) -> dict:
     from distill.evaluate import EvalConfig, run_eval
 
     def progress(p):
@@ -109,7 +111,7 @@ def evaluate(store, teacher, judge, url, run_id: int, max_tokens: int) -> dict:
     # Only the verdicts the goals need (distilled vs base, both orders): on the embedded judge the 1-10 scores and
     # the verdicts vs the teacher would add five calls a task to four, and judging is most of an eval's time.
     config = EvalConfig(run_id=run_id, teacher=teacher, judge=judge, max_tokens=max_tokens, judge_scores=False,
-                        judge_vs_teacher=False)
+                        judge_vs_base=judged, judge_vs_teacher=False)
     return run_eval(store, config, url, on_progress=_every(20, progress))
 
 
@@ -170,6 +172,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--judge-base-url", default="", help="a judge endpoint stronger than the student")
     parser.add_argument("--judge-model", default="")
+    parser.add_argument("--judge-everything", action="store_true",
+                        help="also judge the everything student against base (the goals read only the curated one; "
+                             "on the embedded judge this adds ~80 verdicts)")
     args = parser.parse_args(argv)
 
     from curation.local_server import LocalTeacherServer
@@ -178,6 +183,7 @@ def main(argv=None) -> int:
     from distill.config import TrainConfig
 
     tmp = tempfile.TemporaryDirectory() if args.workdir is None else None
+    timings: dict[str, float] = {}
     workspace = Path(tmp.name if tmp else args.workdir) / "workspace"
     teacher = TeacherConfig()
     judge = TeacherConfig(base_url=args.judge_base_url, model=args.judge_model) if args.judge_base_url else None
@@ -191,25 +197,32 @@ def main(argv=None) -> int:
             line["workspace"] = build_workspace(store, args.eval_tasks, args.seed)
             say(f"workspace: {line['workspace']}")
             url = server.ensure_started()
+            clock = time.monotonic()
             line["teacher_answers"] = label(store, teacher, url, args.n, args.teacher_max_tokens, args.teacher_system)
             say(f"teacher answers: {line['teacher_answers']}")
+            timings["label"], clock = time.monotonic() - clock, time.monotonic()
             config = TrainConfig(student=STUDENT, max_steps=-1, epochs=args.epochs, batch_size=8, learning_rate=2e-4,
                                  lora_r=16, lora_alpha=32, max_length=512, eval_rows=0, seed=args.seed)
             pending = [r["id"] for r in store.candidate_rows(None, ("pending",))]
             batch = store.label_batch(pending, "approved", reason="bench:everything")
             say(f"training on everything: {len(pending)} rows")
             run_all = train(store, workspace, config)
+            timings["train_everything"], clock = time.monotonic() - clock, time.monotonic()
             store.undo_batch(batch)
             line["curation"] = curate(store, teacher, url)
             say(f"curation: {line['curation']}")
+            timings["curate"], clock = time.monotonic() - clock, time.monotonic()
             run_curated = train(store, workspace, config)
+            timings["train_curated"], clock = time.monotonic() - clock, time.monotonic()
             runs = {}
             for name, run_id in (("everything", run_all), ("curated", run_curated)):
-                metrics = evaluate(store, teacher, judge, url, run_id, args.eval_max_tokens)
+                judged = name == "curated" or args.judge_everything
+                metrics = evaluate(store, teacher, judge, url, run_id, args.eval_max_tokens, judged)
+                timings[f"eval_{name}"], clock = time.monotonic() - clock, time.monotonic()
                 run = store.run(run_id)["metrics"]
                 runs[name] = {**student_report(metrics), "training": {k: run.get(k) for k in (
                     "steps", "tokens", "tokens_per_s", "runtime_s", "train_loss", "peak_memory_mb")},
-                    "rows": len(store.run_rows(run_id)) if hasattr(store, "run_rows") else None}
+                    "rows": (metrics.get("training") or {}).get("rows")}
                 say(f"{name}: {json.dumps(rounded(runs[name]['change']))}")
             line["students"] = runs
             line["goals"] = goals(runs["curated"], strong_judge=judge is not None)
@@ -220,6 +233,7 @@ def main(argv=None) -> int:
         server.stop()
         if tmp:
             tmp.cleanup()
+    line["timings_s"] = {k: round(v, 1) for k, v in timings.items()}
     line["elapsed_s"] = round(time.monotonic() - STARTED, 1)
     print(json.dumps(rounded(line)), flush=True)
     return 0

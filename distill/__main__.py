@@ -59,6 +59,10 @@ def _add_eval_parser(commands) -> None:
                     help="judge in free text: for an endpoint without response_format json_schema")
     ev.add_argument("--no-judge-scores", action="store_false", dest="judge_scores",
                     help="only the pairwise verdicts (win rates), no 1-10 score of each answer")
+    ev.add_argument("--no-judge-vs-base", action="store_false", dest="judge_vs_base",
+                    help="no verdicts of distilled vs base (no win rate over base)")
+    ev.add_argument("--no-judge-vs-teacher", action="store_false", dest="judge_vs_teacher",
+                    help="no verdicts of distilled vs teacher (no win rate over the teacher)")
     ev.add_argument("--base-url", default="", help="teacher endpoint (OpenAI-compatible; default: embedded server)")
     ev.add_argument("--model", default="", help="teacher model name at --base-url")
     ev.add_argument("--judge-base-url", default="", help="judge endpoint (default: the teacher)")
@@ -83,8 +87,8 @@ def _eval_command(args) -> int:
         config = EvalConfig(student=args.student, adapter=args.adapter or "", run_id=args.run, teacher=teacher,
                             judge=judge, max_tokens=args.max_tokens, temperature=args.temperature,
                             judge_max_tokens=args.judge_max_tokens, structured_judge=args.structured_judge,
-                            judge_scores=args.judge_scores,
-                            limit=args.limit, seed=args.seed)
+                            judge_scores=args.judge_scores, judge_vs_base=args.judge_vs_base,
+                            judge_vs_teacher=args.judge_vs_teacher, limit=args.limit, seed=args.seed)
         store = Store(args.workspace)
     except (ConfigError, WorkspaceInUse) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from curation.generate import RunContext, execute_stages
+from curation.generate import execute_stages
+from curation.methods.context import RunContext
 from curation.methods import get_method
 from curation.methods.base import Call, Stage
 from curation.methods.compare import compare_call
@@ -45,7 +46,7 @@ def _plan_judging(store, config, tasks, answers) -> _Judging:
                               structured=config.structured_judge)
             plan.score_calls.append(call)
             plan.score_keys[(task["id"], name)] = call.request_key
-        for other in ("base", "teacher") if config.judge_vs_teacher else ("base",):
+        for other in [o for o, on in (("base", config.judge_vs_base), ("teacher", config.judge_vs_teacher)) if on]:
             if "distilled" not in ok or other not in ok:
                 continue
             if em.normalise(ok["distilled"]["response"]) == em.normalise(ok[other]["response"]):
@@ -60,6 +61,11 @@ def _plan_judging(store, config, tasks, answers) -> _Judging:
     return plan
 
 
+def judge_units(config) -> int:
+    """The judge's calls per task: 2 verdicts (both orders) against each opponent judged, 3 scores."""
+    return 2 * (config.judge_vs_base + config.judge_vs_teacher) + 3 * config.judge_scores
+
+
 def judge_answers(store, config, tasks, answers, judge_url: Callable[[], str], tracker):
     """Pairwise verdicts (both orders) and 1-10 scores; (verdicts, scores, judge run id) or None if cancelled.
 
@@ -70,7 +76,7 @@ def judge_answers(store, config, tasks, answers, judge_url: Callable[[], str], t
     stored needs no running judge.
     """
     judge, plan = config.judge_teacher, _plan_judging(store, config, tasks, answers)
-    tracker.enter("judging", 7 * len(tasks))
+    tracker.enter("judging", judge_units(config) * len(tasks))
     stages = [(Stage("compare", lambda ctx: plan.compare_calls, get_method("compare").writers["compare"]),
                plan.compare_calls),
               (Stage("judge", lambda ctx: plan.score_calls, get_method("judge").writers["judge"]), plan.score_calls)]

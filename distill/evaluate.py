@@ -43,7 +43,7 @@ from curation.store import Store
 from curation.teacher import TeacherConfig, call_chat
 from distill import eval_metrics as em
 from distill import runlog
-from distill.eval_judge import judge_answers
+from distill.eval_judge import judge_answers, judge_units
 from distill.models import BUNDLED_STUDENT
 from distill.scoring import score_in_child
 from models.students import StudentServers
@@ -69,6 +69,8 @@ class EvalConfig(Sampling):
         verdicts parse; off for an endpoint without `response_format` json_schema.
     judge_scores: the judge also scores each answer 1-10 (three more calls a task); the win rates need only
         the pairwise verdicts.
+    judge_vs_base: the judge compares the distilled student with the base student, both orders (two calls a
+        task): the win rate over base. Off with judge_scores and judge_vs_teacher off, no judge is asked.
     judge_vs_teacher: the judge also compares the distilled student with the teacher (two more calls a task);
         off, only the win rate over the base student is measured.
     limit: evaluate at most this many eval tasks, drawn by `seed` (0 = all of them).
@@ -84,6 +86,7 @@ class EvalConfig(Sampling):
     judge_max_tokens: int = 256
     structured_judge: bool = True
     judge_scores: bool = True
+    judge_vs_base: bool = True
     judge_vs_teacher: bool = True
     rubric: str = ""
     limit: int = 0
@@ -97,7 +100,7 @@ class EvalConfig(Sampling):
             raise ConfigError(f"limit and seed must be 0 or more (got {self.limit}, {self.seed})")
         self.judge_max_tokens, self.limit, self.seed = int(self.judge_max_tokens), int(self.limit), int(self.seed)
         self.structured_judge, self.judge_scores = bool(self.structured_judge), bool(self.judge_scores)
-        self.judge_vs_teacher = bool(self.judge_vs_teacher)
+        self.judge_vs_base, self.judge_vs_teacher = bool(self.judge_vs_base), bool(self.judge_vs_teacher)
         self.run_id = int(self.run_id) if self.run_id not in (None, "") else None
         self.student, self.adapter = (self.student or "").strip(), (self.adapter or "").strip()
         if bool(self.adapter) == (self.run_id is not None):
@@ -126,6 +129,11 @@ class EvalProgress:
     total: int
     stage: str
     elapsed_s: float = 0.0
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds left at the pace so far (rough: the stages differ in speed per unit)."""
+        return self.elapsed_s / self.done * (self.total - self.done) if self.done else None
 
 
 @dataclass
@@ -255,8 +263,10 @@ class _Tracker:
         return self.cancel is not None and self.cancel.is_set()
 
 
-# Work units per eval task: 1 teacher answer, 2 student answers, 1 NLL (both students), 4 verdicts + 3 scores.
-UNITS_PER_TASK = 1 + 2 + 1 + 7
+def units_per_task(config: EvalConfig) -> int:
+    """Work units per eval task: 1 teacher answer, 2 student answers, 1 NLL (both students), and the judge's
+    calls: 2 verdicts against each opponent judged, 3 scores."""
+    return 1 + 2 + 1 + judge_units(config)
 
 
 def run_eval(store: Store, config: EvalConfig, base_url: str = "",
@@ -272,7 +282,7 @@ def run_eval(store: Store, config: EvalConfig, base_url: str = "",
     plan = prepare(store, config)
     run_dir = _new_eval_dir(store.workspace / "runs")
     run_id = store.start_run("eval", _run_config(config, plan), run_dir=str(run_dir))
-    tracker = _Tracker(UNITS_PER_TASK * len(plan.tasks), on_progress, cancel)
+    tracker = _Tracker(units_per_task(config) * len(plan.tasks), on_progress, cancel)
     own = students is None
     students = students or StudentServers(store.workspace / "logs", store.workspace / "models")
     try:

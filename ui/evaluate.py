@@ -251,7 +251,9 @@ def build(studio, jobs: EvalJobs | None = None, playground: Playground | None = 
         st = jobs.status()
         p = st.progress
         bar = progress_html(p.done if p else 0, p.total if p else 0,
-                            f"· {p.stage} · {fmt_seconds(p.elapsed_s)}" if p else "", state=st.state)
+                            f"· {p.stage} · {fmt_seconds(p.elapsed_s)}"
+                            + (f" · ETA ~{fmt_seconds(p.eta_s)}" if st.state == "running" and p.eta_s else "")
+                            if p else "", state=st.state)
         marker = (st.kind, st.started_at, st.state)
         if st.state not in ("completed", "failed", "stopped") or marker == last:
             return bar, gr.skip(), gr.skip(), last
