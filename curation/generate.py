@@ -21,10 +21,10 @@ from curation.errors import ConfigError, StudioError, TeacherError
 from curation.methods import METHODS, Stage, get_method, method_for
 from curation.methods.base import Call, Writes, add_counts
 from curation.methods.label import GenerateConfig, build_messages  # noqa: F401  (the UI imports them from here)
-from curation.methods.novelty import NoveltyFilter
+from curation.methods.context import RunContext
 from curation.store import Store
 from curation.teacher import TeacherConfig, call_chat, call_cost_usd
-from models.students import StudentEndpoint, StudentServers
+from models.students import StudentServers
 
 
 @dataclass
@@ -73,46 +73,6 @@ class Progress:
         return self.elapsed_s / self.done * (self.total - self.done)
 
 
-class RunContext:
-    """What a method's hooks may use during one job: the store, the teacher, the config, the run id,
-    and the job's shared pools (novelty filter, the student's endpoint), built on first use.
-
-    students: the studio's student servers (one per workspace); without it a job that needs the student
-    starts its own and stops it at the end (`close`).
-    """
-
-    def __init__(self, store: Store, teacher: TeacherConfig, config=None, run_id: int | None = None,
-                 students: StudentServers | None = None):
-        self.store, self.teacher, self.config, self.run_id = store, teacher, config, run_id
-        self._novelty: dict[tuple, NoveltyFilter] = {}
-        self._students, self._own_students = students, students is None
-        self._student = None
-        self._student_lock = threading.Lock()
-
-    def novelty(self, similarity: str, threshold: float) -> NoveltyFilter:
-        key = (similarity, threshold)
-        if key not in self._novelty:
-            self._novelty[key] = NoveltyFilter([text for _, text in self.store.task_texts()], similarity, threshold)
-        return self._novelty[key]
-
-    def ledger_row(self, key: str) -> dict | None:
-        rows = self.store.ledger_rows([key])
-        return rows[0] if rows else None
-
-    def student(self) -> StudentEndpoint:
-        """The endpoint of the config's student (+ adapter), started in the worker thread that first needs it."""
-        with self._student_lock:
-            if self._student is None:
-                if self._students is None:
-                    self._students = StudentServers(self.store.workspace / "logs", self.store.workspace / "models")
-                self._student = self._students.endpoint(self.config.student, self.config.adapter or None)
-            return self._student
-
-    def close(self):
-        if self._own_students and self._students is not None:
-            self._students.stop()
-
-
 def plan_calls(store: Store, teacher: TeacherConfig, config) -> tuple[list[Call], int]:
     """The first stage's calls still to make, and how many already have a stored answer."""
     ctx = RunContext(store, teacher, config)
@@ -147,6 +107,7 @@ class _Job:
         self.cost_usd, self.write_s = 0.0, 0.0
         self.discarded: Counter = Counter()
         self.stage, self.fatal, self.stop_reason = "", None, None
+        self.writing = threading.Lock()
 
     async def diagnose(self) -> str | None:
         """After a connection error: did the server behind the endpoint die? (its description, or None)"""
@@ -166,7 +127,15 @@ class _Job:
         return self.stop_reason is not None
 
     def store_result(self, ctx: RunContext, stage: Stage, call: Call, result: dict) -> None:
-        """Turn one finished call into stored rows (ledger + product, one transaction) and count it."""
+        """Turn one finished call into stored rows (ledger + product, one transaction) and count it.
+
+        Runs in a worker thread (`asyncio.to_thread`), never on the job's event loop: a commit waits for the
+        store's lock and the disk, and the loop keeps receiving the other answers meanwhile. One result is
+        stored at a time (the job's lock): the methods' write hooks and the counters need no locks of their own."""
+        with self.writing:
+            self._store_result(ctx, stage, call, result)
+
+    def _store_result(self, ctx: RunContext, stage: Stage, call: Call, result: dict) -> None:
         started = time.perf_counter()
         price = self.price if stage.sender == "teacher" else (0.0, 0.0)
         result = {**result, "cost_usd": call_cost_usd(price, result.get("prompt_tokens"),
@@ -239,10 +208,15 @@ async def _send(job: _Job, ctx: RunContext, stage: Stage, calls: list[Call], cli
                 result.pop("server_died", None)  # its error names the student's server, its exit and log tail
             if result["status"] == "cancelled":
                 return  # stays pending in the ledger; a re-run sends it
-            job.store_result(ctx, stage, call, result)
+            await asyncio.to_thread(job.store_result, ctx, stage, call, result)
 
     try:
-        await asyncio.gather(*(one(c) for c in calls))
+        # return_exceptions: one call whose commit fails must not cancel the others in flight, whose answers
+        # are already paid for; every one is stored (or fails on its own), then the first error is raised.
+        outcomes = await asyncio.gather(*(one(c) for c in calls), return_exceptions=True)
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        if errors:
+            raise errors[0]
     finally:
         for c in student_client:
             await c.close()

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 
 from curation.errors import StudioError, TeacherError
+from curation.joblog import job_failed
 from curation.generate import (Budget, Progress, check_budget, plan_calls, retry_failed, run_method)
 from curation.local_server import LocalTeacherServer
 from curation.methods import method_for
@@ -146,7 +147,7 @@ class GenerationJobs(BackgroundJob):
             self._status.summary = summary
             self._status.state = "stopped" if summary.get("stopped_reason") else "completed"
         except Exception as exc:  # reported to the user through status(); the thread must not die silently
-            self._status.error = f"{type(exc).__name__}: {exc}"
+            self._status.error = job_failed(self.store.workspace, f"generation job ({self._status.method})", exc)
             self._status.state = "failed"
 
     def _on_restart(self, died: str):

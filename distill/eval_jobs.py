@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 
 from curation.errors import StudioError
+from curation.joblog import job_failed
 from curation.jobs import BackgroundJob
 from curation.store import Store
 from distill.evaluate import EvalConfig, EvalProgress, prepare, run_eval
@@ -82,7 +83,7 @@ class EvalJobs(BackgroundJob):
             stopped = cancel.is_set() or (isinstance(result, dict) and "stopped_at" in result)
             self._status.state = "stopped" if stopped else "completed"
         except Exception as exc:  # reported through status(); the thread must not die silently
-            self._status.error = f"{type(exc).__name__}: {exc}"
+            self._status.error = job_failed(self.store.workspace, f"{self._status.kind} job", exc)
             self._status.state = "failed"
 
     def _on_progress(self, progress: EvalProgress):

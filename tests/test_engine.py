@@ -46,6 +46,28 @@ def test_429_with_retry_after_is_waited_out_then_stored_once(store):
     assert store.generation(row["generation_id"])["attempts"] == 3
 
 
+def test_a_commit_that_fails_does_not_drop_the_other_answers_in_flight(store):
+    store.add_tasks(TASKS[:4])
+    commit, failed = store.commit_call, []
+
+    def first_commit_fails(request_key, result, **kwargs):
+        if not failed:
+            failed.append(request_key)
+            raise RuntimeError("disk full")
+        return commit(request_key, result, **kwargs)
+
+    store.commit_call = first_commit_fails
+    # all four are in flight at once; the first answer's commit fails while the others are still coming
+    with FaultServer([{"text": "paid for", "delay": 0.1}, {"text": "paid for", "delay": 0.6}]) as server:
+        with pytest.raises(RuntimeError, match="disk full"):
+            run_method(store, teacher_for(server, concurrency=4), GenerateConfig(), server.base_url)
+        assert len(server.requests) == 4
+    assert store.stats()["generations"] == 3  # every other paid answer is stored
+    assert store.runs()[0]["status"] == "failed"
+    states = sorted(r["state"] for r in store.ledger_rows())
+    assert states == ["ok", "ok", "ok", "pending"]  # the one that failed to commit is sent again by a re-run
+
+
 def test_429_forever_becomes_a_failed_row_with_its_error(store):
     store.add_tasks(TASKS[:1])
     with FaultServer([(429, {"retry-after-ms": "10"})]) as server:
@@ -217,6 +239,23 @@ def test_background_job_runs_any_method_and_stops_cleanly(store, tmp_path):
     assert status.state == "stopped" and status.summary["stopped_reason"] == "cancelled"
     assert status.summary["ok"] + status.summary["pending"] == 3 and status.summary["pending"] >= 1
     assert len(store.judgments_of()) == 1 + status.summary["ok"]
+
+
+def test_a_failed_background_job_keeps_its_traceback_in_the_workspace_log(store, tmp_path):
+    store.add_tasks(TASKS[:1])
+
+    def broken_commit(*args, **kwargs):
+        raise RuntimeError("the disk is full")
+
+    store.commit_call = broken_commit
+    jobs = GenerationJobs(store, LocalTeacherServer(tmp_path / "logs"))
+    with FaultServer([200]) as server:
+        jobs.start(teacher_for(server), GenerateConfig())
+        status = jobs.wait(timeout=30)
+    log = store.workspace / "logs" / "studio.log"
+    assert status.state == "failed" and status.error == f"RuntimeError: the disk is full (traceback in {log})"
+    text = log.read_text()
+    assert "generation job (label) failed" in text and "Traceback" in text and "broken_commit" in text
 
 
 def test_cli_preview_judge_ledger_prices_and_retry(tmp_path):
