@@ -11,6 +11,9 @@ of generation). The prompt side keeps the family's own turn markers where it has
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 # Gemma's turn format (system text folded into the first user turn, as Gemma's own template does),
 # with the model's turn ended by eos_token instead of <end_of_turn>.
 GEMMA_BASE = (
@@ -42,12 +45,19 @@ def for_base_model(architecture: str | None) -> str:
     return GEMMA_BASE if (architecture or "").lower().startswith("gemma") else PLAIN_BASE
 
 
+def read_model_json(folder, name: str) -> dict:
+    """A model folder's JSON file as a dict ({} when missing or unreadable)."""
+    try:
+        data = json.loads((Path(folder) / name).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def ensure_template(tokenizer, model_folder) -> bool:
     """Give a tokenizer without a chat template (a base model's) the base template of its model's
     architecture; True when it was given one."""
     if tokenizer.chat_template:
         return False
-    from distill.models import _read_json
-
-    tokenizer.chat_template = for_base_model(_read_json(model_folder, "config.json").get("model_type"))
+    tokenizer.chat_template = for_base_model(read_model_json(model_folder, "config.json").get("model_type"))
     return True

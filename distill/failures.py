@@ -10,7 +10,8 @@ import threading
 from dataclasses import asdict, dataclass
 
 from curation.errors import ConfigError
-from curation.generate import RunContext, execute_stages
+from curation.generate import execute_stages
+from curation.methods.context import RunContext
 from curation.methods import get_method
 from curation.methods.base import Call, Stage, render
 from curation.methods.label import check_sampling

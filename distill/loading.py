@@ -126,8 +126,7 @@ def require_memory(config: TrainConfig, model_path: Path, lengths: list[int], ru
             "parts_mb": {k: round(v / memory.MB, 1) for k, v in found.parts.items()}, "fits": found.fits,
             "ignored": bool(not found.fits and config.ignore_memory_estimate)})
     if not found.fits and not config.ignore_memory_estimate:
-        from distill.preflight import memory_refusal
-        raise StudioError(memory_refusal(found))
+        raise StudioError(found.refusal())
     return found
 
 

@@ -114,6 +114,11 @@ class Estimate:
     def fits(self) -> bool:
         return self.available is None or self.total <= FIT_SHARE * self.available
 
+    def refusal(self) -> str:
+        """Why a run that does not fit is refused, and how to start it anyway."""
+        return (f"{self.describe()} — the estimate is advice: to start anyway, tick 'Start anyway' "
+                "(python -m distill train --ignore-memory-estimate)")
+
     def describe(self) -> str:
         parts = ", ".join(f"{k} {v / MB:,.0f}" for k, v in self.parts.items() if v)
         where = f"{self.available / MB:,.0f} MB free on {self.device}" if self.available is not None else self.device

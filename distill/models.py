@@ -6,7 +6,6 @@ Nothing here downloads: the studio must work offline, so a missing model is a cl
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -14,6 +13,8 @@ import tempfile
 from pathlib import Path
 
 from curation.errors import StudioError
+from distill import chat_templates
+from distill.chat_templates import read_model_json
 from models.bundled import smollm2_gguf
 
 BUNDLED_STUDENT = "smollm2-135m-instruct"
@@ -119,8 +120,6 @@ def _load_gguf_tokenizer(gguf: Path, chat_template: str | None):
     the studio's base template for its architecture (distill.chat_templates: the answer ends with eos)."""
     from transformers import AutoConfig, AutoTokenizer
 
-    from distill import chat_templates
-
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     if not tokenizer.chat_template:
         if chat_template is None:
@@ -195,20 +194,11 @@ def trusted_models() -> list[str]:
     return [m.strip() for m in os.environ.get(TRUST_ENV, "").split(",") if m.strip()]
 
 
-def _read_json(folder: Path, name: str) -> dict:
-    """A model folder's JSON file as a dict ({} when missing or unreadable)."""
-    try:
-        data = json.loads((Path(folder) / name).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def custom_code(folder: Path) -> dict[str, str]:
     """The Python classes a model folder asks transformers to import from its own files (`auto_map`)."""
     found = {}
     for name in ("config.json", "tokenizer_config.json"):
-        auto_map = _read_json(folder, name).get("auto_map") or {}
+        auto_map = read_model_json(folder, name).get("auto_map") or {}
         for auto, ref in auto_map.items():  # tokenizers map to [slow, fast]
             refs = [r for r in (ref if isinstance(ref, list) else [ref]) if r]
             if refs:
@@ -256,7 +246,7 @@ def _needs_own_code(folder: Path) -> str:
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
     from transformers.models.auto.tokenization_auto import tokenizer_class_from_name
 
-    config, tokenizer = _read_json(folder, "config.json"), _read_json(folder, "tokenizer_config.json")
+    config, tokenizer = read_model_json(folder, "config.json"), read_model_json(folder, "tokenizer_config.json")
     if config.get("auto_map") and config.get("model_type") not in CONFIG_MAPPING:
         return f"model_type {config.get('model_type')!r} in config.json"
     tokenizer_class = tokenizer.get("tokenizer_class")

@@ -26,12 +26,7 @@ def check(config: TrainConfig, rows: list[dict], models_dir: Path) -> None:
         check_teacher(config.student, config.kd.teacher, models_dir, config.kd.cross_tokenizer)
     found = preview_memory(config, rows, models_dir)
     if found is not None and not found.fits and not config.ignore_memory_estimate:
-        raise StudioError(memory_refusal(found))
-
-
-def memory_refusal(found: memory.Estimate) -> str:
-    return (f"{found.describe()} — the estimate is advice: to start anyway, tick 'Start anyway' "
-            "(python -m distill train --ignore-memory-estimate)")
+        raise StudioError(found.refusal())
 
 
 def preview_memory(config: TrainConfig, rows: list[dict], models_dir: Path) -> memory.Estimate | None:

@@ -21,9 +21,9 @@ from pathlib import Path
 from curation.errors import StudioError, TrainingBusy
 from distill import runlog
 from distill.config import TrainConfig
-from distill.train import prepare_run_dir
+from distill.child import REPO_ROOT, child_env  # noqa: F401  (REPO_ROOT: the tests import it here)
+from distill.rundir import prepare_run_dir
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 # Grace between SIGTERM and SIGKILL: the child finishes its step and saves a checkpoint in it. A second
 # Stop does not wait.
 KILL_AFTER_S = 60.0
@@ -193,19 +193,6 @@ class TrainingSlot:
         # After the leader exits, kill any stragglers it left in its group (e.g. data-loader workers).
         _signal_group(proc.pid, signal.SIGKILL)
         self.store.update_run(run_id, **_final_fields(returncode, run_dir, stopped=self._kill_at is not None))
-
-
-def child_env() -> dict:
-    # OMP_WAIT_POLICY=PASSIVE (unless the user chose): OpenMP threads that spin while waiting made CPU
-    # training 6x slower on a 2-core machine shared with the teacher server (5.7 vs 41 tokens/s).
-    # MALLOC_MMAP_THRESHOLD_: glibc's default threshold grows as big blocks are freed, so freed activation
-    # buffers stayed in the heap and peak RSS crept up step after step with varying batch shapes; a fixed
-    # 128 KiB threshold returns them to the OS (SmolLM2 on CPU: peak -17% to -24%, same step time).
-    return {"OMP_WAIT_POLICY": "PASSIVE", "MALLOC_MMAP_THRESHOLD_": "131072", **os.environ,
-            "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-            "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", "TRL_EXPERIMENTAL_SILENCE": "1",
-            # Four one-line dataset passes would otherwise fill the log tail the UI shows with progress bars.
-            "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
 
 
 def _spawn(run_dir: Path, launcher: list[str], resume: bool) -> subprocess.Popen:

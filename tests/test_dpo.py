@@ -9,7 +9,8 @@ from distill import snapshot
 from distill.config import DPOOptions, TrainConfig
 from distill.dpo import pairs_from_preferences, pairs_from_review, pairs_from_scores
 from distill.runner import TrainingSlot
-from distill.train import prepare_run_dir, train
+from distill.rundir import prepare_run_dir
+from distill.train import train
 from tests.train_helpers import HELD_OUT_EXAMPLE, add_answer, assert_adapter_trained, events, seed_pairs, snapshot_rows
 
 

@@ -15,7 +15,8 @@ from curation.errors import StudioError
 from distill import memory, runlog, snapshot
 from distill.config import TrainConfig
 from distill.runner import REPO_ROOT, TrainingSlot, child_env
-from distill.train import prepare_run_dir, train
+from distill.rundir import prepare_run_dir
+from distill.train import train
 from tests.train_helpers import QA, assert_adapter_trained, events, seed_pairs, wait_for
 
 CHILD_TIMEOUT_S = 180

@@ -15,7 +15,8 @@ from curation.store import Store
 from distill import runlog
 from distill.models import bundled_tokenizer_dir, resolve_student
 from distill.runner import REPO_ROOT, TrainingSlot
-from distill.train import TrainConfig, prepare_run_dir
+from distill.config import TrainConfig
+from distill.rundir import prepare_run_dir
 from tests.fixtures_models import make_tiny_student
 
 CHILD_TIMEOUT_S = 120

@@ -129,7 +129,7 @@ class Method:
 
     def preview(self, store, teacher: TeacherConfig, config, limit: int = 3) -> list[dict]:
         """The exact messages and params of the first calls of the first stage, before anything is sent."""
-        from curation.generate import RunContext  # the engine imports methods; this direction is lazy
+        from curation.methods.context import RunContext  # context imports the store; base stays a leaf
         ctx = RunContext(store, teacher, config)
         calls = self.stages(config)[0].plan(ctx)
         return [{"request_key": c.request_key, "task_id": c.task_id, "generation_id": c.generation_id,
