@@ -1,4 +1,7 @@
-"""Headless curation: python -m curation --workspace DIR <import|seed-pack|split|generate|judge|ledger|retry-failed|prices|review|export|stats> ...
+"""Headless curation: python -m curation --workspace DIR <command> ...
+
+Commands: import, seed-pack, split; generate, judge, ledger, retry-failed, prices (the teacher); embed, dedupe,
+filter, rank, undo (the Curate tab); review, export, stats.
 
 Every command builds the same config objects as the UI and works on the same workspace file.
 """
@@ -9,9 +12,8 @@ import json
 import sys
 from pathlib import Path
 
-from curation import io
+from curation import curate_cli, elicit_cli, io
 from curation.errors import StudioError
-from curation.methods import cli as elicit_cli
 from curation.split import hold_out
 from curation.store import REVIEW_STATUSES, ReviewFilter, Store
 
@@ -22,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m curation", description=__doc__.splitlines()[0])
     parser.add_argument("--workspace", type=Path, default=DEFAULT_WORKSPACE,
                         help="workspace folder holding studio.duckdb (default: %(default)s)")
+    parser.add_argument("--recover", action="store_true",
+                        help="open a workspace whose write-ahead log cannot be replayed at its last checkpoint "
+                             "(the log is kept aside; without this it is refused, saying what would be lost)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("import", help="import seed tasks from CSV, JSONL, JSON array or Parquet")
@@ -45,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the random split (same seed, same split)")
 
     elicit_cli.add_commands(sub)  # generate (every method), judge, ledger, retry-failed, prices
+    curate_cli.add_commands(sub)  # embed, dedupe, filter, rank, undo
 
     p = sub.add_parser("review", help="approve or reject generations matching a filter")
     action = p.add_mutually_exclusive_group(required=True)
@@ -66,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        with Store(args.workspace) as store:
+        with Store(args.workspace, recover=args.recover) as store:
             return COMMANDS[args.command](store, args)
     except StudioError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -123,7 +129,7 @@ def cmd_stats(store, args) -> int:
 
 
 COMMANDS = {"import": cmd_import, "seed-pack": cmd_seed_pack, "split": cmd_split, **elicit_cli.COMMANDS,
-            "review": cmd_review, "export": cmd_export, "stats": cmd_stats}
+            **curate_cli.COMMANDS, "review": cmd_review, "export": cmd_export, "stats": cmd_stats}
 
 if __name__ == "__main__":
     sys.exit(main())

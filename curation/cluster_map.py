@@ -1,5 +1,7 @@
 """The 2-D map of a dedupe's embeddings: a projection on the two main axes, coloured by cluster, status,
-tag, skill or domain, drawn with matplotlib's object API (no pyplot global state in a server)."""
+tag, skill or domain: as a frame for the browser's interactive scatter plot (`map_frame`: hover shows the
+text, a brushed band lists its rows), or as a static matplotlib figure (`cluster_map_figure`, object API,
+no pyplot global state in a server)."""
 from __future__ import annotations
 
 import numpy as np
@@ -77,6 +79,33 @@ def map_data(store, config: DedupeConfig, colour_by: str = "cluster", plan: Dedu
         pick = np.sort(np.random.default_rng(0).choice(len(rows), max_points, replace=False))
         points, labels, ids = points[pick], [labels[i] for i in pick], ids[pick]
     return points, labels, ids
+
+
+MAP_TEXT_CHARS = 140
+
+
+def map_frame(store, config: DedupeConfig, colour_by: str = "cluster", plan: DedupePlan | None = None,
+              max_points: int = 5_000) -> pd.DataFrame:
+    """The map as rows for an interactive scatter plot: x, y, group (the colour, the most frequent labels by
+    name, the rest "other"), id, text (its first characters). Fewer points than `map_data`'s default: a
+    browser draws each one as a hoverable mark."""
+    points, labels, ids = map_data(store, config, colour_by, plan, max_points)
+    texts = store.dedupe_items(config.target).set_index("id")["text"]
+    top = set(pd.Series(labels, dtype=object).value_counts().index[:_MAP_CATEGORIES])
+    return pd.DataFrame({"x": points[:, 0].round(4), "y": points[:, 1].round(4),
+                         "group": [g if g in top else "other" for g in labels], "id": ids,
+                         "text": [_clip(texts.get(int(i), "")) for i in ids]})
+
+
+def rows_in_band(frame: pd.DataFrame, x_range: list[float]) -> pd.DataFrame:
+    """The map's rows whose x lies in a brushed band [x0, x1] (the plot's selection), left to right."""
+    lo, hi = sorted(float(v) for v in x_range[:2])
+    return frame[(frame["x"] >= lo) & (frame["x"] <= hi)].sort_values("x")[["id", "group", "text"]]
+
+
+def _clip(text: str) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= MAP_TEXT_CHARS else text[:MAP_TEXT_CHARS] + "…"
 
 
 _MAP_COLUMNS = {"status": "status", "tag": "tags", "skill": "skill", "domain": "domain"}

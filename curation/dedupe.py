@@ -13,6 +13,7 @@ import re
 import sys
 import unicodedata
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -269,6 +270,8 @@ class DedupePlan:
     rows_marked: int
     """Generations that applying the plan as it stands would mark rejected."""
     notes: tuple[str, ...] = field(default=())
+    label_mark: int = -1
+    """The workspace's last label batch when the plan was made: rows labelled after it changed since."""
 
     def to_frame(self) -> pd.DataFrame:
         """One row per cluster member: cluster, id, kept, similarity, score, length, generations, text."""
@@ -314,9 +317,11 @@ def plan_dedupe(store, config: DedupeConfig) -> DedupePlan:
     Covers train-split tasks and their successful, not yet rejected generations. Method 'semantic'
     needs up-to-date embeddings (`curation.embed.embed_items`) and raises StudioError otherwise.
     """
+    mark = store.last_label_batch()  # read before the rows: a label made while planning counts as a change
+    mark = -1 if mark is None else int(mark)
     rows = store.dedupe_items(config.target)
     if rows.empty:
-        return DedupePlan(config, (), 0, 0, 0, (f"no {config.target} to compare",))
+        return DedupePlan(config, (), 0, 0, 0, (f"no {config.target} to compare",), label_mark=mark)
     vectors = row_vectors(store, config, rows) if config.method == "semantic" else None
     rank, notes = preference_rank(rows, config.representative)
     labels = _labels_by_threshold(config, rows, vectors, [config.threshold], rank)[config.threshold]
@@ -333,7 +338,7 @@ def plan_dedupe(store, config: DedupeConfig) -> DedupePlan:
                 rows_marked=int(weights[group].sum() - weights[keep[group[0]]]))
         for i, group in enumerate(groups))
     return DedupePlan(config, clusters, items_total=len(rows), rows_total=int(weights.sum()),
-                      rows_marked=sum(c.rows_marked for c in clusters), notes=tuple(notes))
+                      rows_marked=sum(c.rows_marked for c in clusters), notes=tuple(notes), label_mark=mark)
 
 
 def _members(rows: pd.DataFrame, groups: list[list[int]], similarity: np.ndarray) -> dict[int, Member]:
@@ -370,11 +375,21 @@ def dedupe_reason(config: DedupeConfig, cluster_index: int, kept_id: int) -> str
     return f"dedupe:{config.method}:cluster {cluster_index} of {of}"
 
 
-def apply_dedupe(store, plan: DedupePlan, overrides: dict[int, int] | None = None) -> int | None:
-    """Mark every generation of every non-kept member rejected, with `dedupe_reason`, as one label
-    batch; returns its id for `store.undo_batch` (None when nothing was to be marked).
+class Applied(NamedTuple):
+    """What `apply_dedupe` did: the label batch (for `store.undo_batch`; None when nothing was marked), the
+    generations it marked, and those it skipped because they were labelled after the plan was made."""
 
-    `overrides` maps a cluster index to the member id to keep instead of the rule's choice.
+    batch: int | None
+    marked: int
+    skipped: tuple[int, ...]
+
+
+def apply_dedupe(store, plan: DedupePlan, overrides: dict[int, int] | None = None) -> Applied:
+    """Mark every generation of every non-kept member rejected, with `dedupe_reason`, as one label batch.
+
+    `overrides` maps a cluster index to the member id to keep instead of the rule's choice. A plan is a
+    picture of the rows when it was made: a row labelled since (approved, edited, rejected by hand) is left
+    as the user set it and reported in `skipped`, never overwritten.
     """
     overrides = dict(overrides or {})
     by_index = {c.index: c for c in plan.clusters}
@@ -388,8 +403,12 @@ def apply_dedupe(store, plan: DedupePlan, overrides: dict[int, int] | None = Non
         for m in cluster.members:
             if m.id != kept:
                 reasons.update(dict.fromkeys(m.generation_ids, reason))
+    skipped = tuple(sorted(store.labelled_since(list(reasons), plan.label_mark)))
+    for gen_id in skipped:
+        del reasons[gen_id]
     batch = store.label_with_reasons(reasons, "rejected")
     run_id = store.start_run("dedupe", dataclasses.asdict(plan.config))
     store.update_run(run_id, status="completed", metrics={"batch_id": batch, "rows_marked": len(reasons),
-                                                         "clusters": len(plan.clusters)})
-    return batch
+                                                         "clusters": len(plan.clusters),
+                                                         "skipped_changed_since_plan": list(skipped)})
+    return Applied(batch, len(reasons), skipped)

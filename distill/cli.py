@@ -1,7 +1,7 @@
 """The `train` and `merge` subcommands of `python -m distill` (wired in distill/__main__.py).
 
   train --run-dir DIR [--resume]   the training child the studio (and the headless form) starts: trains
-                                   the run dir prepared by `distill.train.prepare_run_dir`; exit 1 on failure.
+                                   the run dir prepared by `distill.rundir.prepare_run_dir`; exit 1 on failure.
                                    Runs unchanged under `torchrun ... -m distill train --run-dir DIR` and
                                    `accelerate launch ... -m distill train --run-dir DIR`.
   train --workspace DIR [options]  headless: snapshot the workspace's rows for --method, train in a child
@@ -33,6 +33,8 @@ _OPTIONS = (
     ("--max-length", "max_length", dict(type=int, help="tokens kept per example")),
     ("--lora-r", "lora_r", dict(type=int, help="LoRA rank")),
     ("--lora-alpha", "lora_alpha", dict(type=int, help="LoRA alpha")),
+    ("--lora-dropout", "lora_dropout", dict(type=float, help="dropout on the LoRA path")),
+    ("--logging-steps", "logging_steps", dict(type=int, help="log the loss every N steps")),
     ("--target-modules", "target_modules", dict(help="'all-linear' or names such as q_proj,v_proj")),
     ("--seed", "seed", dict(type=int, help="seed of adapter init, data order, sampling")),
     ("--batching", "batching", dict(choices=("padding_free", "padded"), help="sft batches (default padding_free)")),
@@ -95,6 +97,30 @@ def config_from_args(args):
         else:
             top[dest] = value
     return TrainConfig(**top, **{k: v for k, v in nested.items() if v})
+
+
+def command_for(config, workspace: Path | str) -> str:
+    """The headless command that trains `config` on `workspace`: only the flags whose value differs from
+    TrainConfig's default (the Train tab shows it, as LlamaBoard does, before a run)."""
+    import shlex
+    from dataclasses import asdict
+
+    from distill.config import TrainConfig
+
+    default, wanted = asdict(TrainConfig()), asdict(config)
+    parts = ["python", "-m", "distill", "train", "--workspace", str(workspace)]
+    for flag, dest, kwargs in _OPTIONS:
+        group, _, name = dest.rpartition(".")
+        value = wanted[group][name] if group else wanted[name]
+        if value == (default[group][name] if group else default[name]):
+            continue
+        if kwargs.get("action") == "store_true":
+            parts += [flag] if value else []
+        elif dest == "gradient_checkpointing":
+            parts += [flag, {None: "auto", True: "true", False: "false"}[value]]
+        else:
+            parts += [flag, str(value)]
+    return " ".join(shlex.quote(p) for p in parts)
 
 
 def train_command(args) -> int:

@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 
 from curation.store import Store
+from tests.conftest import add_generation
 from tests.conftest import curation_cli as cli
 
 
-@pytest.mark.parametrize("command", ["import", "seed-pack", "split", "generate", "review", "export", "stats"])
+@pytest.mark.parametrize("command", ["import", "seed-pack", "split", "generate", "review", "export", "stats", "embed",
+                                     "dedupe", "filter", "rank", "undo"])
 def test_every_command_has_help(command):
     assert "usage" in cli(command, "--help").stdout
 
@@ -69,3 +72,57 @@ def test_workspace_in_use_names_the_pid(tmp_path):
     with Store(tmp_path / "ws"):
         proc = cli("--workspace", tmp_path / "ws", "stats", check=False)
     assert proc.returncode == 2 and f"in use by PID {os.getpid()}" in proc.stderr
+
+
+def _curation_workspace(ws) -> list[int]:
+    """Six pending answers: three copies of one sentence (two only by case and punctuation), three others."""
+    answers = ["Paris is the capital of France.", "paris is the capital of france", "PARIS is the capital of France!",
+               "Water boils at 100 degrees.", "Ok", "A haiku has three lines."]
+    with Store(ws) as store:
+        tasks = store.add_tasks([{"instruction": f"Question {i}"} for i in range(len(answers))])
+        gens = [add_generation(store, t, f"k{i}", response=a) for i, (t, a) in enumerate(zip(tasks, answers))]
+        store.bulk_add("judgments", pd.DataFrame({"generation_id": gens, "judge_model": "judge",
+                                                  "score": [3.0, 9.0, 5.0, 8.0, 1.0, 6.0]}))
+    return gens
+
+
+def test_the_curate_tab_runs_headless_with_dry_run_json_and_undo(tmp_path):
+    ws = tmp_path / "ws"
+    gens = _curation_workspace(ws)
+    base = ("--workspace", ws)
+    help_text = cli("dedupe", "--help").stdout
+    assert "--threshold" in help_text and "cosine similarity, 0.5 to 1.0" in help_text  # the config's field doc
+    planned = json.loads(cli(*base, "dedupe", "--method", "normalised", "--representative", "earliest",
+                             "--dry-run", "--json").stdout)
+    [cluster] = planned["clusters"]
+    assert [m["id"] for m in cluster["members"]] == gens[:3] and cluster["kept"] == gens[0]
+    assert cluster["members"][1] == {"id": gens[1], "text": "paris is the capital of france", "similarity": 1.0,
+                                     "kept": False, "generations": [gens[1]]}
+    assert planned["rows_marked"] == 2 and "batch" not in planned
+    assert json.loads(cli(*base, "stats", "--json").stdout)["by_status"]["rejected"] == 0  # a dry run changes nothing
+    applied = json.loads(cli(*base, "dedupe", "--method", "normalised", "--representative", "earliest",
+                             "--json").stdout)
+    assert applied["marked"] == 2 and json.loads(cli(*base, "stats", "--json").stdout)["by_status"]["rejected"] == 2
+    assert json.loads(cli(*base, "undo", str(applied["batch"]), "--json").stdout)["restored"] == 2
+
+    removed = json.loads(cli(*base, "filter", "length", "--unit", "chars", "--min-length", "3", "--json").stdout)
+    assert (removed["removed"], [r["id"] for r in removed["sample"]]) == (1, [gens[4]])
+    bad = cli(*base, "filter", "length", "--min-length", "50", "--max-length", "10", check=False)
+    assert bad.returncode == 2 and "must not exceed" in bad.stderr
+
+    ranked = json.loads(cli(*base, "rank", "--judge", "1", "--top", "2", "--json").stdout)
+    assert [r["id"] for r in ranked["top"][:2]] == [gens[1], gens[3]] and ranked["approved"] == 2
+    with Store(ws) as store:
+        assert sorted(g for g in gens if store.generation(g)["review_status"] == "approved") == [gens[1], gens[3]]
+    assert "rank" in cli(*base, "rank", "--help").stdout and "mean judge score" in cli("rank", "--help").stdout
+
+
+@pytest.mark.integration
+def test_semantic_dedupe_headless_embeds_first_with_the_bundled_encoder(tmp_path):
+    ws = tmp_path / "ws"
+    gens = _curation_workspace(ws)
+    out = json.loads(cli("--workspace", ws, "dedupe", "--threshold", "0.8", "--dry-run", "--json").stdout)
+    members = {m["id"]: m["similarity"] for c in out["clusters"] for m in c["members"]}
+    assert set(gens[:3]) <= set(members) and all(0.8 <= v <= 1.0001 for v in members.values())
+    again = json.loads(cli("--workspace", ws, "embed", "--json").stdout)
+    assert again["encoded"] == 0 and again["reused"] == 6

@@ -8,7 +8,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from curation import neighbours
-from curation.cluster_map import cluster_map_figure, map_data, projection_2d
+from curation.cluster_map import cluster_map_figure, map_data, map_frame, projection_2d, rows_in_band
 from curation.dedupe import (DedupeConfig, apply_dedupe, exact_groups, leader_labels, near_duplicate_groups, normalise,
                              normalised_groups, plan_dedupe, preview_counts)
 from curation.embed import DEFAULT_EMBEDDER, embed_items, load_embedder
@@ -268,7 +268,7 @@ def test_apply_marks_duplicates_rejected_with_a_reason_and_undo_restores(store):
     gens = add_responses(store, ["A cat.", "a cat", "A dog.", "a dog!", "A bird."])
     store.set_label([gens[3]], "approved")
     plan = plan_dedupe(store, DedupeConfig(method="normalised", representative="earliest"))
-    batch = apply_dedupe(store, plan)
+    batch = apply_dedupe(store, plan).batch
     rows = {g: store.generation(g) for g in gens}
     assert [rows[g]["review_status"] for g in gens] == ["pending", "rejected", "pending", "rejected", "pending"]
     assert rows[gens[1]]["reason"] == f"dedupe:normalised:cluster 1 of {gens[0]}"
@@ -281,6 +281,16 @@ def test_apply_marks_duplicates_rejected_with_a_reason_and_undo_restores(store):
     assert [store.generation(g)["review_status"] for g in gens] == ["pending", "pending", "pending", "approved",
                                                                      "pending"]
     assert store.generation(gens[1])["reason"] is None
+
+
+def test_a_plan_applied_later_leaves_rows_labelled_since_and_says_so(store):
+    gens = add_responses(store, ["A cat.", "a cat", "A CAT", "A dog."])
+    plan = plan_dedupe(store, DedupeConfig(method="normalised", representative="earliest"))
+    store.set_label([gens[1]], "approved")  # the user approves a duplicate after previewing
+    applied = apply_dedupe(store, plan)
+    assert applied.skipped == (gens[1],) and applied.marked == 1
+    assert [store.generation(g)["review_status"] for g in gens] == ["pending", "approved", "rejected", "pending"]
+    assert store.runs(kind="dedupe")[0]["metrics"]["skipped_changed_since_plan"] == [gens[1]]
 
 
 def test_apply_with_a_hand_picked_representative(store):
@@ -302,7 +312,7 @@ def test_task_dedupe_marks_every_generation_of_the_duplicate_tasks(store, encode
     plan = plan_dedupe(store, DedupeConfig(target="tasks", threshold=0.9, representative="judge_score"))
     assert plan.clusters[0].representative == task_ids[1]  # its best answer scored 8
     assert plan.rows_marked == 2 and plan.clusters[0].rows_marked_keeping(task_ids[0]) == 2
-    batch = apply_dedupe(store, plan)
+    batch = apply_dedupe(store, plan).batch
     for g in gens[task_ids[0]]:
         assert store.generation(g)["review_status"] == "rejected"
         assert store.generation(g)["reason"] == f"dedupe:semantic:cluster 1 of task {task_ids[1]}"
@@ -339,3 +349,11 @@ def test_map_data_colours_rows_by_cluster_and_status(store, encoder):
     assert isinstance(cluster_map_figure(points, labels, "responses"), Figure)
     with pytest.raises(StudioError, match="needs a dedupe plan"):
         map_data(store, config, "cluster")
+    # the browser's interactive map: a row per point with its text for the hover, a band lists its rows
+    frame = map_frame(store, config, "cluster", plan)
+    assert frame["id"].tolist() == gens and frame["group"].tolist() == labels
+    assert frame["text"].tolist() == [store.generation(g)["response"] for g in gens]
+    band = rows_in_band(frame, [frame["x"].max(), frame["x"].min()])
+    assert sorted(band["id"]) == gens
+    narrow = rows_in_band(frame, [frame["x"].max() - 1e-6, frame["x"].max()])
+    assert narrow["id"].tolist() == [int(frame.loc[frame["x"].idxmax(), "id"])]

@@ -1,7 +1,6 @@
 """The review queue's keyboard shortcuts and the Curate tab in a real headless Chromium (Playwright)."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -10,17 +9,15 @@ from curation.store import Store
 from tests.conftest import add_generation
 from tests.ui_helpers import running_studio, wait_for
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+# Screenshots go to the test artifacts folder (git-ignored), never over the README's tracked pictures.
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 
-
-
 def screenshot(page, tmp_path, name):
-    DOCS.mkdir(exist_ok=True)
-    page.screenshot(path=str(tmp_path / name), full_page=True)
-    shutil.copy(tmp_path / name, DOCS / name)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
 
 
 def test_queue_keyboard_shortcuts_label_undo_and_move_between_tasks(browser, tmp_path):
@@ -103,6 +100,7 @@ def test_curate_tab_dedupes_with_embeddings_slider_and_map(browser, tmp_path):
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         page.goto(url)
         page.get_by_role("tab", name="Curate").click()
+        page.locator("#dedupe-method").get_by_text("exact").click()
         page.locator("#dedupe-preview").click()
         expect(page.locator("#dedupe-count")).to_contain_text("2 generations would be marked", timeout=30_000)
         expect(page.locator("#dedupe-members")).to_contain_text("Cluster 1: 3 members")
@@ -123,7 +121,8 @@ def test_curate_tab_dedupes_with_embeddings_slider_and_map(browser, tmp_path):
         expect(page.locator("#dedupe-summary")).to_contain_text("cosine ≥ 0.7", timeout=30_000)
         page.get_by_text("2-D map of the embeddings").click()
         page.locator("#dedupe-map-btn").click()
-        expect(page.locator("#dedupe-map img")).to_be_visible(timeout=30_000)
+        expect(page.locator("#dedupe-map-note")).to_contain_text("8 responses coloured by cluster", timeout=30_000)
+        expect(page.locator("#dedupe-map canvas, #dedupe-map svg").first).to_be_visible(timeout=30_000)
         screenshot(page, tmp_path, "curate-tab.png")
         page.locator("#dedupe-apply").click()
         expect(page.locator("#dedupe-message")).to_contain_text("marked 3 generations rejected", timeout=30_000)

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import gradio as gr
 import pandas as pd
 
-from curation.cluster_map import MAP_COLOURINGS, cluster_map_figure, map_data
+from curation.cluster_map import MAP_COLOURINGS, map_frame, rows_in_band
 from curation.dedupe import METHODS, REPRESENTATIVE_RULES, TARGETS, DedupeConfig, apply_dedupe, plan_dedupe, preview_counts
 from curation.embed import embed_items
 from curation.errors import StudioError
@@ -22,6 +22,9 @@ THRESHOLDS = [round(0.5 + i / 100, 2) for i in range(51)]  # the slider's stops
 CLUSTER_COLUMNS = ["cluster", "size", "kept", "kept by", "marked", "kept text"]
 MAX_CARDS = 24  # members drawn side by side; the dropdown lists them all
 RULE_WORDS = {"judge_score": "highest judge score", "longest": "longest", "earliest": "earliest"}
+
+
+DEFAULT = DedupeConfig()  # the controls start at the config's own defaults, as the CLI's flags do
 
 
 def dedupe_config(target, method, model, representative, threshold) -> DedupeConfig:
@@ -106,8 +109,12 @@ def count_text(config: DedupeConfig, cache: dict) -> str:
 
 
 @guarded
-def preview(store, target, method, model, rule, threshold, cache):
+def preview(store, target, method, model, rule, threshold, cache, progress=gr.Progress()):
     config = dedupe_config(target, method, model, rule, threshold)
+    if config.method == "semantic":  # embed what is new first (a no-op when every vector is fresh), with a bar
+        progress(0, desc="loading the embedding model")
+        embed_items(store, config.item_kind, config.model,
+                    on_progress=lambda done, total: progress((done, total), desc="embedding", unit="rows"))
     cache = counts_for(store, config, cache)
     plan = plan_dedupe(store, config)
     first = plan.clusters[0] if plan.clusters else None
@@ -155,9 +162,12 @@ def keep_member(index, member_id, plan, overrides):
 def apply(store, plan, overrides):
     if plan is None:
         raise gr.Error("press Preview first: the marking applies the clusters you reviewed")
-    batch = apply_dedupe(store, plan, overrides)
-    note = (f"marked {store.label_batch_count(batch)} generations rejected as duplicates (batch {batch}); "
-            "Undo puts them back" if batch else "nothing to mark")
+    batch, marked, skipped = apply_dedupe(store, plan, overrides)
+    note = (f"marked {marked} generations rejected as duplicates (batch {batch}); Undo puts them back"
+            if batch else "nothing to mark")
+    if skipped:
+        note += (f"; left {len(skipped)} as they are: labelled after the preview (generation "
+                 f"{', '.join(map(str, skipped[:10]))}{'…' if len(skipped) > 10 else ''})")
     # The plan is spent: the marked rows are out of the next comparison, so counts and clusters reset.
     return note, batch, None, {}, None, plan_summary(None, {}), clusters_frame(None, {}), "", ""
 
@@ -183,8 +193,18 @@ def embed(store, target, model, progress=gr.Progress()):
 @guarded
 def draw_map(store, target, method, model, rule, threshold, colour, plan):
     config = plan.config if plan is not None else dedupe_config(target, method, model, rule, threshold)
-    points, labels, _ = map_data(store, config, colour, plan)
-    return cluster_map_figure(points, labels, f"{len(points)} {config.target} coloured by {colour}")
+    frame = map_frame(store, config, colour, plan)
+    note = (f"{len(frame)} {config.target} coloured by {colour}: hover a point to read it; drag across the plot "
+            "to list the rows in that band below")
+    return frame, note, frame, pd.DataFrame(columns=["id", "group", "text"])
+
+
+def select_on_map(frame, evt: gr.SelectData):
+    """A brushed band of the map: its rows, for reading or opening one on the Review tab."""
+    if frame is None or not isinstance(evt.index, (list, tuple)) or len(evt.index) < 2:
+        return gr.skip(), gr.skip()
+    picked = rows_in_band(frame, list(evt.index))
+    return picked, f"{len(picked)} rows in the band x {min(evt.index):.3f} … {max(evt.index):.3f}"
 
 
 # ---- layout and wiring --------------------------------------------------------------------------
@@ -193,13 +213,13 @@ def _layout() -> SimpleNamespace:
     gr.Markdown("Find exact, normalised or semantic duplicates, review each cluster, and mark all but one member "
                 "of each rejected (with the reason; nothing is deleted, Undo puts them back).")
     with gr.Row():
-        ui.target = gr.Radio(list(TARGETS), value="responses", label="Compare", elem_id="dedupe-target")
-        ui.method = gr.Radio(list(METHODS), value="exact", label="Method", elem_id="dedupe-method")
-        ui.rule = gr.Dropdown([(RULE_WORDS[r], r) for r in REPRESENTATIVE_RULES], value="judge_score",
+        ui.target = gr.Radio(list(TARGETS), value=DEFAULT.target, label="Compare", elem_id="dedupe-target")
+        ui.method = gr.Radio(list(METHODS), value=DEFAULT.method, label="Method", elem_id="dedupe-method")
+        ui.rule = gr.Dropdown([(RULE_WORDS[r], r) for r in REPRESENTATIVE_RULES], value=DEFAULT.representative,
                               label="Each cluster keeps the", elem_id="dedupe-rule")
-        ui.model = gr.Textbox("", label="Embedding model (empty: bundled all-MiniLM-L6-v2)", elem_id="dedupe-model")
+        ui.model = gr.Textbox(DEFAULT.model or "", label="Embedding model (empty: bundled all-MiniLM-L6-v2)", elem_id="dedupe-model")
     with gr.Row():
-        ui.threshold = gr.Slider(THRESHOLDS[0], THRESHOLDS[-1], value=0.9, step=0.01, scale=3,
+        ui.threshold = gr.Slider(THRESHOLDS[0], THRESHOLDS[-1], value=DEFAULT.threshold, step=0.01, scale=3,
                                  label="Similarity threshold (semantic)", elem_id="dedupe-threshold")
         ui.count = gr.Markdown(elem_id="dedupe-count")
     with gr.Row():
@@ -221,7 +241,13 @@ def _layout() -> SimpleNamespace:
         with gr.Row():
             ui.colour_by = gr.Radio(list(MAP_COLOURINGS), value="cluster", label="Colour by", elem_id="dedupe-colour")
             ui.map_btn = gr.Button("Draw map", elem_id="dedupe-map-btn")
-        ui.map = gr.Plot(label="Embedding map (PCA)", elem_id="dedupe-map")
+        ui.map_note = gr.Markdown(elem_id="dedupe-map-note")
+        ui.map = gr.ScatterPlot(x="x", y="y", color="group", tooltip=["id", "group", "text"], height=480,
+                                label="Embedding map (PCA)", x_title="first axis", y_title="second axis",
+                                elem_id="dedupe-map")
+        ui.map_rows = gr.Dataframe(pd.DataFrame(columns=["id", "group", "text"]), interactive=False, wrap=True,
+                                   max_height=300, label="Rows in the selected band", elem_id="dedupe-map-rows")
+        ui.map_frame = gr.State(None)
     # Per tab: the reviewed plan, the hand-picked members, the slider's counts, the last batch marked.
     ui.plan, ui.overrides, ui.counts, ui.batch = gr.State(None), gr.State({}), gr.State(None), gr.State(None)
     return ui
@@ -249,4 +275,6 @@ def build(studio):
                     ui.count], api_name="dedupe_apply")
     ui.undo.click(bound(undo, store), [ui.batch], [ui.message, ui.batch, ui.counts], api_name="dedupe_undo")
     ui.embed.click(bound(embed, store), [ui.target, ui.model], [ui.message], api_name="dedupe_embed")
-    ui.map_btn.click(bound(draw_map, store), [*settings, ui.colour_by, ui.plan], [ui.map], api_name="dedupe_map")
+    ui.map_btn.click(bound(draw_map, store), [*settings, ui.colour_by, ui.plan],
+                     [ui.map, ui.map_note, ui.map_frame, ui.map_rows], api_name="dedupe_map")
+    ui.map.select(select_on_map, [ui.map_frame], [ui.map_rows, ui.map_note], api_visibility="private")

@@ -201,6 +201,15 @@ class RecordsMixin:
             if bad:
                 raise StudioError(f"generation {bad[:5]} failed at the teacher and has no response to approve")
 
+    def labelled_since(self, gen_ids: list[int], batch_mark: int) -> set[int]:
+        """Which of `gen_ids` got a label event in a batch after `batch_mark` (-1: any batch)."""
+        if not gen_ids:
+            return set()
+        rows = self._fetchdicts("SELECT DISTINCT generation_id AS id FROM label_events "
+                                "WHERE batch_id > ? AND list_contains(?, generation_id)",
+                                [int(batch_mark), [int(g) for g in gen_ids]])
+        return {int(r["id"]) for r in rows}
+
     def last_label_batch(self) -> int | None:
         return self._fetchone("SELECT max(batch_id) FROM label_events")[0]
 
@@ -228,16 +237,26 @@ class RecordsMixin:
 
     def label_filter(self, flt: ReviewFilter, status: str) -> int:
         """Label every generation matching the filter; failed calls are skipped when approving."""
-        if status == "approved":
-            if flt.status == "failed":
-                return 0
-            ids_sql, params = self._review_ids_sql(flt)
-            with self._lock:
-                ids = [r[0] for r in self.con.execute(
-                    f"SELECT id FROM generations WHERE status = 'ok' AND id IN ({ids_sql})", params).fetchall()]
-        else:
-            ids = self.matching_ids(flt)
-        return self.set_label(ids, status)
+        return self.set_label(self.labelable_ids(flt, status), status)
+
+    def labelable_ids(self, flt: ReviewFilter, status: str) -> list[int]:
+        """The generations matching the filter that `status` can be given (failed calls cannot be approved)."""
+        if status != "approved":
+            return self.matching_ids(flt)
+        if flt.status == "failed":
+            return []
+        ids_sql, params = self._review_ids_sql(flt)
+        with self._lock:
+            return [r[0] for r in self.con.execute(
+                f"SELECT id FROM generations WHERE status = 'ok' AND id IN ({ids_sql}) ORDER BY id", params).fetchall()]
+
+    def review_status_counts(self, flt: ReviewFilter) -> dict[str, int]:
+        """How many of the generations matching the filter are pending, approved, rejected and failed."""
+        ids_sql, params = self._review_ids_sql(flt)
+        rows = self._fetchdicts(
+            f"SELECT {_REVIEW_STATUS_SQL} AS s, count(*) AS n FROM generations g "
+            f"LEFT JOIN labels l ON l.generation_id = g.id WHERE g.id IN ({ids_sql}) GROUP BY ALL", params)
+        return {"pending": 0, "approved": 0, "rejected": 0, "failed": 0, **{r["s"]: int(r["n"]) for r in rows}}
 
     def label_history(self, gen_id: int) -> list[dict]:
         return self._fetchdicts("SELECT status, edited_response, reason, batch_id, changed_at FROM label_events "
