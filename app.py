@@ -13,6 +13,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from curation.errors import NeedsRecovery
 from curation.jobs import GenerationJobs
 from curation.local_server import LocalTeacherServer
 from curation.store import Store
@@ -43,8 +44,8 @@ class Studio:
     notes: list[str] = field(default_factory=list)  # what the user must know about this start
 
     @classmethod
-    def open(cls, workspace: Path) -> "Studio":
-        store = Store(workspace)
+    def open(cls, workspace: Path, recover: bool = False) -> "Studio":
+        store = Store(workspace, recover=recover)
         notes = [store.recovery_note] if store.recovery_note else []
         interrupted = [store.run(i) for i in store.mark_interrupted_runs()]  # runs a dead studio left 'running'
         notes += stop_orphans(interrupted)
@@ -145,6 +146,9 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workspace", type=Path, default=DEFAULT_WORKSPACE, help="workspace folder (default: %(default)s)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("DISTILL_PORT", 7860)))
+    parser.add_argument("--recover", action="store_true",
+                        help="open a workspace whose write-ahead log cannot be replayed at its last checkpoint "
+                             "(the log is kept aside; the studio refuses without this and says what is lost)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
     parser.add_argument("--auth-file", type=Path, help="file of user:password lines (or set DISTILL_AUTH)")
     parser.add_argument("--max-upload-mb", type=int, default=MAX_UPLOAD_MB, help="largest upload accepted")
@@ -177,7 +181,10 @@ def main(argv=None):
     allow_remote_code(args.trust_remote_code)
     auth = load_auth(args.auth_file)
     check_exposure(args.host, auth)
-    studio = Studio.open(args.workspace)
+    try:
+        studio = Studio.open(args.workspace, recover=args.recover)
+    except NeedsRecovery as exc:
+        sys.exit(f"distill-studio: {exc}")
     try:
         launch(studio, args.host, args.port, auth, max_upload_mb=args.max_upload_mb)
     finally:

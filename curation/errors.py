@@ -35,3 +35,18 @@ class TrainingBusy(StudioError):
 
 class ConfigError(StudioError, ValueError):
     """A config field out of range; the message names the field and the allowed values."""
+
+
+class NeedsRecovery(StudioError):
+    """A workspace whose write-ahead log cannot be replayed: opening it at its last checkpoint would drop the
+    writes in that log, so it is not opened until the user says so. Nothing was changed."""
+
+    def __init__(self, workspace, wal, checkpoint: str, cause):
+        self.workspace, self.wal = workspace, wal
+        super().__init__(
+            f"the workspace {workspace} cannot be opened as it is: its write-ahead log {wal.name} "
+            f"({wal.stat().st_size:,} bytes) cannot be replayed ({cause}). Opening it at its last checkpoint "
+            f"({checkpoint}) loses every write in that log (tasks, answers, labels since then). Nothing was "
+            "changed. To do that, keeping the log and a copy of the database aside: start again with --recover "
+            "(python app.py --workspace W --recover, or python -m curation --workspace W --recover ...); or "
+            "restore the workspace from a backup first")

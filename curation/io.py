@@ -199,10 +199,23 @@ def _read_csv(path: Path) -> list[dict]:
             return []
         header_line = reader.line_num
         columns = [_norm_key(c) for c in header]
+        _refuse_duplicate_columns(header, columns, path, header_line)
         _require_instruction_column(columns, path, header_line)
         return _csv_rows(reader, columns, path)
     except csv.Error as e:
         raise ImportFormatError(path, f"malformed CSV: {e}", line=reader.line_num) from None
+
+
+def _refuse_duplicate_columns(header: list[str], columns: list[str], path: Path, line: int) -> None:
+    """Two header cells naming one column: the row dict would keep only the last, silently dropping the first."""
+    seen: dict[str, str] = {}
+    for raw, name in zip(header, columns):
+        if not name:
+            continue
+        if name in seen:
+            raise ImportFormatError(path, f"the header names column {name!r} twice ({seen[name]!r} and {raw!r}): "
+                                          "rename or remove one", line=line)
+        seen[name] = raw
 
 
 def _csv_rows(reader, columns: list[str], path: Path) -> list[dict]:

@@ -19,13 +19,13 @@ from gradio_client import Client
 
 import app
 from curation import io
-from curation.errors import StudioError
+from curation.errors import NeedsRecovery, StudioError
 from curation.generate import GenerateConfig, run_generation
 from curation.local_server import free_port
 from curation.store import ReviewFilter, Store
 from curation.teacher import TeacherConfig
 from distill.runner import TrainingSlot
-from distill.train import TrainConfig
+from distill.config import TrainConfig
 from tests.conftest import add_generation
 from tests.fault_server import FaultServer
 from tests.ui_helpers import running_studio, wait_for
@@ -183,7 +183,7 @@ def _trainer_pid(ws: Path) -> int | None:
     return None
 
 
-def test_a_corrupt_wal_is_kept_aside_and_the_workspace_opens(tmp_path):
+def test_a_corrupt_wal_is_refused_until_the_user_chooses_to_recover(tmp_path):
     ws = tmp_path / "ws"
     with Store(ws) as store:
         store.add_tasks([{"instruction": "checkpointed before the crash"}])
@@ -197,9 +197,17 @@ def test_a_corrupt_wal_is_kept_aside_and_the_workspace_opens(tmp_path):
     with open(wal, "r+b") as f:
         f.seek(wal.stat().st_size // 3)
         f.write(os.urandom(256))
-    studio = app.Studio.open(ws)
+    before = sorted(p.name for p in ws.iterdir())
+    with pytest.raises(NeedsRecovery, match=r"loses every write in that log .* --recover"):
+        Store(ws)
+    refused = subprocess.run([sys.executable, "-m", "curation", "--workspace", str(ws), "stats"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "cannot be replayed" in refused.stderr and "--recover" in refused.stderr
+    assert sorted(p.name for p in ws.iterdir()) == before  # nothing was changed
+    studio = app.Studio.open(ws, recover=True)
     try:
-        assert any("could not be replayed" in n for n in studio.notes)
+        assert any("could not be replayed" in n and "as you chose" in n for n in studio.notes)
+        assert "bytes of writes not applied" in (ws / "recovery.log").read_text()
         assert [t["instruction"] for t in studio.store.tasks()] == ["checkpointed before the crash"]
         damaged = sorted(p.name for p in ws.iterdir() if ".damaged-" in p.name)
         assert len(damaged) == 2  # the WAL and a copy of the database file, both kept

@@ -130,6 +130,11 @@ def test_csv_row_with_too_many_fields(store, tmp_path):
     assert_rejected(store, path, line=3, says=("3 fields",))
 
 
+def test_csv_header_naming_a_column_twice_is_refused_not_half_read(store, tmp_path):
+    path = write(tmp_path / "twice.csv", "\n instruction,skill,Instruction\nfirst,nlu,second\n")
+    assert_rejected(store, path, line=2, says=("'instruction' twice", "'Instruction'"))
+
+
 @pytest.mark.parametrize("name,text", [
     ("zero.jsonl", ""), ("spaces.jsonl", "  \n\n \t\n"), ("header.csv", "instruction,input\n"),
     ("zero.csv", ""), ("empty.json", "[]"), ("blank.json", " \n"),

@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from curation.errors import StudioError, WorkspaceInUse
+from curation.errors import NeedsRecovery, StudioError, WorkspaceInUse
 from curation.store.elicitation import ElicitationMixin
 from curation.store.embeddings import EmbeddingsMixin
 from curation.store.filtering import FilteringMixin
@@ -186,7 +186,11 @@ class Store(RecordsMixin, RunsMixin, FilteringMixin, ElicitationMixin, Embedding
     The methods of each area live in its mixin; they all share `con`, `_lock` and the helpers below.
     """
 
-    def __init__(self, workspace: str | os.PathLike):
+    def __init__(self, workspace: str | os.PathLike, recover: bool = False):
+        """recover: the user chose to open a workspace whose write-ahead log cannot be replayed at its last
+        checkpoint (the writes in that log are set aside, not applied); without it such a workspace is
+        refused with NeedsRecovery, and nothing is changed."""
+        self.recover = bool(recover)
         self.workspace = Path(workspace).resolve()
         self.workspace.mkdir(parents=True, exist_ok=True)
         self._lock_file = _acquire_workspace_lock(self.workspace)
@@ -202,22 +206,27 @@ class Store(RecordsMixin, RunsMixin, FilteringMixin, ElicitationMixin, Embedding
 
     # ---- lifecycle ----------------------------------------------------------------------------
     def _connect(self):
-        """Open the file; a WAL that cannot be replayed is kept aside and the last checkpoint opened.
-
-        A corrupt WAL (a crash mid-write, a full disk) otherwise makes every start fail the same way.
-        The damaged files are copied, never deleted, so nothing is thrown away for good.
-        """
+        """Open the file. A WAL that cannot be replayed (a crash mid-write, a full disk) is refused with
+        NeedsRecovery, saying what would be lost, unless the user chose `recover`: then the WAL and a copy
+        of the database are kept aside (never deleted), the last checkpoint is opened, and what happened is
+        appended to the workspace's recovery.log."""
         try:
             return duckdb.connect(str(self.path))
         except duckdb.Error as exc:
             wal = self.path.with_name(self.path.name + ".wal")
             if not wal.exists() or "WAL" not in str(exc):
                 raise StudioError(f"cannot open the workspace database {self.path}: {exc}") from exc
+            checkpoint = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.path.stat().st_mtime))
+            if not self.recover:
+                raise NeedsRecovery(self.workspace, wal, checkpoint, exc) from exc
             stamp = time.strftime("%Y%m%d-%H%M%S")
             shutil.copy2(self.path, self.path.with_name(f"{self.path.name}.damaged-{stamp}"))
             kept = wal.rename(wal.with_name(f"{wal.name}.damaged-{stamp}"))
-            self.recovery_note = (f"the write-ahead log could not be replayed ({exc}); it was kept as {kept.name} "
-                                  f"and the workspace opened at its last checkpoint")
+            self.recovery_note = (f"the write-ahead log could not be replayed ({exc}); as you chose (--recover), "
+                                  f"it was kept as {kept.name} ({kept.stat().st_size:,} bytes of writes not applied) "
+                                  f"and the workspace opened at its last checkpoint ({checkpoint})")
+            with open(self.workspace / "recovery.log", "a", encoding="utf-8") as log:
+                log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {self.recovery_note}\n")
             return duckdb.connect(str(self.path))
 
     def close(self):
