@@ -38,7 +38,7 @@ def test_curate_cli_help_is_the_config_field_docs():
     sub = _parser()._subparsers._group_actions[0].choices
     helps = {a.dest: a.help for a in sub["dedupe"]._actions}
     assert helps["threshold"].startswith("Semantic only: cosine similarity, 0.5 to 1.0")
-    assert "(default: 0.9)" in helps["threshold"]
+    assert helps["threshold"].endswith(f"(default: {DedupeConfig().threshold})")
     assert {a.dest: a.help for a in sub["rank"]._actions}["judge"].startswith("mean judge score")
 
 

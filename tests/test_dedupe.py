@@ -2,6 +2,8 @@
 representatives, apply/undo, preview counts and the 2-D map — on a real DuckDB workspace."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -357,3 +359,14 @@ def test_map_data_colours_rows_by_cluster_and_status(store, encoder):
     assert sorted(band["id"]) == gens
     narrow = rows_in_band(frame, [frame["x"].max() - 1e-6, frame["x"].max()])
     assert narrow["id"].tolist() == [int(frame.loc[frame["x"].idxmax(), "id"])]
+
+
+def test_the_default_threshold_is_the_one_calibrated_on_labelled_paraphrases():
+    from bench.dedupe_threshold import CURVE, best, curve
+    stored = json.loads(CURVE.read_text())
+    assert DedupeConfig().threshold == stored["best"]["threshold"] == best(stored["curve"])["threshold"]
+    # the curve's arithmetic on a hand-checked case: two paraphrases (0.95, 0.7), one negative (0.8)
+    rows = {r["threshold"]: r for r in curve(np.array([0.95, 0.7, 0.8]), np.array([True, True, False]))}
+    assert (rows[0.9]["precision"], rows[0.9]["recall"]) == (1.0, 0.5)
+    assert (rows[0.75]["precision"], rows[0.75]["recall"], rows[0.75]["false_pairs"]) == (0.5, 0.5, 1)
+    assert (rows[0.7]["precision"], rows[0.7]["recall"]) == (0.6667, 1.0)
