@@ -1,18 +1,16 @@
 """The import-and-approve path in a real headless Chromium, driven by Playwright."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from tests.ui_helpers import running_studio
 
-SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "review-tab.png"
+# Screenshots go to the test artifacts folder (git-ignored), never over the README's tracked pictures.
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
-
-
 
 
 def test_import_generate_and_approve_in_the_browser(browser, tmp_path, teacher_url):
@@ -56,7 +54,6 @@ def test_import_generate_and_approve_in_the_browser(browser, tmp_path, teacher_u
         page.locator("#review-table [data-testid=cell-0-3]").click()
         expect(page.locator("#review-detail-status textarea, #review-detail-status input")).to_have_value(
             "approved", timeout=30_000)
-        SCREENSHOT.parent.mkdir(exist_ok=True)
-        page.screenshot(path=str(tmp_path / "review.png"), full_page=True)
-        shutil.copy(tmp_path / "review.png", SCREENSHOT)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "review-tab.png"), full_page=True)
         page.close()

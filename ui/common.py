@@ -1,4 +1,4 @@
-"""Small pieces every tab uses: turning domain errors into gr.Error, progress bars, formatting."""
+"""Small pieces every tab uses: telling the user a refused input, progress bars, formatting."""
 from __future__ import annotations
 
 import functools
@@ -10,14 +10,30 @@ from curation.errors import StudioError
 
 
 def guarded(fn):
-    """Run an event handler; a domain error becomes a gr.Error the user reads, nothing else is swallowed."""
+    """Run an event handler; a domain error (or a gr.Error the handler raised to refuse its input) is told to
+    the user without touching the page: in a browser a warning toast, and every output keeps what it showed
+    (a raised error would mark each output with an "Error" badge until closed); to an API client an error.
+    Anything else is not swallowed."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except StudioError as exc:
-            raise gr.Error(str(exc)) from exc
+        except (StudioError, gr.Error) as exc:
+            message = exc.message if isinstance(exc, gr.Error) else str(exc)
+            if from_browser():
+                gr.Warning(message)
+                return gr.skip()  # a single skip leaves every output as it is
+            raise gr.Error(message) from exc
     return wrapper
+
+
+def from_browser() -> bool:
+    """Whether the event being handled came from a web browser (the studio's page), not an API client."""
+    from gradio.context import LocalContext
+
+    request = LocalContext.request.get(None)
+    agent = (request.headers.get("user-agent", "") if request is not None and request.headers is not None else "")
+    return agent.startswith("Mozilla/")
 
 
 def progress_html(done: int, total: int, detail: str = "", state: str = "") -> str:

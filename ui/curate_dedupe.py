@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import functools
 import html
+import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
 import pandas as pd
 
 from curation.cluster_map import MAP_COLOURINGS, map_frame, rows_in_band
-from curation.dedupe import METHODS, REPRESENTATIVE_RULES, TARGETS, DedupeConfig, apply_dedupe, plan_dedupe, preview_counts
+from curation.dedupe import (METHODS, REPRESENTATIVE_RULES, TARGETS, DedupeConfig, apply_dedupe, plan_dedupe,
+                             preview_counts)
 from curation.embed import embed_items
 from curation.errors import StudioError
 from ui.common import guarded
@@ -207,6 +210,23 @@ def select_on_map(frame, evt: gr.SelectData):
     return picked, f"{len(picked)} rows in the band x {min(evt.index):.3f} … {max(evt.index):.3f}"
 
 
+CURVE = Path(__file__).resolve().parents[1] / "data" / "paraphrases" / "curve.json"
+
+
+def calibration() -> tuple[pd.DataFrame, str]:
+    """The threshold curve bench/dedupe_threshold.py measured on labelled paraphrases, as plot rows and a note."""
+    if not CURVE.is_file():
+        return pd.DataFrame(columns=["threshold", "value", "measure"]), "No calibration curve in this checkout."
+    data = json.loads(CURVE.read_text(encoding="utf-8"))
+    rows = [(r["threshold"], r[m], m) for r in data["curve"] for m in ("precision", "recall")]
+    b = data["best"]
+    note = (f"{data['pairs']} hand-written pairs of tasks and answers (half paraphrases, half the same template "
+            f"with another meaning), {data['model']}. The default {b['threshold']} has the best F0.5 — a false pair "
+            f"rejects a distinct row, so precision weighs twice: precision {b['precision']:.2f}, recall "
+            f"{b['recall']:.2f}. Reproduce: `python bench/dedupe_threshold.py`.")
+    return pd.DataFrame(rows, columns=["threshold", "value", "measure"]), note
+
+
 # ---- layout and wiring --------------------------------------------------------------------------
 def _layout() -> SimpleNamespace:
     ui = SimpleNamespace()
@@ -217,11 +237,17 @@ def _layout() -> SimpleNamespace:
         ui.method = gr.Radio(list(METHODS), value=DEFAULT.method, label="Method", elem_id="dedupe-method")
         ui.rule = gr.Dropdown([(RULE_WORDS[r], r) for r in REPRESENTATIVE_RULES], value=DEFAULT.representative,
                               label="Each cluster keeps the", elem_id="dedupe-rule")
-        ui.model = gr.Textbox(DEFAULT.model or "", label="Embedding model (empty: bundled all-MiniLM-L6-v2)", elem_id="dedupe-model")
+        ui.model = gr.Textbox(DEFAULT.model or "", label="Embedding model (empty: bundled all-MiniLM-L6-v2)",
+                              elem_id="dedupe-model")
     with gr.Row():
         ui.threshold = gr.Slider(THRESHOLDS[0], THRESHOLDS[-1], value=DEFAULT.threshold, step=0.01, scale=3,
                                  label="Similarity threshold (semantic)", elem_id="dedupe-threshold")
         ui.count = gr.Markdown(elem_id="dedupe-count")
+    with gr.Accordion("How the default threshold was chosen (labelled paraphrases)", open=False):
+        frame, note = calibration()
+        gr.Markdown(note, elem_id="dedupe-calibration-note")
+        gr.LinePlot(frame, x="threshold", y="value", color="measure", height=260, y_lim=[0, 1],
+                    label="Precision and recall of semantic dedupe by threshold", elem_id="dedupe-calibration")
     with gr.Row():
         ui.embed = gr.Button("Compute embeddings", elem_id="dedupe-embed")
         ui.preview = gr.Button("Preview", variant="primary", elem_id="dedupe-preview")

@@ -61,6 +61,7 @@ def retry(studio, form: dict, teacher_of, keys: list[str] | None) -> str:
             "the ledger updates when it is done")
 
 
+@guarded
 def retry_selected(studio, form: dict, teacher_of) -> str:
     key = (form.get("key") or "").strip()
     if not key:

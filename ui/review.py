@@ -1,8 +1,11 @@
-"""Review tab: a server-side paged table of generations, a detail view, and labels one by one or in bulk."""
+"""Review tab: a server-side paged table of generations, a detail view, and labels one by one or in bulk.
+
+Layout in `_layout`, handlers as module functions taking the store first, wiring in `_wire`."""
 from __future__ import annotations
 
-import json
+import functools
 import math
+from types import SimpleNamespace
 
 import gradio as gr
 
@@ -12,131 +15,241 @@ from ui.common import guarded
 
 PAGE_SIZE = 25
 STATUS_CHOICES = ["all", "pending", "approved", "rejected", "failed"]
+METADATA_KEYS = ("task_id", "model", "endpoint", "sample_index", "finish_reason", "prompt_tokens", "completion_tokens",
+                 "latency_s", "status", "error", "attempts", "skill", "domain", "teacher_only_system")
 
 
 def make_filter(search: str, status: str) -> ReviewFilter:
     return ReviewFilter(status="" if status in ("all", None) else status, search=search or "")
 
 
-def build(studio):
+# ---- handlers: the store first, then the form's values -------------------------------------------
+@guarded
+def load_page(store, q, st, pg, order="id"):
+    """One page of the table and the line above it: the page, what matches, and how many by status."""
+    flt = make_filter(q, st)
+    pg = max(1, int(pg or 1))
+    frame, total = store.review_page(flt, page=pg, page_size=PAGE_SIZE, sort=order or "id")
+    pages = max(1, math.ceil(total / PAGE_SIZE))
+    if pg > pages:  # a page past the end (a narrower search) shows the last one
+        pg = pages
+        frame, total = store.review_page(flt, page=pg, page_size=PAGE_SIZE, sort=order or "id")
+    counts = store.review_status_counts(flt)
+    done = ", ".join(f"{counts[k]} {k}" for k in ("approved", "rejected", "pending", "failed") if counts[k])
+    return frame, f"page {pg} of {pages} · {total} matching generations" + (f" ({done})" if done else "")
+
+
+def clamp(store, pg, delta, q, st) -> int:
+    _, total = store.review_page(make_filter(q, st), page=1, page_size=1)
+    return max(1, min(max(1, math.ceil(total / PAGE_SIZE)), int(pg or 1) + delta))
+
+
+def detail(store, gid):
+    """Status, the messages sent, the original response, the response to keep (the edit box) and metadata."""
+    if gid is None:
+        return "", "", "", "", None
+    row = store.generation(int(gid))
+    if row is None:
+        raise gr.Error(f"no generation with id {int(gid)}")
+    sent = "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in row["messages"])
+    original = row["response"] or row["error"] or ""
+    return row["review_status"], sent, original, row["edited_response"] or row["response"] or "", _metadata(store, row)
+
+
+def on_select(store, frame, evt: gr.SelectData):
+    row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+    gid = int(frame.iloc[row]["id"])
+    return (gid, *detail(store, gid))
+
+
+@guarded
+def label_one(store, gid, action, text, q, st, pg, order="id", go_on=False):
+    """Approve, reject or save an edit; with `go_on`, open the row after it on the page it was labelled from."""
+    if gid is None:
+        raise gr.Error("select a generation first")
+    gid = int(gid)
+    ids_before = [int(i) for i in load_page(store, q, st, pg, order)[0]["id"]]
+    row = store.generation(gid)
+    if action == "edit" and row is not None and (text or "") == (row["edited_response"] or row["response"]):
+        action = "approved"  # nothing was changed: a plain approval, not an edit equal to the original
+    if action == "edit":
+        store.edit_response(gid, text or "")
+    else:
+        store.set_label([gid], action)
+    done = f"generation {gid}: {action if action != 'edit' else 'edited and approved'}"
+    shown = _next_id(ids_before, gid) if go_on else None
+    if shown is not None:
+        done += f" · next: generation {shown}"
+    shown = gid if shown is None else shown
+    return (shown, *detail(store, shown), *load_page(store, q, st, pg, order), done)
+
+
+@guarded
+def ask_bulk(store, action, q, st):
+    """The first step of a bulk label: how many rows it will label, and a Confirm button."""
+    flt = make_filter(q, st)
+    ids = store.labelable_ids(flt, action)
+    if not ids:
+        gr.Warning(f"nothing to label {action}: no generation matches the filter")
+        return gr.update(visible=False), "", None
+    what = f"search “{flt.search}”" if flt.search else "no search"
+    verb = "Approve" if action == "approved" else "Reject"
+    text = (f"**{verb} {len(ids)} generations** matching the filter ({what}, status {st or 'all'})? "
+            "One batch: *Undo the last bulk label* puts them back.")
+    return gr.update(visible=True), text, {"action": action, "ids": ids}
+
+
+@guarded
+def do_bulk(store, pending, q, st, pg, order):
+    if not pending:
+        raise gr.Error("press Approve all matching or Reject all matching first")
+    batch = store.label_batch(pending["ids"], pending["action"], reason="review:bulk")
+    return (*load_page(store, q, st, pg, order), f"{pending['action']} {len(pending['ids'])} generations matching "
+            "the filter", gr.update(visible=False), None, batch, gr.update(visible=batch is not None))
+
+
+@guarded
+def undo_bulk(store, batch, q, st, pg, order):
+    if batch is None:
+        raise gr.Error("no bulk label to undo in this tab")
+    n = store.undo_batch(int(batch))
+    return (*load_page(store, q, st, pg, order), f"undone: {n} generations are back to their earlier status", None,
+            gr.update(visible=False))
+
+
+@guarded
+def do_export(store, name, fmt):
+    path = io.export_path(store.workspace, name)
+    n = io.export_examples(store.approved_examples(), path, fmt=fmt)
+    return str(path), f"exported {n} approved rows (train split only) to `{path}`"
+
+
+def _next_id(ids: list[int], gid: int) -> int | None:
+    """The row after `gid` on the page the user labelled it from (None when it was the last)."""
+    return ids[ids.index(gid) + 1] if gid in ids and ids.index(gid) + 1 < len(ids) else None
+
+
+def _metadata(store, row: dict) -> dict:
+    metadata = {k: row[k] for k in METADATA_KEYS}
+    metadata["params"] = row["params"]
+    metadata["created_at"] = str(row["created_at"])
+    metadata["history"] = [{"status": h["status"], "at": str(h["changed_at"]),
+                            "edited": h["edited_response"] is not None} for h in store.label_history(int(row["id"]))]
+    return metadata
+
+
+# ---- layout and wiring ----------------------------------------------------------------------------
+def _layout() -> SimpleNamespace:
+    ui = SimpleNamespace()
     with gr.Row():
-        search = gr.Textbox(label="Search tasks and responses", scale=3, elem_id="review-search")
-        status = gr.Dropdown(STATUS_CHOICES, value="all", label="Status", scale=1, elem_id="review-status")
-        sort = gr.Dropdown(list(REVIEW_SORTS), value="id", label="Sort by", scale=1, elem_id="review-sort")
-        page = gr.Number(value=1, label="Page", precision=0, minimum=1, scale=1, elem_id="review-page")
+        ui.search = gr.Textbox(label="Search tasks and responses", scale=3, elem_id="review-search")
+        ui.status = gr.Dropdown(STATUS_CHOICES, value="all", label="Status", scale=1, elem_id="review-status")
+        ui.sort = gr.Dropdown(list(REVIEW_SORTS), value="id", label="Sort by", scale=1, elem_id="review-sort")
+        ui.page = gr.Number(value=1, label="Page", precision=0, minimum=1, scale=1, elem_id="review-page")
     with gr.Row():
-        prev_btn = gr.Button("◀ Previous", size="sm", elem_id="review-prev")
-        next_btn = gr.Button("Next ▶", size="sm", elem_id="review-next")
-        refresh = gr.Button("Refresh", size="sm", elem_id="review-refresh")
-    info = gr.Markdown(elem_id="review-info")
-    table = gr.Dataframe(interactive=False, elem_id="review-table", wrap=True,
-                         column_widths=["5%", "6%", "8%", "28%", "37%", "6%", "10%", "5%"])
+        ui.prev = gr.Button("◀ Previous", size="sm", elem_id="review-prev")
+        ui.next = gr.Button("Next ▶", size="sm", elem_id="review-next")
+        ui.refresh = gr.Button("Refresh", size="sm", elem_id="review-refresh")
+    ui.info = gr.Markdown(elem_id="review-info")
+    ui.table = gr.Dataframe(interactive=False, elem_id="review-table", wrap=True, max_height=1200,
+                            column_widths=["5%", "6%", "8%", "28%", "37%", "6%", "10%", "5%"])
     with gr.Row():
-        bulk_approve = gr.Button("Approve all matching", elem_id="review-approve-all")
-        bulk_reject = gr.Button("Reject all matching", elem_id="review-reject-all")
+        ui.bulk_approve = gr.Button("Approve all matching…", elem_id="review-approve-all")
+        ui.bulk_reject = gr.Button("Reject all matching…", elem_id="review-reject-all")
+        ui.bulk_undo = gr.Button("Undo the last bulk label", visible=False, elem_id="review-bulk-undo")
+    with gr.Row(visible=False, elem_id="review-confirm-row") as ui.confirm_row:
+        ui.confirm_text = gr.Markdown(elem_id="review-confirm-text")
+        ui.confirm = gr.Button("Confirm", variant="primary", size="sm", elem_id="review-confirm")
+        ui.cancel = gr.Button("Cancel", size="sm", elem_id="review-cancel")
+    ui.pending_bulk, ui.last_batch = gr.State(None), gr.State(None)
     gr.Markdown("### Selected generation (click a row)")
     with gr.Row():
-        gen_id = gr.Number(label="Generation id", precision=0, elem_id="review-gen-id")
-        detail_status = gr.Textbox(label="Status", interactive=False, elem_id="review-detail-status")
+        ui.gen_id = gr.Number(value=None, label="Generation id", precision=0, elem_id="review-gen-id")
+        ui.detail_status = gr.Textbox(label="Status", interactive=False, elem_id="review-detail-status")
+        ui.advance = gr.Checkbox(value=True, label="After a label, open the next row", elem_id="review-advance")
     with gr.Row():
         with gr.Column():
-            task_md = gr.Textbox(label="Task (as sent)", lines=6, interactive=False)
-            response_md = gr.Textbox(label="Teacher response (original)", lines=8, interactive=False,
+            ui.task = gr.Textbox(label="Task (as sent)", lines=6, interactive=False)
+            ui.response = gr.Textbox(label="Teacher response (original)", lines=8, interactive=False,
                                      elem_id="review-response")
         with gr.Column():
-            edited = gr.Textbox(label="Edited response (the original is kept)", lines=8, elem_id="review-edit")
+            ui.edited = gr.Textbox(label="Response to keep (edit it; the original is kept)", lines=8,
+                                   elem_id="review-edit")
             with gr.Row():
-                approve = gr.Button("Approve", variant="primary", elem_id="review-approve")
-                reject = gr.Button("Reject", variant="stop", elem_id="review-reject")
-                save_edit = gr.Button("Save edit & approve", elem_id="review-save-edit")
-            meta = gr.JSON(label="Metadata")
+                ui.approve = gr.Button("Approve", variant="primary", elem_id="review-approve")
+                ui.reject = gr.Button("Reject", variant="stop", elem_id="review-reject")
+                ui.save_edit = gr.Button("Save edit & approve", elem_id="review-save-edit")
+            ui.message = gr.Markdown(elem_id="review-message")
+            ui.meta = gr.JSON(label="Metadata")
     with gr.Accordion("Export the approved rows", open=False):
         with gr.Row():
-            export_name = gr.Textbox(value="train.jsonl", label="File name (written to the workspace's exports/)",
-                                     elem_id="review-export-name")
-            export_format = gr.Dropdown(list(io.EXPORT_FORMATS), value="chat-jsonl", label="Format")
-            export_btn = gr.Button("Export", elem_id="review-export")
-        export_file = gr.File(label="Download", interactive=False)
-    message = gr.Markdown(elem_id="review-message")
+            ui.export_name = gr.Textbox(value="train.jsonl", label="File name (written to the workspace's exports/)",
+                                        elem_id="review-export-name")
+            ui.export_format = gr.Dropdown(list(io.EXPORT_FORMATS), value="chat-jsonl", label="Format")
+            ui.export = gr.Button("Export", elem_id="review-export")
+        ui.export_file = gr.File(label="Download", interactive=False)
+        ui.export_message = gr.Markdown(elem_id="review-export-message")
+    return ui
+
+
+def _wire(ui, store) -> list:
+    bound, private = functools.partial, {"api_visibility": "private"}
+    page_inputs = [ui.search, ui.status, ui.page]
+    view = [*page_inputs, ui.sort]
+    shown = [ui.table, ui.info]
+    detail_outputs = [ui.detail_status, ui.task, ui.response, ui.edited, ui.meta]
+    ui.export.click(bound(do_export, store), [ui.export_name, ui.export_format], [ui.export_file, ui.export_message],
+                    api_name="export")
+    ui.refresh.click(bound(load_page, store), view, shown, api_name="review_page")
+    for trigger in (ui.search.submit, ui.status.change):  # a new search starts at its first page
+        trigger(lambda: 1, None, [ui.page], **private).then(bound(load_page, store), view, shown, **private)
+    for trigger in (ui.page.submit, ui.sort.change):
+        trigger(bound(load_page, store), view, shown, **private)
+    for button, delta in ((ui.prev, -1), (ui.next, 1)):
+        button.click(lambda p, q, s, d=delta: clamp(store, p, d, q, s), [ui.page, ui.search, ui.status], [ui.page],
+                     **private).then(bound(load_page, store), view, shown, **private)
+    def select(frame, evt: gr.SelectData):  # gradio finds the event data by this annotation
+        return on_select(store, frame, evt)
+
+    ui.table.select(select, [ui.table], [ui.gen_id, *detail_outputs], **private)
+    ui.gen_id.submit(guarded(bound(detail, store)), [ui.gen_id], detail_outputs, api_name="generation_detail")
+    for button, action in ((ui.approve, "approved"), (ui.reject, "rejected"), (ui.save_edit, "edit")):
+        button.click(lambda g, t, q, s, p, o, a, act=action: label_one(store, g, act, t, q, s, p, o, a),
+                     [ui.gen_id, ui.edited, *view, ui.advance], [ui.gen_id, *detail_outputs, *shown, ui.message],
+                     api_name=f"label_{action}")
+    for button, action in ((ui.bulk_approve, "approved"), (ui.bulk_reject, "rejected")):
+        button.click(lambda q, s, act=action: ask_bulk(store, act, q, s), [ui.search, ui.status],
+                     [ui.confirm_row, ui.confirm_text, ui.pending_bulk], **private)
+    ui.confirm.click(bound(do_bulk, store), [ui.pending_bulk, *view],
+                     [*shown, ui.message, ui.confirm_row, ui.pending_bulk, ui.last_batch, ui.bulk_undo], **private)
+    ui.cancel.click(lambda: (gr.update(visible=False), None), None, [ui.confirm_row, ui.pending_bulk], **private)
+    ui.bulk_undo.click(bound(undo_bulk, store), [ui.last_batch, *view],
+                       [*shown, ui.message, ui.last_batch, ui.bulk_undo], **private)
+    return view
+
+
+def _bulk_api(store):
+    """The API's one-step bulk labels (a script has no confirm dialog; the browser asks first)."""
+    def bulk_approved(search: str, status: str) -> str:
+        """Approve every generation matching the search and status (all, pending, approved, rejected, failed)."""
+        return bulk(search, status, "approved")
+
+    def bulk_rejected(search: str, status: str) -> str:
+        """Reject every generation matching the search and status (all, pending, approved, rejected, failed)."""
+        return bulk(search, status, "rejected")
 
     @guarded
-    def load_page(q, st, pg, order="id"):
-        flt = make_filter(q, st)
-        pg = max(1, int(pg or 1))
-        frame, total = studio.store.review_page(flt, page=pg, page_size=PAGE_SIZE, sort=order or "id")
-        pages = max(1, math.ceil(total / PAGE_SIZE))
-        if pg > pages:  # a page past the end (a narrower search) shows the last one
-            pg = pages
-            frame, total = studio.store.review_page(flt, page=pg, page_size=PAGE_SIZE, sort=order or "id")
-        return frame, f"page {pg} of {pages} · {total} matching generations"
+    def bulk(search, status, action):
+        n = store.label_filter(make_filter(search, status), action)
+        return f"{action} {n} generations matching the filter"
 
-    def clamp(pg, delta, q, st):
-        _, total = studio.store.review_page(make_filter(q, st), page=1, page_size=1)
-        pages = max(1, math.ceil(total / PAGE_SIZE))
-        return max(1, min(pages, int(pg or 1) + delta))
+    gr.api(bulk_approved, api_name="bulk_approved")
+    gr.api(bulk_rejected, api_name="bulk_rejected")
 
-    def detail(gid):
-        if gid is None:
-            return "", "", "", "", None
-        row = studio.store.generation(int(gid))
-        if row is None:
-            raise gr.Error(f"no generation with id {int(gid)}")
-        sent = "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in row["messages"])
-        metadata = {k: row[k] for k in ("task_id", "model", "endpoint", "sample_index", "finish_reason",
-                                        "prompt_tokens", "completion_tokens", "latency_s", "status", "error",
-                                        "attempts", "skill", "domain", "teacher_only_system")}
-        metadata["params"] = row["params"]
-        metadata["created_at"] = str(row["created_at"])
-        metadata["history"] = [{"status": h["status"], "at": str(h["changed_at"]), "edited": h["edited_response"] is not None}
-                               for h in studio.store.label_history(int(gid))]
-        return row["review_status"], sent, row["response"] or row["error"] or "", row["edited_response"] or "", metadata
 
-    def on_select(frame, evt: gr.SelectData):
-        row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
-        gid = int(frame.iloc[row]["id"])
-        return (gid, *detail(gid))
-
-    @guarded
-    def label_one(gid, action, text, q, st, pg):
-        if gid is None:
-            raise gr.Error("select a generation first")
-        if action == "edit":
-            studio.store.edit_response(int(gid), text or "")
-        else:
-            studio.store.set_label([int(gid)], action)
-        return (*detail(gid), *load_page(q, st, pg), f"generation {int(gid)}: {action if action != 'edit' else 'edited and approved'}")
-
-    @guarded
-    def label_bulk(action, q, st, pg):
-        n = studio.store.label_filter(make_filter(q, st), action)
-        return (*load_page(q, st, pg), f"{action} {n} generations matching the filter")
-
-    @guarded
-    def do_export(name, fmt):
-        path = io.export_path(studio.store.workspace, name)
-        n = io.export_examples(studio.store.approved_examples(), path, fmt=fmt)
-        return str(path), f"exported {n} approved rows (train split only) to `{path}`"
-
-    export_btn.click(do_export, [export_name, export_format], [export_file, message], api_name="export")
-    page_inputs = [search, status, page]
-    detail_outputs = [detail_status, task_md, response_md, edited, meta]
-    view_inputs = [*page_inputs, sort]
-    refresh.click(load_page, view_inputs, [table, info], api_name="review_page")
-    for trigger in (search.submit, status.change):  # a new search starts at its first page
-        trigger(lambda: 1, None, [page], api_visibility="private").then(
-            load_page, view_inputs, [table, info], api_visibility="private")
-    for trigger in (page.submit, sort.change):
-        trigger(load_page, view_inputs, [table, info], api_visibility="private")
-    prev_btn.click(lambda p, q, s: clamp(p, -1, q, s), [page, search, status], [page], api_visibility="private").then(
-        load_page, view_inputs, [table, info], api_visibility="private")
-    next_btn.click(lambda p, q, s: clamp(p, 1, q, s), [page, search, status], [page], api_visibility="private").then(
-        load_page, view_inputs, [table, info], api_visibility="private")
-    table.select(on_select, [table], [gen_id, *detail_outputs], api_visibility="private")
-    gen_id.submit(detail, [gen_id], detail_outputs, api_name="generation_detail")
-    for btn, action in ((approve, "approved"), (reject, "rejected"), (save_edit, "edit")):
-        btn.click(lambda g, t, q, s, p, a=action: label_one(g, a, t, q, s, p), [gen_id, edited, *page_inputs],
-                  [*detail_outputs, table, info, message], api_name=f"label_{action}")
-    for btn, action in ((bulk_approve, "approved"), (bulk_reject, "rejected")):
-        btn.click(lambda q, s, p, a=action: label_bulk(a, q, s, p), page_inputs, [table, info, message],
-                  api_name=f"bulk_{action}")
-    return load_page, view_inputs, [table, info]
+def build(studio):
+    """The tab; returns (page loader, its inputs, its outputs) for the app's load event."""
+    ui = _layout()
+    view = _wire(ui, studio.store)
+    _bulk_api(studio.store)
+    return functools.partial(load_page, studio.store), view, [ui.table, ui.info]

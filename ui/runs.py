@@ -11,10 +11,16 @@ TRAINING_KINDS = ("sft", "dpo", "kd", "kd_logprobs")
 DIFF_ROWS_SHOWN = 500
 
 
-def _summary(run: dict) -> str:
-    m = run["metrics"] or {}
-    if run["kind"] == "generate" and m:
-        return f"{m.get('ok', 0)} ok / {m.get('failed', 0)} failed, {m.get('tokens', 0)} tokens"
+def _summary(run: dict, part_of: dict[int, str] | None = None) -> str:
+    m, config = run["metrics"] or {}, run["config"] or {}
+    if run["kind"] == "generate":
+        what = (part_of or {}).get(run["id"]) or config.get("method") or "generate"
+        return f"{what}: {m.get('ok', 0)} ok / {m.get('failed', 0)} failed, {m.get('tokens', 0)} tokens" if m else what
+    if run["kind"] == "eval":
+        return _eval_summary(m)
+    if run["kind"] == "dedupe" and m:
+        return (f"marked {m.get('rows_marked', 0)} duplicate rows in {m.get('clusters', 0)} clusters "
+                f"({config.get('target', '')}, {config.get('method', '')} ≥ {config.get('threshold', '')})")
     if run["kind"] in TRAINING_KINDS:
         rows = ((run["config"] or {}).get("provenance") or {}).get("snapshot", {}).get("rows")
         data = f"{rows} rows, " if rows is not None else ""
@@ -27,12 +33,44 @@ def _summary(run: dict) -> str:
     return ""
 
 
+def _eval_summary(m: dict) -> str:
+    """An eval's headline in one line: the distilled student's changes from base, and its win rate."""
+    if not m or "intervals" not in m:
+        return f"stopped at {m['stopped_at']}" if m.get("stopped_at") else ""
+    change = m["intervals"].get("change") or {}
+    parts = [f"{m.get('tasks', '?')} tasks"]
+    for key, name, percent in (("stop_rate", "ends by itself", True), ("rouge_l", "ROUGE-L", False),
+                               ("nll", "NLL", True), ("pass_rate", "pass", True)):
+        value = (change.get(key) or {}).get("value")
+        if value is not None:
+            parts.append(f"{name} {value * 100:+.1f}{' pts' if key != 'nll' else '%'}" if percent
+                         else f"{name} {value:+.3f}")
+    win = (m.get("distilled_vs_base") or {}).get("win_rate")
+    if win is not None:
+        parts.append(f"wins vs base {win:.0%}")
+    return " · ".join(parts)
+
+
+def _parts_of_evals(runs: list[dict]) -> dict[int, str]:
+    """Generate runs an eval started itself: its teacher's answers and its judge's verdicts."""
+    out = {}
+    for r in runs:
+        m = r["metrics"] or {}
+        if r["kind"] == "eval":
+            for key, what in (("teacher_run_id", "teacher answers"), ("judge_run_id", "judge verdicts")):
+                if m.get(key) is not None:
+                    out[int(m[key])] = f"{what} for eval {r['id']}"
+    return out
+
+
 def runs_frame(store) -> pd.DataFrame:
-    rows = []
-    for r in store.runs():
+    rows, runs = [], store.runs()
+    part_of = _parts_of_evals(runs)
+    for r in runs:
         duration = (r["finished_at"] - r["started_at"]).total_seconds() if r["finished_at"] else None
         rows.append({"id": r["id"], "kind": r["kind"], "status": r["status"], "started": str(r["started_at"])[:19],
-                     "duration": fmt_seconds(duration) if duration is not None else "", "summary": _summary(r),
+                     "duration": fmt_seconds(duration) if duration is not None else "",
+                     "summary": _summary(r, part_of),
                      "output": r["run_dir"] or ""})
     return pd.DataFrame(rows, columns=["id", "kind", "status", "started", "duration", "summary", "output"])
 

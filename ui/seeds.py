@@ -1,9 +1,12 @@
 """Seeds tab: type tasks, import a file, or load a bundled seed pack."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import gradio as gr
 
 from curation import io
+from curation.errors import StudioError
 from curation.split import hold_out
 from ui.common import guarded
 
@@ -63,7 +66,10 @@ def build(studio):
     def do_import(path, keep=False):
         if not path:
             raise gr.Error("choose a file to import first")
-        return io.import_file(studio.store, path, keep_duplicates=bool(keep)).message("imported"), table()
+        try:
+            return io.import_file(studio.store, path, keep_duplicates=bool(keep)).message("imported"), table()
+        except StudioError as exc:  # name the file the user chose, not the server's copy of it
+            raise StudioError(str(exc).replace(str(path), Path(path).name)) from exc
 
     @guarded
     def do_pack(name, keep=False):

@@ -2,6 +2,11 @@
 training child, watch its log, export the merged model. Thin: every decision is in distill/."""
 from __future__ import annotations
 
+import json
+import re
+from dataclasses import asdict, fields
+from pathlib import Path
+
 import gradio as gr
 import pandas as pd
 
@@ -28,16 +33,23 @@ METHOD_HELP = {
 }
 
 
+D = TrainConfig()  # every control of the tab starts at the config's own default
+CHECKPOINTING = {None: "auto", True: "on", False: "off"}
+
+
+def _doc(name: str) -> str:
+    """A TrainConfig field's own help text (shown under its control, as `--help` shows it)."""
+    return next(f.metadata.get("help", "") for f in fields(TrainConfig) if f.name == name)
+
+
 def config_from_values(student, max_steps, epochs, lr, batch, rank, max_length, method="sft", grad_accum=1,
                        batching="padding_free", save_steps=0, checkpointing="auto", four_bit=False,
                        pairs="scores", min_gap=2.0, dpo_beta=0.1, teacher="", kd_loss="forward_kl", kd_beta=0.5,
                        temperature=1.0, on_policy=0.0, max_new_tokens=128, cross_tokenizer=False, eval_rows=16,
-                       eval_steps=0, ignore_memory=False) -> TrainConfig:
-    """start_training's inputs → TrainConfig (validated there; a ConfigError names the field)."""
-    try:
-        alpha = 2 * int(float(rank))
-    except (TypeError, ValueError):
-        alpha = 32  # TrainConfig then rejects lora_r with a message naming it
+                       eval_steps=0, ignore_memory=False, lora_alpha=None) -> TrainConfig:
+    """start_training's inputs → TrainConfig (validated there; a ConfigError names the field). Every default
+    is TrainConfig's own (the form's controls start at them too), so the UI, the CLI and the tests agree."""
+    alpha = D.lora_alpha if lora_alpha in (None, "") else lora_alpha
     return TrainConfig(
         method=method or "sft", student=(student or BASE_STUDENT).strip(), max_steps=max_steps, epochs=epochs,
         learning_rate=lr, batch_size=batch, lora_r=rank, lora_alpha=alpha, max_length=max_length,
@@ -58,19 +70,23 @@ def _common_settings():
                              elem_id="train-student")
     method_help = gr.Markdown(METHOD_HELP["sft"])
     with gr.Row():
-        max_steps = gr.Number(value=30, label="Max steps (-1 = by epochs)", precision=0, elem_id="train-max-steps")
-        epochs = gr.Number(value=1, label="Epochs")
-        lr = gr.Number(value=2e-4, label="Learning rate")
-        batch = gr.Number(value=4, label="Batch size", precision=0)
-        rank = gr.Number(value=16, label="LoRA rank", precision=0)
-        max_length = gr.Number(value=1024, label="Max length (tokens)", precision=0)
+        max_steps = gr.Number(value=D.max_steps, label="Max steps (-1 = by epochs)", precision=0,
+                              info=_doc("max_steps"), elem_id="train-max-steps")
+        epochs = gr.Number(value=D.epochs, label="Epochs", info=_doc("epochs"))
+        lr = gr.Number(value=D.learning_rate, label="Learning rate", info=_doc("learning_rate"))
+        batch = gr.Number(value=D.batch_size, label="Batch size", precision=0, info=_doc("batch_size"))
+        rank = gr.Number(value=D.lora_r, label="LoRA rank", precision=0, info=_doc("lora_r"))
+        max_length = gr.Number(value=D.max_length, label="Max length (tokens)", precision=0, info=_doc("max_length"))
     with gr.Accordion("Memory and checkpoints", open=False):
         with gr.Row():
-            grad_accum = gr.Number(value=1, label="Gradient accumulation", precision=0)
-            batching = gr.Radio(["padding_free", "padded"], value="padding_free", label="Batches (sft)")
-            save_steps = gr.Number(value=0, label="Checkpoint every N steps (0: only on Stop)", precision=0)
-            checkpointing = gr.Radio(["auto", "on", "off"], value="auto", label="Gradient checkpointing")
-            four_bit = gr.Checkbox(value=False, label="4-bit QLoRA (CUDA + bitsandbytes)")
+            grad_accum = gr.Number(value=D.grad_accum, label="Gradient accumulation", precision=0,
+                                   info=_doc("grad_accum"))
+            batching = gr.Radio(["padding_free", "padded"], value=D.batching, label="Batches (sft)")
+            save_steps = gr.Number(value=D.save_steps, label="Checkpoint every N steps (0: only on Stop)",
+                                   precision=0)
+            checkpointing = gr.Radio(["auto", "on", "off"], value=CHECKPOINTING[D.gradient_checkpointing],
+                                     label="Gradient checkpointing")
+            four_bit = gr.Checkbox(value=D.load_in_4bit, label="4-bit QLoRA (CUDA + bitsandbytes)")
     return method, method_help, [student, max_steps, epochs, lr, batch, rank, max_length, method, grad_accum,
                                  batching, save_steps, checkpointing, four_bit]
 
@@ -78,20 +94,22 @@ def _common_settings():
 def _method_options():
     with gr.Group(visible=False) as dpo_box:
         with gr.Row():
-            pairs = gr.Radio(list(PAIR_SOURCES), value="scores", label="Pairs from", elem_id="train-dpo-pairs")
-            min_gap = gr.Number(value=2.0, label="Minimum judge-score gap (scores)", elem_id="train-dpo-gap")
-            dpo_beta = gr.Number(value=0.1, label="DPO beta")
+            pairs = gr.Radio(list(PAIR_SOURCES), value=D.dpo.pairs, label="Pairs from", elem_id="train-dpo-pairs")
+            min_gap = gr.Number(value=D.dpo.min_score_gap, label="Minimum judge-score gap (scores)",
+                                elem_id="train-dpo-gap")
+            dpo_beta = gr.Number(value=D.dpo.beta, label="DPO beta")
     with gr.Group(visible=False) as kd_box:
         with gr.Row():
-            kd_loss = gr.Radio(list(KD_LOSSES), value="forward_kl", label="Divergence", elem_id="train-kd-loss")
-            kd_beta = gr.Slider(0.05, 0.95, value=0.5, step=0.05, label="JSD beta (teacher weight)")
+            kd_loss = gr.Radio(list(KD_LOSSES), value=D.kd.loss, label="Divergence", elem_id="train-kd-loss")
+            kd_beta = gr.Slider(0.05, 0.95, value=D.kd.beta, step=0.05, label="JSD beta (teacher weight)")
         with gr.Row() as white_box:
-            teacher = gr.Textbox(value="", label="Teacher model (local folder / cached id)",
+            teacher = gr.Textbox(value=D.kd.teacher, label="Teacher model (local folder / cached id)",
                                  elem_id="train-kd-teacher")
-            temperature = gr.Number(value=1.0, label="Temperature")
-            on_policy = gr.Slider(0, 1, value=0.0, step=0.05, label="On-policy fraction (student samples)")
-            max_new_tokens = gr.Number(value=128, label="Sample length (on-policy)", precision=0)
-            cross_tokenizer = gr.Checkbox(value=False, label="Teacher has another tokenizer (GOLD, aligned by text)",
+            temperature = gr.Number(value=D.kd.temperature, label="Temperature")
+            on_policy = gr.Slider(0, 1, value=D.kd.on_policy, step=0.05, label="On-policy fraction (student samples)")
+            max_new_tokens = gr.Number(value=D.kd.max_new_tokens, label="Sample length (on-policy)", precision=0)
+            cross_tokenizer = gr.Checkbox(value=D.kd.cross_tokenizer,
+                                          label="Teacher has another tokenizer (GOLD, aligned by text)",
                                           elem_id="train-kd-cross")
     boxes = [dpo_box, kd_box, white_box]
     return boxes, [pairs, min_gap, dpo_beta, teacher, kd_loss, kd_beta, temperature, on_policy, max_new_tokens,
@@ -103,10 +121,13 @@ def _eval_settings():
         gr.Markdown("Measured on teacher answers of **eval**-split tasks (never trained on), one per task: the "
                     "student's loss per answer token, drawn beside the training loss.")
         with gr.Row():
-            eval_rows = gr.Number(value=16, label="Held-out answers (0: off)", precision=0, elem_id="train-eval-rows")
-            eval_steps = gr.Number(value=0, label="Every N steps (0: about 5 times per run)", precision=0,
+            eval_rows = gr.Number(value=D.eval_rows, label="Held-out answers (0: off)", precision=0,
+                                  elem_id="train-eval-rows")
+            eval_steps = gr.Number(value=D.eval_steps, label="Every N steps (0: about 5 times per run)", precision=0,
                                    elem_id="train-eval-steps")
-    return [eval_rows, eval_steps]
+            lora_alpha = gr.Number(value=D.lora_alpha, label="LoRA alpha (scale = alpha / rank)", precision=0,
+                                   info=_doc("lora_alpha"), elem_id="train-lora-alpha")
+    return [eval_rows, eval_steps, lora_alpha]
 
 
 def build(studio):
@@ -115,9 +136,11 @@ def build(studio):
                 "Resume continues from.")
     method, method_help, common = _common_settings()
     boxes, options = _method_options()
-    inputs = common + options + _eval_settings()
-    inputs.append(gr.Checkbox(value=False, label="Start anyway (the memory estimate is advice)",
+    eval_rows, eval_steps, lora_alpha = _eval_settings()
+    inputs = common + options + [eval_rows, eval_steps]
+    inputs.append(gr.Checkbox(value=D.ignore_memory_estimate, label="Start anyway (the memory estimate is advice)",
                               elem_id="train-ignore-memory"))
+    inputs.append(lora_alpha)  # last: the API's positional order of the older inputs stays as it was
     with gr.Row():
         start = gr.Button("Train student", variant="primary", elem_id="train-start")
         stop = gr.Button("Stop", variant="stop", elem_id="train-stop")
@@ -125,6 +148,7 @@ def build(studio):
         estimate = gr.Button("Estimate memory", elem_id="train-estimate")
         export = gr.Button("Export merged model", elem_id="train-export")
     memory_note = gr.Markdown(elem_id="train-memory")
+    _plan_panel(studio, inputs)
     run_id = gr.Number(label="Run", precision=0, elem_id="train-run-id")
     progress = gr.HTML(progress_html(0, 0, state="idle"), elem_id="train-progress")
     message = gr.Markdown(elem_id="train-message")
@@ -189,6 +213,87 @@ def build(studio):
     return on_load, [run_id, *inputs], "train_reattach"
 
 
+def _plan_panel(studio, inputs):
+    """Before a run: the exact headless command and the rows it trains on; save and load the settings."""
+    with gr.Accordion("Before you train: the command, the data, saved settings", open=False):
+        with gr.Row():
+            show = gr.Button("Show the command and the data", size="sm", elem_id="train-preview")
+            name = gr.Textbox(label="Settings name", value="my-settings", scale=1, elem_id="train-config-name")
+            save = gr.Button("Save settings", size="sm", elem_id="train-config-save")
+            saved = gr.Dropdown(saved_configs(studio.store.workspace), label="Saved settings", scale=1,
+                                elem_id="train-config-saved")
+            load = gr.Button("Load", size="sm", elem_id="train-config-load")
+        command = gr.Markdown(elem_id="train-command")
+        rows = gr.Dataframe(interactive=False, wrap=True, max_height=300, elem_id="train-data-preview")
+
+    @guarded
+    def do_show(*values):
+        from distill import snapshot
+        from distill.cli import command_for
+
+        config = config_from_values(*values)
+        found = snapshot.collect(studio.store, config)
+        keys = ("prompt", "chosen", "rejected") if config.method == "dpo" else ("messages",)
+        frame = pd.DataFrame([{k: _short(r.get(k)) for k in keys} for r in found[:PREVIEW_ROWS]])
+        return (f"Same run, headless:\n```\n{command_for(config, studio.store.workspace)}\n```\n"
+                f"**{len(found)} rows** for {config.method} (the first {min(len(found), PREVIEW_ROWS)} below)", frame)
+
+    @guarded
+    def do_save(label, *values):
+        path = save_config(studio.store.workspace, label, config_from_values(*values))
+        return f"saved the settings to `{path}`", gr.update(choices=saved_configs(studio.store.workspace),
+                                                             value=path.stem)
+
+    @guarded
+    def do_load(label):
+        if not label:
+            raise gr.Error("choose saved settings first")
+        return values_from_config(load_config(studio.store.workspace, label))
+
+    show.click(do_show, inputs, [command, rows], api_name="train_preview")
+    save.click(do_save, [name, *inputs], [command, saved], api_name="train_save_config")
+    load.click(do_load, [saved], inputs, api_name="train_load_config")
+    return command
+
+
+PREVIEW_ROWS = 20
+
+
+def _short(value, limit: int = 300) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _configs_dir(workspace) -> Path:
+    return Path(workspace) / "configs"
+
+
+def saved_configs(workspace) -> list[str]:
+    folder = _configs_dir(workspace)
+    return sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
+
+
+def save_config(workspace, label: str, config: TrainConfig) -> Path:
+    """Write a TrainConfig as JSON to the workspace's configs/ (the name: letters, digits, - and _)."""
+    label = (label or "").strip()
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", label):
+        raise StudioError(f"a settings name is 1-64 letters, digits, - or _ (got {label!r})")
+    path = _configs_dir(workspace) / f"{label}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(asdict(config), indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def load_config(workspace, label: str) -> dict:
+    path = _configs_dir(workspace) / f"{label}.json"
+    if not path.is_file():
+        raise StudioError(f"no saved settings named {label!r} in {path.parent}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise StudioError(f"{path}, line {exc.lineno}: not valid JSON ({exc.msg})") from exc
+
+
 def current_run(studio, rid) -> int | None:
     """The run the Train tab shows: the id in its box when that is a training run, else the one training now
     (or last started here), else the newest training run of the workspace; None when there is none."""
@@ -205,12 +310,12 @@ def current_run(studio, rid) -> int | None:
 def values_from_config(config: dict) -> list:
     """A stored run config (asdict of TrainConfig) as the Train tab's input values, in `config_from_values` order."""
     c = TrainConfig.from_dict({k: v for k, v in config.items() if k != "provenance"})
-    checkpointing = {None: "auto", True: "on", False: "off"}[c.gradient_checkpointing]
+    checkpointing = CHECKPOINTING[c.gradient_checkpointing]
     return [c.student, c.max_steps, c.epochs, c.learning_rate, c.batch_size, c.lora_r, c.max_length, c.method,
             c.grad_accum, c.batching, c.save_steps, checkpointing, c.load_in_4bit,
             c.dpo.pairs, c.dpo.min_score_gap, c.dpo.beta, c.kd.teacher, c.kd.loss, c.kd.beta, c.kd.temperature,
             c.kd.on_policy, c.kd.max_new_tokens, c.kd.cross_tokenizer, c.eval_rows, c.eval_steps,
-            c.ignore_memory_estimate]
+            c.ignore_memory_estimate, c.lora_alpha]
 
 
 def memory_text(studio, config: TrainConfig) -> str:
@@ -229,10 +334,18 @@ def poll(studio, rid):
         return progress_html(0, 0, state="idle"), None, "", "no training run yet: set the options and press Train"
     p = studio.training.progress(rid)
     detail = f"· loss {p['losses'][-1][1]:.4f}" if p["losses"] else ""
-    detail += f" · {p['tokens']} tokens · ETA {fmt_seconds(p['eta_s'])}"
+    detail += f" · {p['tokens']} tokens"
+    if p["status"] == "running" and not p["steps"]:
+        # Before the first step the child loads (or, the first time, materialises) the student and tokenises:
+        # say which, from its log, instead of a silent 0%.
+        last = next((line for line in reversed((p["log_tail"] or "").splitlines()) if line.strip()), "")
+        detail += f" · preparing: {last[:100]}" if last else " · preparing the student and the data"
+    elif p["status"] == "running":
+        detail += f" · ETA {fmt_seconds(p['eta_s'])}"
     if p["eval_losses"]:
         detail += f" · eval loss {p['eval_losses'][-1][1]:.4f}"
-    return progress_html(p["steps"], p["max_steps"] or 0, detail, state=p["status"]), loss_frame(p), p["log_tail"], note(p)
+    bar = progress_html(p["steps"], p["max_steps"] or 0, detail, state=p["status"])
+    return bar, loss_frame(p), p["log_tail"], note(p)
 
 
 def loss_frame(p: dict) -> pd.DataFrame:

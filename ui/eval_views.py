@@ -1,0 +1,131 @@
+"""The Evaluate tab's views: run choices, the headline and viewer tables, a task's answers, and the plots
+(matplotlib Figures without pyplot: no global state shared between sessions). Pure: data in, views out."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from distill import eval_metrics as em
+from distill.evaluate import TRAINING_KINDS, headline_rows
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+VIEWER_COLUMNS = ["task_id", "skill", "domain", "deficit", "lost", "vs_teacher", "vs_base", "score_teacher",
+                  "score_distilled", "score_base", "rouge_l_distilled", "instruction"]
+
+
+# ---- choices and tables -------------------------------------------------------------------------
+
+def training_choices(store) -> list[tuple[str, str]]:
+    """(label, run id) of completed training runs, newest first."""
+    out = []
+    for r in store.runs():
+        if r["kind"] in TRAINING_KINDS and r["status"] == "completed":
+            m = r["metrics"] or {}
+            out.append((f"run {r['id']} · {r['kind']} · {m.get('steps', '?')} steps · "
+                        f"{str(r['started_at'])[:16]}", str(r["id"])))
+    return out
+
+
+def eval_choices(store) -> list[tuple[str, str]]:
+    """(label, run id) of completed eval runs, newest first."""
+    out = []
+    for r in store.runs(kind="eval"):
+        if r["status"] == "completed":
+            m = r["metrics"]
+            win = m.get("distilled_vs_base", {}).get("win_rate")
+            out.append((f"eval {r['id']} · training run {m.get('training', {}).get('run_id') or '-'} · "
+                        f"{m.get('tasks')} tasks · win vs base {_fmt(win)}", str(r["id"])))
+    return out
+
+
+def _fmt(value) -> str:
+    return "—" if value is None else f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def headline_frame(metrics: dict) -> pd.DataFrame:
+    return pd.DataFrame(headline_rows(metrics), columns=["measure", "base", "distilled", "change", "teacher"])
+
+
+def viewer_frame(details: list[dict]) -> pd.DataFrame:
+    """One row per eval task, the tasks the student lost most on top."""
+    rows = [{"task_id": d["task_id"], "skill": d.get("skill"), "domain": d.get("domain"), "deficit": d["deficit"],
+             "lost": d["lost"], "vs_teacher": d["vs_teacher"]["outcome"], "vs_base": d["vs_base"]["outcome"],
+             "score_teacher": d["scores"]["teacher"], "score_distilled": d["scores"]["distilled"],
+             "score_base": d["scores"]["base"], "rouge_l_distilled": d["rouge_l"]["distilled"],
+             "instruction": d["instruction"][:120]} for d in details]
+    frame = pd.DataFrame(rows, columns=VIEWER_COLUMNS)
+    return frame.sort_values("deficit", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def task_markdown(detail: dict) -> str:
+    """Verdicts, scores and checks of one eval task, as Markdown."""
+    lines = [f"**Task {detail['task_id']}** ({detail.get('skill') or '-'} / {detail.get('domain') or '-'}): "
+             f"{detail['instruction']}"]
+    if detail.get("input"):
+        lines.append(f"> {detail['input']}")
+    for other in ("teacher", "base"):
+        v = detail[f"vs_{other}"]
+        how = "identical answers" if v.get("identical") else f"verdicts {v['verdicts']}"
+        lines.append(f"- distilled vs {other}: **{v['outcome'] or 'no outcome'}** ({how})")
+    for system in em.SYSTEMS:
+        check = detail["pass"].get(system)
+        lines.append(f"- {system}: score {_fmt(detail['scores'][system])}"
+                     + (f", check {'passed' if check else 'failed'}" if check is not None else "")
+                     + (f" — {detail['rationales'][system]}" if detail["rationales"].get(system) else ""))
+    if detail.get("expected"):
+        lines.append(f"- expectation: `{detail['expected']}`")
+    return "\n".join(lines)
+
+
+# ---- plots (matplotlib Figures without pyplot: no global state shared between sessions) ---------
+
+def _nan(value) -> float:
+    # A missing number is drawn as no bar (NaN), never as a bar of height 0.
+    return float("nan") if value is None else float(value)
+
+
+def _bars(ax, groups: list[dict], keys: list[str], labels: list[str], title: str, top: float | None) -> None:
+    width = 0.8 / len(keys)
+    x = list(range(len(groups)))
+    for i, (key, label) in enumerate(zip(keys, labels)):
+        ax.bar([p + (i - (len(keys) - 1) / 2) * width for p in x], [_nan(g[key]) for g in groups], width, label=label)
+    ax.set_xticks(x, [g["group"] for g in groups], rotation=30, ha="right", fontsize=8)
+    if top is not None:
+        ax.set_ylim(0, top)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+
+
+def breakdown_figure(details: list[dict], by: str) -> Figure:
+    """Mean judge score, win rates and ROUGE-L per skill or domain (no bar where there is no number)."""
+    groups = em.breakdown(details, by)
+    from matplotlib.figure import Figure  # imported when drawn: it costs ~0.5 s at startup
+    fig = Figure(figsize=(11, 3.4), tight_layout=True)
+    _bars(fig.add_subplot(1, 3, 1), groups, [f"score_{s}" for s in em.SYSTEMS], list(em.SYSTEMS),
+          f"mean judge score by {by}", 10)
+    wins = fig.add_subplot(1, 3, 2)
+    _bars(wins, groups, ["win_vs_base", "win_vs_teacher"], ["distilled vs base", "distilled vs teacher"],
+          f"win rate by {by}", 1)
+    wins.axhline(0.5, color="grey", lw=0.8, ls="--")
+    _bars(fig.add_subplot(1, 3, 3), groups, [f"rouge_l_{s}" for s in em.STUDENTS], list(em.STUDENTS),
+          f"ROUGE-L vs teacher by {by}", 1)
+    return fig
+
+
+def compare_figure(rows: list[dict]) -> Figure:
+    """Judge scores and win rates of two or more eval runs side by side, labelled with their training rows."""
+    groups = [{**r, "group": f"eval {r['eval_run']}: {r['training_rows'] or '?'} rows, "
+                             f"{r['training_tokens'] or '?'} tokens"} for r in rows]
+    from matplotlib.figure import Figure  # imported when drawn: it costs ~0.5 s at startup
+    fig = Figure(figsize=(11, 3.4), tight_layout=True)
+    _bars(fig.add_subplot(1, 3, 1), groups, ["score_base", "score_distilled", "score_teacher"],
+          list(em.SYSTEMS), "mean judge score", 10)
+    wins = fig.add_subplot(1, 3, 2)
+    _bars(wins, groups, ["win_vs_base", "win_vs_teacher"], ["vs base", "vs teacher"], "distilled win rate", 1)
+    wins.axhline(0.5, color="grey", lw=0.8, ls="--")
+    _bars(fig.add_subplot(1, 3, 3), groups, ["nll_base", "nll_distilled"], list(em.STUDENTS),
+          "NLL of teacher answers (nats/token)", None)
+    return fig
