@@ -81,7 +81,7 @@ def test_a_typed_api_key_reaches_the_teacher_and_nowhere_else(tmp_path, tiny_stu
         wait_for(lambda: studio.generation.status().state == "completed", timeout=60, what="the job")
         assert all(r["headers"].get("authorization", r["headers"].get("Authorization")) == f"Bearer {secret}"
                    for r in server.requests)
-        client.predict("", "all", 1, api_name="/bulk_approved")
+        client.predict("", "all", api_name="/bulk_approved")
         run_id, _ = client.predict(str(tiny_student), 2, 1, 1e-3, 1, 2, 64, api_name="/start_training")
         studio.training.wait(timeout=300)
         assert studio.store.run(int(run_id))["status"] == "completed"

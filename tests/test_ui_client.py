@@ -33,12 +33,14 @@ def test_import_generate_approve_train_through_the_api(tmp_path, teacher_url, ti
         table, info = client.predict("", "pending", 1, api_name="/review_page")
         assert "4 matching" in info and len(table["data"]) == 4
         first = table["data"][0][0]
-        status, _, response, _, meta, *_ = client.predict(first, "", "", "all", 1, api_name="/label_approved")
-        assert status == "approved" and meta["status"] == "ok" and response
-        status, _, original, edited, *_ = client.predict(first, "A better answer.", "", "all", 1,
-                                                         api_name="/label_edit")
+        # without "open the next row", the labelled row stays shown
+        shown, status, _, response, _, meta, *_ = client.predict(first, "", "", "all", 1, "id", False,
+                                                                 api_name="/label_approved")
+        assert shown == first and status == "approved" and meta["status"] == "ok" and response
+        _, status, _, original, edited, *_ = client.predict(first, "A better answer.", "", "all", 1, "id", False,
+                                                            api_name="/label_edit")
         assert (status, original, edited) == ("approved", response, "A better answer.")
-        _, _, message = client.predict("", "pending", 1, api_name="/bulk_approved")
+        message = client.predict("", "pending", api_name="/bulk_approved")
         assert message == "approved 3 generations matching the filter"
         assert studio.store.stats()["by_status"]["approved"] == 4
 
