@@ -25,6 +25,7 @@ from curation.errors import ConfigError
 EMBEDDED_ENDPOINT = "embedded"
 EMBEDDED_MODEL = "smollm2-135m-instruct"
 DEFAULT_CONCURRENCY = 16
+EMBEDDED_TIMEOUT_S = 600.0
 
 RETRYABLE_STATUSES = (408, 409, 429)
 INITIAL_BACKOFF_S = 0.5
@@ -96,9 +97,14 @@ class TeacherConfig:
                 "timeout_s": self.timeout_s, "max_retries": self.max_retries}
 
     def client(self, base_url: str) -> openai.AsyncOpenAI:
-        """A client for the running event loop (an AsyncOpenAI must not cross loops). Retries are ours."""
+        """A client for the running event loop (an AsyncOpenAI must not cross loops). Retries are ours.
+
+        The embedded server is ours and local (its death is watched): a call queued behind 16 long prompts
+        batched on 2 cores can take minutes, and cutting it only resends it to the same queue (the quality
+        bench lost 8 of 80 judge verdicts to 60 s timeouts), so it is given at least EMBEDDED_TIMEOUT_S."""
         key = self.api_key or os.environ.get("OPENAI_API_KEY") or "no-key"  # mandatory; local servers ignore it
-        return openai.AsyncOpenAI(base_url=base_url, api_key=key, timeout=self.timeout_s, max_retries=0)
+        timeout = max(self.timeout_s, EMBEDDED_TIMEOUT_S) if self.embedded else self.timeout_s
+        return openai.AsyncOpenAI(base_url=base_url, api_key=key, timeout=timeout, max_retries=0)
 
 
 def request_key(endpoint: str, model: str, messages: list[dict], params: dict, sample_index: int) -> str:

@@ -110,10 +110,14 @@ def _unique(calls: list[Call]) -> list[Call]:
 
 
 def _read_verdicts(store, orientation: dict, identical: set) -> dict:
+    """{(task, opponent): {"verdicts": [...], "identical", "failed": calls that got no answer at all}}: a failed
+    call (timeout, server error) is not an unreadable verdict, and the judge's parse rate leaves it out."""
     stored = store.judgments_by_keys(list(orientation))
-    out = {key: {"verdicts": [0.5, 0.5], "identical": True} for key in identical}
+    failed = {r["request_key"] for r in store.ledger_rows(list(orientation)) if r["state"] == "failed"}
+    out = {key: {"verdicts": [0.5, 0.5], "identical": True, "failed": 0} for key in identical}
     for request_key, (task_id, other, distilled_first) in orientation.items():
-        entry = out.setdefault((task_id, other), {"verdicts": [], "identical": False})
+        entry = out.setdefault((task_id, other), {"verdicts": [], "identical": False, "failed": 0})
+        entry["failed"] += request_key in failed
         j = stored.get(request_key)
         # Built from the call's own order, not the stored ids: a cached verdict may carry another
         # generation's id when two systems gave the same text.

@@ -299,21 +299,24 @@ def student_intervals(rows: list[dict]) -> dict:
 def judge_reliability(rows: list[dict]) -> dict:
     """How far the judge can be read: {parse_rate, verdicts, scores, order_agreement, pairs}.
 
-    parse_rate: readable share of every verdict and score asked (identical answers are not asked);
+    parse_rate: readable share of the verdicts and scores the judge answered (identical answers are not
+    asked; a call that got no answer at all — a timeout, a server error — is counted in `failed`, not here);
     order_agreement: share of pairs with both orders readable whose two verdicts agree (A-B and B-A name
     the same answer, or both say tie) — a judge that follows the position agrees about half the time.
     """
     verdicts = [v for r in rows for other in ("base", "teacher")
                 if not (r.get(f"vs_{other}") or {}).get("identical")
                 for v in (r.get(f"vs_{other}") or {}).get("verdicts", [])]
-    answered = [(r.get("scores") or {}).get(s) for r in rows for s in SYSTEMS
+    failed = sum((r.get(f"vs_{other}") or {}).get("failed", 0) for r in rows for other in ("base", "teacher"))
+    answered = [score for r in rows for s, score in (r.get("scores") or {}).items()
                 if (r.get("answers") or {}).get(s) is not None]
     asked = len(verdicts) + len(answered)
     readable = sum(v is not None for v in verdicts) + sum(s is not None for s in answered)
     pairs = [v for r in rows for other in ("base", "teacher")
              if not (r.get(f"vs_{other}") or {}).get("identical")
              and len(v := (r.get(f"vs_{other}") or {}).get("verdicts", [])) == 2 and None not in v]
-    return {"parse_rate": readable / asked if asked else None, "asked": asked, "readable": readable,
+    return {"parse_rate": readable / (asked - failed) if asked > failed else None, "asked": asked,
+            "failed": failed, "readable": readable,
             "order_agreement": (sum(a == b for a, b in pairs) / len(pairs)) if pairs else None, "pairs": len(pairs)}
 
 

@@ -437,8 +437,9 @@ def _detail(task, answers, scores, verdicts, nll) -> dict:
            "answers": text,
            "errors": {n: gens[n]["error"] for n in em.SYSTEMS if gens[n] and gens[n]["status"] != "ok"},
            "generation_ids": {n: (gens[n] or {}).get("id") for n in em.SYSTEMS},
-           "scores": {n: scores.get((task["id"], n), (None, None))[0] for n in em.SYSTEMS},
-           "rationales": {n: scores.get((task["id"], n), (None, None))[1] for n in em.SYSTEMS},
+           # only the systems the judge was asked to score (none when judge_scores is off)
+           "scores": {n: scores[(task["id"], n)][0] for n in em.SYSTEMS if (task["id"], n) in scores},
+           "rationales": {n: scores[(task["id"], n)][1] for n in em.SYSTEMS if (task["id"], n) in scores},
            "rouge_l": {n: (em.rouge_l_text(text[n], text["teacher"]) if text[n] is not None
                            and text["teacher"] is not None else None) for n in em.STUDENTS},
            "nll": {n: nll[n].get(task["id"]) for n in em.STUDENTS},
@@ -448,7 +449,7 @@ def _detail(task, answers, scores, verdicts, nll) -> dict:
            "stopped": {n: (gens[n].get("finish_reason") == "stop" if text[n] is not None else None)
                        for n in em.SYSTEMS}}
     for other in ("base", "teacher"):
-        v = verdicts.get((task["id"], other), {"verdicts": [], "identical": False})
+        v = verdicts.get((task["id"], other), {"verdicts": [], "identical": False, "failed": 0})
         row[f"vs_{other}"] = {**v, "outcome": em.pairwise_outcome(v["verdicts"])}
     row["lost"], row["deficit"] = em.is_lost(row), round(em.deficit(row), 4)
     return row

@@ -241,3 +241,20 @@ def test_judge_reliability_counts_parsed_verdicts_and_agreement_between_orders()
     assert judge["parse_rate"] == pytest.approx(17 / 19)
     # pairs with both orders readable: agree/base, agree/teacher, flip/base, same/base -> 3 agree
     assert judge["pairs"] == 4 and judge["order_agreement"] == pytest.approx(3 / 4)
+
+
+def test_judge_parse_rate_counts_only_what_was_asked_and_answered():
+    # the judge compared with base only, no 1-10 scores: the unasked scores and vs-teacher verdicts do not count
+    rows = [row(i, "x", (None, None, None), [1.0, 1.0], []) for i in range(1, 4)]
+    for r in rows:
+        r["scores"] = {}
+    rows[2]["vs_base"]["verdicts"] = [1.0, None]
+    rows[2]["vs_base"]["failed"] = 1  # that call got no answer (a timeout): not an unreadable verdict
+    judge = em.judge_reliability(rows)
+    assert (judge["asked"], judge["failed"], judge["readable"]) == (6, 1, 5)
+    assert judge["parse_rate"] == 1.0
+    rows[1]["vs_base"]["verdicts"] = [1.0, None]  # answered but unreadable
+    assert em.judge_reliability(rows)["parse_rate"] == pytest.approx(4 / 5)
+    nothing = row(1, "x", (None, None, None), [], [])
+    nothing["scores"] = {}
+    assert em.judge_reliability([nothing])["parse_rate"] is None

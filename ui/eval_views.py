@@ -53,8 +53,8 @@ def viewer_frame(details: list[dict]) -> pd.DataFrame:
     """One row per eval task, the tasks the student lost most on top."""
     rows = [{"task_id": d["task_id"], "skill": d.get("skill"), "domain": d.get("domain"), "deficit": d["deficit"],
              "lost": d["lost"], "vs_teacher": d["vs_teacher"]["outcome"], "vs_base": d["vs_base"]["outcome"],
-             "score_teacher": d["scores"]["teacher"], "score_distilled": d["scores"]["distilled"],
-             "score_base": d["scores"]["base"], "rouge_l_distilled": d["rouge_l"]["distilled"],
+             "score_teacher": d["scores"].get("teacher"), "score_distilled": d["scores"].get("distilled"),
+             "score_base": d["scores"].get("base"), "rouge_l_distilled": d["rouge_l"]["distilled"],
              "instruction": d["instruction"][:120]} for d in details]
     frame = pd.DataFrame(rows, columns=VIEWER_COLUMNS)
     return frame.sort_values("deficit", ascending=False, kind="stable").reset_index(drop=True)
@@ -72,7 +72,7 @@ def task_markdown(detail: dict) -> str:
         lines.append(f"- distilled vs {other}: **{v['outcome'] or 'no outcome'}** ({how})")
     for system in em.SYSTEMS:
         check = detail["pass"].get(system)
-        lines.append(f"- {system}: score {_fmt(detail['scores'][system])}"
+        lines.append(f"- {system}: score {_fmt(detail['scores'].get(system))}"
                      + (f", check {'passed' if check else 'failed'}" if check is not None else "")
                      + (f" — {detail['rationales'][system]}" if detail["rationales"].get(system) else ""))
     if detail.get("expected"):
