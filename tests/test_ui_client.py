@@ -36,7 +36,7 @@ def test_import_generate_approve_train_through_the_api(tmp_path, teacher_url, ti
         # without "open the next row", the labelled row stays shown
         shown, status, _, response, _, meta, *_ = client.predict(first, "", "", "all", 1, "id", False,
                                                                  api_name="/label_approved")
-        assert shown == first and status == "approved" and meta["status"] == "ok" and response
+        assert shown == str(first) and status == "approved" and meta["status"] == "ok" and response
         _, status, _, original, edited, *_ = client.predict(first, "A better answer.", "", "all", 1, "id", False,
                                                             api_name="/label_edit")
         assert (status, original, edited) == ("approved", response, "A better answer.")

@@ -77,7 +77,7 @@ def test_review_labels_open_the_next_row_and_the_page_counts_by_status(tmp_path)
         client = Client(url, verbose=False)
         shown, status, _, response, edit, *_, info, message = client.predict(
             gens[0], "", "", "all", 1, "id", True, api_name="/label_approved")
-        assert (shown, status, response, edit) == (gens[1], "pending", "Answer 1.", "Answer 1.")
+        assert (shown, status, response, edit) == (str(gens[1]), "pending", "Answer 1.", "Answer 1.")
         assert message == f"generation {gens[0]}: approved · next: generation {gens[1]}"
         assert info == "page 1 of 1 · 4 matching generations (1 approved, 3 pending)"
         # an unchanged edit box is a plain approval, not an edit

@@ -20,6 +20,7 @@ def _seeded(workspace, answers: int = 30) -> list[int]:
     """A workspace with one seed pack and `answers` pending generations (two Review pages)."""
     with Store(workspace) as store:
         io.load_seed_pack(store, io.seed_packs()[0])
+        store.add_tasks([{"instruction": f"Extra question {i}."} for i in range(max(0, answers - store.count_tasks()))])
         tasks = [t["id"] for t in store.tasks()][:answers]
         return [add_generation(store, t, f"k{t}", response=f"Answer number {i} about things.")
                 for i, t in enumerate(tasks)]
@@ -39,7 +40,7 @@ def test_load_errors_duplicates_and_review_as_a_new_user(browser, tmp_path):
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         page.goto(url)
         # 2: the task table is filled on load, not "1 2 3" headers
-        first_task = studio.store.tasks()[-1]["instruction"][:30]
+        first_task = studio.store.tasks()[0]["instruction"][:30]
         expect(page.locator("#seed-tasks")).to_contain_text(first_task, timeout=30_000)
 
         # 3: a validation error says what is wrong and leaves the inputs and the table in place
@@ -62,6 +63,7 @@ def test_load_errors_duplicates_and_review_as_a_new_user(browser, tmp_path):
 
         # Curate's length filter: a maximum below the minimum is refused in place
         page.get_by_role("tab", name="Curate").click()
+        page.get_by_role("tab", name="Filters").click()
         page.locator("#filter-min input").fill("50")
         page.locator("#filter-max input").fill("10")
         page.locator("#filter-preview").click()
@@ -73,6 +75,8 @@ def test_load_errors_duplicates_and_review_as_a_new_user(browser, tmp_path):
         page.get_by_role("tab", name="Review").click()
         info = page.locator("#review-info")
         expect(info).to_contain_text("page 1 of 2 · 30 matching generations (30 pending)", timeout=30_000)
+        gen_box = page.locator("#review-gen-id textarea, #review-gen-id input").first
+        expect(gen_box).to_have_value("")  # no row chosen yet: empty, not 0
         page.locator("#review-next").click()
         expect(info).to_contain_text("page 2 of 2", timeout=30_000)
         search = page.locator("#review-search textarea, #review-search input").first
@@ -90,7 +94,7 @@ def test_load_errors_duplicates_and_review_as_a_new_user(browser, tmp_path):
         page.locator("#review-approve").click()
         expect(page.locator("#review-message")).to_contain_text(
             f"generation {ids[0]}: approved · next: generation {ids[1]}", timeout=30_000)
-        expect(page.locator("#review-gen-id input")).to_have_value(str(ids[1]))
+        expect(gen_box).to_have_value(str(ids[1]))
         expect(edit).to_have_value("Answer number 1 about things.")
         expect(info).to_contain_text("(1 approved, 29 pending)")
 

@@ -44,11 +44,22 @@ def clamp(store, pg, delta, q, st) -> int:
     return max(1, min(max(1, math.ceil(total / PAGE_SIZE)), int(pg or 1) + delta))
 
 
+def generation_id(value) -> int | None:
+    """The id box's value as an id (None when empty); a clear error when it is not a whole number."""
+    if value is None or str(value).strip() == "":
+        return None
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise gr.Error(f"a generation id is a whole number (got {value!r})") from None
+
+
 def detail(store, gid):
     """Status, the messages sent, the original response, the response to keep (the edit box) and metadata."""
+    gid = generation_id(gid)
     if gid is None:
         return "", "", "", "", None
-    row = store.generation(int(gid))
+    row = store.generation(gid)
     if row is None:
         raise gr.Error(f"no generation with id {int(gid)}")
     sent = "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in row["messages"])
@@ -59,15 +70,15 @@ def detail(store, gid):
 def on_select(store, frame, evt: gr.SelectData):
     row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
     gid = int(frame.iloc[row]["id"])
-    return (gid, *detail(store, gid))
+    return (str(gid), *detail(store, gid))
 
 
 @guarded
 def label_one(store, gid, action, text, q, st, pg, order="id", go_on=False):
     """Approve, reject or save an edit; with `go_on`, open the row after it on the page it was labelled from."""
+    gid = generation_id(gid)
     if gid is None:
         raise gr.Error("select a generation first")
-    gid = int(gid)
     ids_before = [int(i) for i in load_page(store, q, st, pg, order)[0]["id"]]
     row = store.generation(gid)
     if action == "edit" and row is not None and (text or "") == (row["edited_response"] or row["response"]):
@@ -81,7 +92,7 @@ def label_one(store, gid, action, text, q, st, pg, order="id", go_on=False):
     if shown is not None:
         done += f" · next: generation {shown}"
     shown = gid if shown is None else shown
-    return (shown, *detail(store, shown), *load_page(store, q, st, pg, order), done)
+    return (str(shown), *detail(store, shown), *load_page(store, q, st, pg, order), done)
 
 
 @guarded
@@ -164,7 +175,9 @@ def _layout() -> SimpleNamespace:
     ui.pending_bulk, ui.last_batch = gr.State(None), gr.State(None)
     gr.Markdown("### Selected generation (click a row)")
     with gr.Row():
-        ui.gen_id = gr.Number(value=None, label="Generation id", precision=0, elem_id="review-gen-id")
+        # a text box, not a number: an empty gr.Number shows 0, which reads as a generation id
+        ui.gen_id = gr.Textbox(value="", label="Generation id", placeholder="click a row, or type an id",
+                               max_lines=1, elem_id="review-gen-id")
         ui.detail_status = gr.Textbox(label="Status", interactive=False, elem_id="review-detail-status")
         ui.advance = gr.Checkbox(value=True, label="After a label, open the next row", elem_id="review-advance")
     with gr.Row():

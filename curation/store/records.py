@@ -240,15 +240,16 @@ class RecordsMixin:
         return self.set_label(self.labelable_ids(flt, status), status)
 
     def labelable_ids(self, flt: ReviewFilter, status: str) -> list[int]:
-        """The generations matching the filter that `status` can be given (failed calls cannot be approved)."""
-        if status != "approved":
-            return self.matching_ids(flt)
-        if flt.status == "failed":
+        """The generations matching the filter that `status` would change: not those that have it already,
+        and no failed call when approving (it has no response)."""
+        if status == "approved" and flt.status == "failed":
             return []
         ids_sql, params = self._review_ids_sql(flt)
+        ok_only = "status = 'ok' AND " if status == "approved" else ""
         with self._lock:
             return [r[0] for r in self.con.execute(
-                f"SELECT id FROM generations WHERE status = 'ok' AND id IN ({ids_sql}) ORDER BY id", params).fetchall()]
+                f"SELECT id FROM generations WHERE {ok_only}id IN ({ids_sql}) AND id NOT IN "
+                "(SELECT generation_id FROM labels WHERE status = ?) ORDER BY id", [*params, status]).fetchall()]
 
     def review_status_counts(self, flt: ReviewFilter) -> dict[str, int]:
         """How many of the generations matching the filter are pending, approved, rejected and failed."""
