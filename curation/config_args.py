@@ -14,12 +14,13 @@ import typing
 
 @functools.cache
 def field_docs(cls) -> dict[str, str]:
-    """{field: its documentation}: the string literal right under the field, else the comment after it."""
+    """{field: its documentation}: the string literal right under the field, else the comment after it, else
+    the class docstring's "name: text" (or "a, b: text") paragraph."""
     try:
         source = textwrap.dedent(inspect.getsource(cls))
     except (OSError, TypeError):
         return {}
-    lines, docs = source.splitlines(), {}
+    lines, docs = source.splitlines(), _docstring_fields(cls.__doc__ or "")
     body = ast.parse(source).body[0].body
     for node, after in zip(body, [*body[1:], None]):
         if not isinstance(node, ast.AnnAssign) or not isinstance(node.target, ast.Name):
@@ -33,16 +34,31 @@ def field_docs(cls) -> dict[str, str]:
     return docs
 
 
+def _docstring_fields(doc: str) -> dict[str, str]:
+    """'name: text' entries of a class docstring (an entry runs until the next one or a blank line)."""
+    docs, names, text = {}, [], []
+    for line in inspect.cleandoc(doc).splitlines() + [""]:
+        head, sep, rest = line.partition(": ")
+        starts = sep and line == line.lstrip() and all(n.strip().isidentifier() for n in head.split(","))
+        if starts or not line.strip():
+            docs.update(dict.fromkeys(names, " ".join(text)))
+            names, text = ([n.strip() for n in head.split(",")], [rest.strip()]) if starts else ([], [])
+        elif names:
+            text.append(line.strip())
+    return docs
+
+
 def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = (),
-                         choices: dict[str, tuple] | None = None) -> list[str]:
+                         choices: dict[str, tuple] | None = None, aliases: dict[str, list[str]] | None = None
+                         ) -> list[str]:
     """One flag per init field of dataclass `cls` (except `skip`); returns the field names added.
 
     bool fields get --name / --no-name; tuple-of-str fields take comma-separated text; `choices` limits
-    a field's values. Every default is the config's own, shown in the help."""
+    a field's values; `aliases` adds other flags for a field. Every default is the config's own, in the help."""
     hints, docs, added = typing.get_type_hints(cls), field_docs(cls), []
     for f in dataclasses.fields(cls):
         if not f.init or f.name in skip or f.name.startswith("_"):
@@ -52,12 +68,13 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, 
         help_text = (docs.get(f.name) or f.name.replace("_", " ")) + f" (default: {_shown(default)})"
         kind = _scalar(hints[f.name])
         kwargs = dict(dest=f.name, default=default, help=help_text.replace("%", "%%"))
+        flags = [flag(f.name), *(aliases or {}).get(f.name, [])]
         if kind is bool:
-            parser.add_argument(flag(f.name), action=argparse.BooleanOptionalAction, **kwargs)
+            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, **kwargs)
         elif kind is tuple:
-            parser.add_argument(flag(f.name), type=_comma_list, metavar="A,B", **kwargs)
+            parser.add_argument(*flags, type=_comma_list, metavar="A,B", **kwargs)
         else:
-            parser.add_argument(flag(f.name), type=kind, choices=(choices or {}).get(f.name), **kwargs)
+            parser.add_argument(*flags, type=kind, choices=(choices or {}).get(f.name), **kwargs)
         added.append(f.name)
     return added
 
