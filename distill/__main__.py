@@ -39,30 +39,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _add_eval_parser(commands) -> None:
+    """`eval`: its flags are EvalConfig's fields (curation.config_args: the config's defaults, its field docs as
+    help); the endpoints are given by URL and model."""
+    from curation.config_args import add_config_arguments
+    from distill.evaluate import EvalConfig
+
     ev = commands.add_parser(
         "eval", help="base vs distilled student vs teacher on the eval split",
         description="Evaluate a distilled student on the workspace's eval split: the teacher, the base student "
-                    "and the distilled student answer; the judge compares them (both orders) and scores them; "
-                    "ROUGE-L, NLL of the teacher's answers and checks are computed. Prints one JSON line of "
+                    "and the distilled student answer; the judge compares and scores them; prints the eval's "
                     "metrics; the per-task report is the run dir's eval.jsonl.")
-    ev.add_argument("--workspace", type=Path, required=True, help="workspace folder")
-    which = ev.add_mutually_exclusive_group(required=True)
-    which.add_argument("--adapter", help="PEFT adapter folder of the distilled student")
-    which.add_argument("--run", type=int, help="id of a completed training run whose adapter to evaluate")
-    ev.add_argument("--student", default="", help="base model (default: the training run's, else the bundled one)")
-    ev.add_argument("--limit", type=int, default=0, help="evaluate at most N eval tasks (0: all)")
-    ev.add_argument("--seed", type=int, default=0, help="which tasks --limit draws")
-    ev.add_argument("--max-tokens", type=int, default=256, help="answer length cap for every system")
-    ev.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (0: greedy)")
-    ev.add_argument("--judge-max-tokens", type=int, default=256, help="room for each verdict")
-    ev.add_argument("--no-structured-judge", action="store_false", dest="structured_judge",
-                    help="judge in free text: for an endpoint without response_format json_schema")
-    ev.add_argument("--no-judge-scores", action="store_false", dest="judge_scores",
-                    help="only the pairwise verdicts (win rates), no 1-10 score of each answer")
-    ev.add_argument("--no-judge-vs-base", action="store_false", dest="judge_vs_base",
-                    help="no verdicts of distilled vs base (no win rate over base)")
-    ev.add_argument("--no-judge-vs-teacher", action="store_false", dest="judge_vs_teacher",
-                    help="no verdicts of distilled vs teacher (no win rate over the teacher)")
+    ev.add_argument("--workspace", type=Path, required=True, help="the workspace folder")
+    ev.set_defaults(config_fields=add_config_arguments(ev, EvalConfig, skip=("teacher", "judge"),
+                                                       aliases={"run_id": ["--run"]}))
     ev.add_argument("--base-url", default="", help="teacher endpoint (OpenAI-compatible; default: embedded server)")
     ev.add_argument("--model", default="", help="teacher model name at --base-url")
     ev.add_argument("--judge-base-url", default="", help="judge endpoint (default: the teacher)")
@@ -80,15 +69,15 @@ def _eval_command(args) -> int:
     from curation.teacher import TeacherConfig
     from distill.evaluate import EvalConfig, run_eval
 
+    if not args.adapter and args.run_id is None:
+        print("error: name the distilled student: --adapter DIR or --run ID", file=sys.stderr)
+        return EXIT_USAGE
     try:
         teacher = TeacherConfig.from_env(base_url=args.base_url, model=args.model)
         judge = (TeacherConfig(base_url=args.judge_base_url, model=args.judge_model)
                  if args.judge_base_url or args.judge_model else None)
-        config = EvalConfig(student=args.student, adapter=args.adapter or "", run_id=args.run, teacher=teacher,
-                            judge=judge, max_tokens=args.max_tokens, temperature=args.temperature,
-                            judge_max_tokens=args.judge_max_tokens, structured_judge=args.structured_judge,
-                            judge_scores=args.judge_scores, judge_vs_base=args.judge_vs_base,
-                            judge_vs_teacher=args.judge_vs_teacher, limit=args.limit, seed=args.seed)
+        config = EvalConfig(**{name: getattr(args, name) for name in args.config_fields}, teacher=teacher,
+                            judge=judge)
         store = Store(args.workspace)
     except (ConfigError, WorkspaceInUse) as exc:
         print(f"error: {exc}", file=sys.stderr)

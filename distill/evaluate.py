@@ -64,7 +64,8 @@ class EvalConfig(Sampling):
     teacher: the endpoint that answers as the teacher (default: the embedded server).
     judge: the endpoint that judges (default: the teacher).
     max_tokens, temperature: how every system answers (temperature 0 = greedy, the default).
-    judge_max_tokens: room for the judge's verdict and rationale. rubric: empty = the default rubric.
+    judge_max_tokens: room for the judge's verdict and rationale.
+    rubric: what makes an answer better, for the judge; empty = the default rubric.
     structured_judge: the judge answers JSON valid against a schema (OpenAI structured output), so its
         verdicts parse; off for an endpoint without `response_format` json_schema.
     judge_scores: the judge also scores each answer 1-10 (three more calls a task); the win rates need only
@@ -74,6 +75,7 @@ class EvalConfig(Sampling):
     judge_vs_teacher: the judge also compares the distilled student with the teacher (two more calls a task);
         off, only the win rate over the base student is measured.
     limit: evaluate at most this many eval tasks, drawn by `seed` (0 = all of them).
+    seed: which eval tasks `limit` draws.
     """
 
     student: str = ""

@@ -75,3 +75,22 @@ def test_the_dedupe_panel_starts_at_dedupe_config_defaults():
     built = curate_dedupe.dedupe_config(ui.target.value, ui.method.value, ui.model.value, ui.rule.value,
                                         ui.threshold.value)
     assert built == DedupeConfig()
+
+
+def test_eval_cli_flags_and_the_evaluate_tab_start_at_eval_config_defaults(tmp_path):
+    import app
+    from distill.__main__ import build_parser
+    from distill.evaluate import EvalConfig
+    from ui import evaluate as evaluate_tab
+
+    args = build_parser().parse_args(["eval", "--workspace", "w", "--run", "3"])
+    assert set(args.config_fields) == _fields(EvalConfig) - {"teacher", "judge"}
+    assert EvalConfig(**{n: getattr(args, n) for n in args.config_fields}) == EvalConfig(run_id=3)
+    studio = app.Studio.open(tmp_path / "ws")
+    try:
+        with gr.Blocks():
+            run = evaluate_tab._run_section(studio.store)
+    finally:
+        studio.close()
+    values = [3, *[c.value for c in run.settings[1:]]]
+    assert evaluate_tab.eval_config(*values) == EvalConfig(run_id=3)
