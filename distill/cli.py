@@ -68,10 +68,27 @@ def add_train_arguments(train: argparse.ArgumentParser) -> None:
                        help="with --run-dir: continue from its last checkpoint; with --workspace: resume run RUN")
     train.add_argument("--launcher", help="headless: run the child under this launcher, e.g. "
                                           "'torchrun --nproc_per_node 4' or 'accelerate launch --num_processes 4'")
+    docs = train_config_docs()
     for flag, dest, kwargs in _OPTIONS:
         if "choices" not in kwargs and kwargs.get("action") != "store_true":
             kwargs = {"metavar": dest.split(".")[-1].upper(), **kwargs}
+        if dest in docs:  # the help written on the TrainConfig field, with its default
+            kwargs = {**kwargs, "help": docs[dest].replace("%", "%%")}
         train.add_argument(flag, dest=dest.replace(".", "__"), **kwargs)
+
+
+def train_config_docs() -> dict[str, str]:
+    """{"field" or "dpo.field" / "kd.field": its help and default}, from TrainConfig's field metadata."""
+    from dataclasses import fields
+
+    from distill.config import TrainConfig
+
+    out, default = {}, TrainConfig()
+    for prefix, obj in (("", default), ("dpo.", default.dpo), ("kd.", default.kd)):
+        for f in fields(obj):
+            if f.metadata.get("help"):
+                out[prefix + f.name] = f"{f.metadata['help']} (default: {getattr(obj, f.name)})"
+    return out
 
 
 def add_merge_parser(commands) -> None:

@@ -94,3 +94,16 @@ def test_eval_cli_flags_and_the_evaluate_tab_start_at_eval_config_defaults(tmp_p
         studio.close()
     values = [3, *[c.value for c in run.settings[1:]]]
     assert evaluate_tab.eval_config(*values) == EvalConfig(run_id=3)
+
+
+def test_train_cli_help_is_the_train_config_field_help():
+    import contextlib
+    import io
+
+    from distill.__main__ import build_parser
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--help"])
+    text = " ".join(out.getvalue().split())
+    assert "optimizer steps to train for; -1 trains for `epochs` instead (default: -1)" in text
+    assert "LoRA rank: capacity of the adapter (default: 16)" in text
