@@ -38,8 +38,7 @@ class DedupeConfig:
     """'exact' (same text), 'normalised' (same text ignoring case, whitespace and punctuation),
     'semantic' (embedding cosine similarity at or above `threshold`)."""
     threshold: float = 0.82
-    """Semantic only: cosine similarity, 0.5 to 1.0; lower groups more (and looser) rows. 0.82 is the best F0.5 on
-    labelled paraphrases (bench/dedupe_threshold.py: precision 0.81, recall 0.84; 0.9 found 44% of them)."""
+    """Semantic only: cosine similarity, 0.5 to 1.0; lower groups more rows. 0.82: best F0.5 on labelled pairs."""
     representative: str = "judge_score"
     """Which member of a cluster is kept: 'judge_score' (highest; earliest when no judgments),
     'longest' (most characters), 'earliest' (first created)."""

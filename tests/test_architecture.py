@@ -80,7 +80,7 @@ def test_curation_never_imports_distill():
 
 def test_files_stay_readable():
     # Files over the limit when it was set (issue 15), at their size then: each may only shrink, none be added.
-    known = {"distill/evaluate.py": 591, "distill/kd.py": 417, "curation/io.py": 489, "curation/filters.py": 459,
+    known = {"distill/evaluate.py": 527, "distill/kd.py": 417, "curation/io.py": 489, "curation/filters.py": 459,
              "curation/dedupe.py": 414}
     too_long = {}
     for path in _modules().values():

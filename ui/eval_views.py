@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from distill import eval_metrics as em
-from distill.evaluate import TRAINING_KINDS, headline_rows
+from distill.evaluate import TRAINING_KINDS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -129,3 +129,72 @@ def compare_figure(rows: list[dict]) -> Figure:
     _bars(fig.add_subplot(1, 3, 3), groups, ["nll_base", "nll_distilled"], list(em.STUDENTS),
           "NLL of teacher answers (nats/token)", None)
     return fig
+
+
+# ---- the headline's cells: values with their intervals, rounded to what matters -------------------
+
+def headline_rows(metrics: dict) -> list[dict]:
+    """The report's headline table: one row per measure, a column per system and the change from the base
+    student (paired by task); numbers rounded to what matters, with 95% bootstrap intervals in brackets."""
+    def cell(system, key, percent=False):
+        iv = ((metrics.get("intervals") or {}).get(system) or {}).get(key)
+        return fmt_interval(iv, percent) if iv else fmt_value((metrics.get(system) or {}).get(key), percent)
+
+    def change(key, percent=False, relative=False):
+        iv = ((metrics.get("intervals") or {}).get("change") or {}).get(key)
+        return fmt_interval(iv, percent or relative, signed=True) if iv else None
+
+    intervals_ = metrics.get("intervals") or {}
+    wb, wt = metrics.get("distilled_vs_base") or {}, metrics.get("distilled_vs_teacher") or {}
+    judge, training = metrics.get("judge") or {}, metrics.get("training") or {}
+
+    def win(iv, counts):
+        text = fmt_interval(iv, True) if iv else fmt_value(counts.get("win_rate"), True)
+        return f"{text} · {counts.get('wins', 0)} won, {counts.get('ties', 0)} tied, {counts.get('losses', 0)} lost"
+
+    rows = [{"measure": "ends its answer by itself (within max tokens)", **{s: cell(s, "stop_rate", True)
+                                                                          for s in em.SYSTEMS},
+             "change": change("stop_rate", percent=True)},
+            {"measure": "ROUGE-L vs the teacher's answer", **{s: cell(s, "rouge_l") for s in em.STUDENTS},
+             "change": change("rouge_l")},
+            {"measure": "NLL of the teacher's answer (nats/token; lower is better)",
+             **{s: cell(s, "nll") for s in em.STUDENTS}, "change": change("nll", relative=True)},
+            {"measure": "pass rate of checks", **{s: cell(s, "pass_rate", True) for s in em.SYSTEMS},
+             "change": change("pass_rate", percent=True)},
+            {"measure": "judge: win rate of distilled vs base (both orders; a tie counts half)",
+             "distilled": win(intervals_.get("win_vs_base"), wb)},
+            {"measure": "judge: win rate of distilled vs teacher",
+             "distilled": win(intervals_.get("win_vs_teacher"), wt)},
+            {"measure": "judge: mean score (1-10)", **{s: fmt_value(cell_raw(metrics, s, "judge_score"), digits=1)
+                                                      for s in em.SYSTEMS}},
+            {"measure": "judge: verdicts and scores it wrote readably",
+             "distilled": (f"{fmt_value(judge.get('parse_rate'), True)} ({judge.get('readable')} of "
+                           f"{judge.get('asked')})") if judge else None},
+            {"measure": "judge: same verdict in both orders (position bias check)",
+             "distilled": (f"{fmt_value(judge.get('order_agreement'), True)} of {judge.get('pairs')} pairs"
+                           if judge else None)},
+            {"measure": "training rows · tokens", "distilled": (f"{training.get('rows')} · {training.get('tokens')}"
+                                                                if training else None)}]
+    return [{"base": None, "distilled": None, "teacher": None, "change": None, **row} for row in rows]
+
+
+def cell_raw(metrics: dict, system: str, key: str):
+    return (metrics.get(system) or {}).get(key)
+
+
+def fmt_value(value, percent: bool = False, signed: bool = False, digits: int = 3) -> str | None:
+    """A measure rounded to what a reader can use: 62% or 0.413 (None stays None)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    sign = "+" if signed and value > 0 else ""
+    return f"{sign}{value * 100:.0f}%" if percent else f"{sign}{value:.{digits}f}"
+
+
+def fmt_interval(iv: dict, percent: bool = False, signed: bool = False) -> str | None:
+    """'62% [48%, 75%]' from {value, low, high}; just the value when there is no interval."""
+    value = fmt_value(iv.get("value"), percent, signed)
+    if value is None or iv.get("low") is None:
+        return value
+    return f"{value} [{fmt_value(iv['low'], percent, signed)}, {fmt_value(iv['high'], percent, signed)}]"

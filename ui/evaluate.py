@@ -13,12 +13,12 @@ import pandas as pd
 from curation import io
 from curation.teacher import TeacherConfig
 from distill.eval_jobs import EvalJobs
-from distill.evaluate import EvalConfig, compare_runs, fmt_value, read_details, resolve_adapter, set_expectation
+from distill.evaluate import EvalConfig, compare_runs, read_details, resolve_adapter, set_expectation
 from distill.failures import FailureSeedConfig
 from distill.playground import Playground
 from ui.common import fmt_seconds, guarded, progress_html
-from ui.eval_views import (breakdown_figure, compare_figure, eval_choices, headline_frame, task_markdown,  # noqa: F401
-                           training_choices, viewer_frame)
+from ui.eval_views import (breakdown_figure, compare_figure, eval_choices, fmt_value, headline_frame,  # noqa: F401
+                           task_markdown, training_choices, viewer_frame)
 
 # ---- the tab ------------------------------------------------------------------------------------
 
