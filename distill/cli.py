@@ -238,7 +238,8 @@ def print_progress(slot, run_id: int, skip: int = 0, poll_s: float = 1.0) -> Non
                 print(f"memory: ~{ev['estimate_mb']:.0f} MB estimated, {ev['available_mb']} MB available "
                       f"on {ev['device']}", flush=True)
             elif ev["event"] == "eval" and ev.get("eval_loss") is not None:
-                print(f"step {ev['step']}  eval loss {ev['eval_loss']:.4f}  ({ev['rows']} held-out answers)", flush=True)
+                print(f"step {ev['step']}  eval loss {ev['eval_loss']:.4f}  ({ev['rows']} held-out answers)",
+                      flush=True)
             elif ev["event"] == "checkpoint":
                 print(f"checkpoint: {ev['path']}", flush=True)
             elif ev["event"] == "note":
