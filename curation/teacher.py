@@ -43,7 +43,8 @@ class TeacherConfig:
     api_key: never stored, logged or shown; falls back to OPENAI_API_KEY.
     concurrency: calls in flight at once (1..64). The default matches the embedded server's slots
         (LocalTeacherServer: 16 decoded together), where more in flight stopped paying (bench/generate.py).
-    timeout_s: per-call (per-attempt) timeout in seconds (1..600).
+    timeout_s: per-call (per-attempt) timeout in seconds (1..600); a call to the embedded server gets at least
+        EMBEDDED_TIMEOUT_S (see `client`).
     max_retries: retries on connection errors, timeouts, 408/409/429/5xx, with exponential backoff
         honouring Retry-After / retry-after-ms (0..10). After the last one the row is stored as failed.
     """
