@@ -65,10 +65,13 @@ class Progress:
     stage: str = ""
     discarded: int = 0
     new_tasks: int = 0
+    in_flight: int = 1  # calls sent at once (the teacher's concurrency)
 
     @property
     def eta_s(self) -> float | None:
-        if not self.done:
+        """Seconds left at the pace so far; None until the first wave of `in_flight` calls is stored: batched
+        together, its short answers come back first, and a pace read from them ran short."""
+        if not self.done or self.done < min(self.in_flight, self.total):
             return None
         return self.elapsed_s / self.done * (self.total - self.done)
 
@@ -108,6 +111,7 @@ class _Job:
         self.discarded: Counter = Counter()
         self.stage, self.fatal, self.stop_reason = "", None, None
         self.writing = threading.Lock()
+        self.in_flight = 1
 
     async def diagnose(self) -> str | None:
         """After a connection error: did the server behind the endpoint die? (its description, or None)"""
@@ -166,7 +170,7 @@ class _Job:
     def progress(self) -> Progress:
         return Progress(self.done, self.planned, self.failed, self.completion_tokens, time.monotonic() - self.started,
                         self.prompt_tokens, self.cost_usd if self.price is not None else None, self.stage,
-                        sum(self.discarded.values()), self.new_tasks)
+                        sum(self.discarded.values()), self.new_tasks, self.in_flight)
 
     def summary(self, method: str) -> dict:
         elapsed = round(time.monotonic() - self.started, 3)
@@ -267,6 +271,7 @@ def execute_stages(store: Store, teacher: TeacherConfig, ctx: RunContext, method
     run_id = store.start_run("generate", run_config)
     ctx.run_id = run_id
     job = _Job(store, run_id, price, budget, cancel, on_progress, watch)
+    job.in_flight = teacher.concurrency
     try:
         try:
             asyncio.run(_run_stages(job, ctx, stages, base_url))

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from curation.errors import ConfigError, StudioError, TeacherError
-from curation.generate import Budget, GenerateConfig, retry_failed, run_method
+from curation.generate import Budget, GenerateConfig, Progress, retry_failed, run_method
 from curation.jobs import GenerationJobs
 from curation.local_server import LocalTeacherServer
 from curation.methods import JudgeConfig, LogprobsConfig
@@ -97,6 +97,13 @@ def test_a_body_that_is_not_json_is_a_failed_row_not_a_crash(store):
         assert len(server.requests) == 2  # not retried: the same garbage would come back
     assert summary["failed"] == 2
     assert all("unreadable answer" in r["error"] for r in store.ledger_rows())
+
+
+def test_the_eta_waits_for_the_first_wave_of_calls():
+    # 16 sent at once: the first 3 back are the short answers; a pace read from them ran short
+    assert Progress(3, 100, 0, 0, 3.0, in_flight=16).eta_s is None
+    assert Progress(16, 100, 0, 0, 32.0, in_flight=16).eta_s == pytest.approx(32.0 / 16 * 84)
+    assert Progress(2, 2, 0, 0, 5.0, in_flight=16).eta_s == 0.0  # a job smaller than one wave
 
 
 def test_backoff_honours_retry_after_and_grows_without_it():

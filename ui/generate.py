@@ -120,7 +120,9 @@ def job_status(studio) -> tuple[str, str]:
     if p is None:
         return progress_html(0, 0, state=status.state), ""
     cost = f" · ${p.cost_usd:.4f}" if p.cost_usd is not None else ""
-    eta = f" · ETA {fmt_seconds(p.eta_s)}" if status.state == "running" else ""
+    eta = ""
+    if status.state == "running":
+        eta = f" · ETA {fmt_seconds(p.eta_s)}" if p.eta_s is not None else " · ETA after the first answers"
     detail = f"· {status.method} {p.stage} · {p.prompt_tokens + p.tokens} tokens{cost} · {p.failed} failed{eta}"
     return progress_html(p.done, p.total, detail, state=status.state), status_note(status)
 
