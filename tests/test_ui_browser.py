@@ -44,7 +44,9 @@ def test_import_generate_and_approve_in_the_browser(browser, tmp_path, teacher_u
         page.locator("#review-status input").click()
         page.get_by_role("option", name="pending").click()
         expect(page.locator("#review-info")).to_contain_text("2 matching", timeout=30_000)
-        page.locator("#review-approve-all").click()
+        page.locator("#review-approve-all").click()  # asks first, with the count
+        expect(page.locator("#review-confirm-text")).to_contain_text("Approve 2 generations", timeout=30_000)
+        page.locator("#review-confirm").click()
         expect(page.locator("#review-message")).to_contain_text("approved 2 generations", timeout=30_000)
         assert studio.store.stats()["by_status"] == {"pending": 0, "approved": 3, "rejected": 0, "failed": 0}
 

@@ -149,6 +149,6 @@ def test_stats_endpoint_returns_every_plot(studio_with):
 def test_review_search_from_page_two_shows_the_first_page_of_what_matches(studio_with):
     studio, client, ids = studio_with([{"response": f"answer {i}" + (" apple" if i < 10 else "")} for i in range(30)])
     table, info = client.predict("", "all", 2, api_name="/review_page")
-    assert info == "page 2 of 2 · 30 matching generations" and len(table["data"]) == 5
+    assert info == "page 2 of 2 · 30 matching generations (30 pending)" and len(table["data"]) == 5
     table, info = client.predict("apple", "all", 2, api_name="/review_page")  # the page box still says 2
-    assert info == "page 1 of 1 · 10 matching generations" and len(table["data"]) == 10
+    assert info == "page 1 of 1 · 10 matching generations (10 pending)" and len(table["data"]) == 10

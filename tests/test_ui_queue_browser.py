@@ -110,7 +110,8 @@ def test_curate_tab_dedupes_with_embeddings_slider_and_map(browser, tmp_path):
         expect(page.locator("#dedupe-message")).to_contain_text("embedded 8 responses", timeout=60_000)
         page.locator("#dedupe-preview").click()
         count = page.locator("#dedupe-count")
-        expect(count).to_contain_text("3 generations would be marked at similarity ≥ 0.9", timeout=30_000)
+        # the calibrated default threshold (0.82, bench/dedupe_threshold.py)
+        expect(count).to_contain_text("3 generations would be marked at similarity ≥ 0.82", timeout=30_000)
         slider = page.locator("#dedupe-threshold input[type=range]")
         slider.fill("1")  # each move reads the counts cached by the preview: only identical texts left
         expect(count).to_contain_text("2 generations would be marked at similarity ≥ 1", timeout=30_000)
