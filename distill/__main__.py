@@ -17,7 +17,9 @@ from distill.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_merge_parser, add_
     train_command
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(eval_flags: bool = True) -> argparse.ArgumentParser:
+    """eval_flags: build eval's EvalConfig flags, which imports the eval pipeline (~2 s): not for the training
+    and merge children, which start from this parser too."""
     parser = argparse.ArgumentParser(prog="python -m distill", description="Distill Studio training side.")
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="LoRA training of the student: sft, dpo, kd or kd_logprobs",
@@ -25,12 +27,13 @@ def build_parser() -> argparse.ArgumentParser:
                                             "(sft, dpo, kd against a local teacher, kd from stored logprobs).")
     add_train_arguments(train)
     add_merge_parser(commands)
-    _add_eval_parser(commands)
+    _add_eval_parser(commands, eval_flags)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(eval_flags=argv[:1] == ["eval"]).parse_args(argv)
     if args.command == "eval":
         return _eval_command(args)
     if args.command == "merge":
@@ -38,17 +41,19 @@ def main(argv: list[str] | None = None) -> int:
     return train_command(args)
 
 
-def _add_eval_parser(commands) -> None:
+def _add_eval_parser(commands, eval_flags: bool = True) -> None:
     """`eval`: its flags are EvalConfig's fields (curation.config_args: the config's defaults, its field docs as
     help); the endpoints are given by URL and model."""
-    from curation.config_args import add_config_arguments
-    from distill.evaluate import EvalConfig
-
     ev = commands.add_parser(
         "eval", help="base vs distilled student vs teacher on the eval split",
         description="Evaluate a distilled student on the workspace's eval split: the teacher, the base student "
                     "and the distilled student answer; the judge compares and scores them; prints the eval's "
                     "metrics; the per-task report is the run dir's eval.jsonl.")
+    if not eval_flags:
+        return
+    from curation.config_args import add_config_arguments
+    from distill.evaluate import EvalConfig
+
     ev.add_argument("--workspace", type=Path, required=True, help="the workspace folder")
     ev.set_defaults(config_fields=add_config_arguments(ev, EvalConfig, skip=("teacher", "judge"),
                                                        aliases={"run_id": ["--run"]}))

@@ -28,15 +28,21 @@ def make_filter(search: str, status: str) -> ReviewFilter:
 def load_page(store, q, st, pg, order="id"):
     """One page of the table and the line above it: the page, what matches, and how many by status."""
     flt = make_filter(q, st)
-    pg = max(1, int(pg or 1))
-    frame, total = store.review_page(flt, page=pg, page_size=PAGE_SIZE, sort=order or "id")
-    pages = max(1, math.ceil(total / PAGE_SIZE))
-    if pg > pages:  # a page past the end (a narrower search) shows the last one
-        pg = pages
-        frame, total = store.review_page(flt, page=pg, page_size=PAGE_SIZE, sort=order or "id")
+    frame, total, pg, pages = _page(store, flt, pg, order)
     counts = store.review_status_counts(flt)
     done = ", ".join(f"{counts[k]} {k}" for k in ("approved", "rejected", "pending", "failed") if counts[k])
     return frame, f"page {pg} of {pages} · {total} matching generations" + (f" ({done})" if done else "")
+
+
+def _page(store, flt: ReviewFilter, pg, order) -> tuple:
+    """(frame, matching rows, page shown, pages): a page past the end (a narrower search) shows the last one."""
+    pg = max(1, int(pg or 1))
+    frame, total = store.review_page(flt, page=pg, page_size=PAGE_SIZE, sort=order or "id")
+    pages = max(1, math.ceil(total / PAGE_SIZE))
+    if pg > pages:
+        pg = pages
+        frame, total = store.review_page(flt, page=pg, page_size=PAGE_SIZE, sort=order or "id")
+    return frame, total, pg, pages
 
 
 def clamp(store, pg, delta, q, st) -> int:
@@ -79,7 +85,7 @@ def label_one(store, gid, action, text, q, st, pg, order="id", go_on=False):
     gid = generation_id(gid)
     if gid is None:
         raise gr.Error("select a generation first")
-    ids_before = [int(i) for i in load_page(store, q, st, pg, order)[0]["id"]]
+    ids_before = [int(i) for i in _page(store, make_filter(q, st), pg, order)[0]["id"]] if go_on else []
     row = store.generation(gid)
     if action == "edit" and row is not None and (text or "") == (row["edited_response"] or row["response"]):
         action = "approved"  # nothing was changed: a plain approval, not an edit equal to the original

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import gradio as gr
 
+from distill.evaluate import TRAINING_KINDS
 from ui.common import fmt_seconds, guarded
 
-TRAINING_KINDS = ("sft", "dpo", "kd", "kd_logprobs")
 DIFF_ROWS_SHOWN = 500
 
 
