@@ -32,11 +32,11 @@ def _words(text: str) -> list[str]:
 # (flags, argparse kwargs, the methods it applies to); dest = the config field it sets.
 _METHOD_OPTIONS = [
     (("--task-ids",), dict(type=_ints, help="comma-separated task ids (default: all train tasks / the method's pool)"),
-     "label logprobs self self-instruct evol judge compare"),
+     "label logprobs self self-instruct evol judge compare chat"),
     (("--temperature",), dict(type=float, help="sampling temperature (method default)"), "*"),
     (("--max-tokens",), dict(type=int, help="max tokens per answer (method default)"), "*"),
-    (("--n",), dict(type=int, help="samples per task (default 1)"), "label logprobs self"),
-    (("--system-prompt",), dict(help="system prompt sent before each task"), "label logprobs self"),
+    (("--n",), dict(type=int, help="samples (chat: conversations) per task (default 1)"), "label logprobs self chat"),
+    (("--system-prompt",), dict(help="system prompt sent before each task"), "label logprobs self chat"),
     (("--teacher-only-system",), dict(action="store_true", default=None,
                                       help="use the system prompt for the teacher only, not in training data"),
      "label logprobs self"),
@@ -74,6 +74,10 @@ _METHOD_OPTIONS = [
      "self"),
     (("--approve-kept",), dict(action="store_true", default=None, help="approve answers at or above the threshold"),
      "self"),
+    (("--turns",), dict(type=int, help="assistant turns per conversation, 2-8 (default 3)"), "chat"),
+    (("--persona",), dict(help="who the simulated user is, e.g. 'a student who asks for examples' (default: anyone)"),
+     "chat"),
+    (("--user-max-tokens",), dict(type=int, help="max tokens of each simulated user turn (default 96)"), "chat"),
     (("--judge-max-tokens",), dict(type=int, help="max tokens of the judge's verdict (default 256)"), "self"),
 ]
 

@@ -54,18 +54,37 @@ def prompt_and_full_ids(tokenizer, messages: list[dict]) -> tuple[list[int], lis
 def tokenize_example(tokenizer, messages: list[dict], max_length: int) -> dict | None:
     """{input_ids, labels, prompt_length} of a chat ending with the assistant's answer; None if nothing to learn.
 
-    labels are the ids on the answer (and the end-of-turn tokens after it), IGNORE on the prompt. The
-    answer starts where the tokenized prompt and the tokenized chat diverge (TRL's rule: some templates
-    render a prompt alone differently). The first `max_length` tokens are kept; an example whose
-    answer falls entirely beyond them teaches nothing and is dropped (None).
+    labels are the ids of every assistant turn (and the end-of-turn tokens after each), IGNORE elsewhere:
+    a conversation teaches each of its answers, as TRL's `assistant_only_loss` does; a single-turn chat
+    teaches its one answer. A turn starts where the tokenized prompt before it (with the assistant header)
+    and the tokenized chat diverge (TRL's rule: some templates render a prompt alone differently) and ends
+    where the chat through that turn stops being a prefix of the whole. prompt_length is where the last
+    answer starts (the prompt an on-policy method answers). The first `max_length` tokens are kept; an
+    example whose answers fall entirely beyond them teaches nothing and is dropped (None).
     """
     prompt_ids, full_ids = prompt_and_full_ids(tokenizer, messages)
     start = common_prefix_length(prompt_ids, full_ids)
-    input_ids = full_ids[:max_length]
-    labels = ([IGNORE] * start + full_ids[start:])[:max_length]
+    labels = [IGNORE] * start + full_ids[start:]
+    for begin, end in _earlier_answer_spans(tokenizer, messages, full_ids):
+        labels[begin:end] = full_ids[begin:end]
+    input_ids, labels = full_ids[:max_length], labels[:max_length]
     if all(label == IGNORE for label in labels):
         return None
     return {"input_ids": input_ids, "labels": labels, "prompt_length": min(start, len(input_ids))}
+
+
+def _earlier_answer_spans(tokenizer, messages: list[dict], full_ids: list[int]) -> list[tuple[int, int]]:
+    """[begin, end) token spans of the assistant turns before the last one, inside `full_ids`."""
+    spans = []
+    for i, message in enumerate(messages[:-1]):
+        if message["role"] != "assistant":
+            continue
+        before, through = prompt_and_full_ids(tokenizer, messages[:i + 1])
+        begin = common_prefix_length(before, full_ids)
+        end = common_prefix_length(through, full_ids)
+        if end > begin:
+            spans.append((begin, end))
+    return spans
 
 
 def answer_token_spans(tokenizer, messages: list[dict], input_ids: list[int]) -> list[tuple[int, int] | None] | None:

@@ -23,8 +23,10 @@ from ui.common import fmt_seconds, guarded, progress_html
 # Which option group each method shows. A group holds fields several methods share, so one field is
 # one component (the config dataclasses say which fields each method takes).
 GROUPS = {
-    "tasks": ("label", "logprobs", "self", "self-instruct", "evol", "judge", "compare"),
+    "tasks": ("label", "logprobs", "self", "self-instruct", "evol", "judge", "compare", "chat"),
+    "samples": ("label", "logprobs", "self", "chat"),
     "answer": ("label", "logprobs", "self"),
+    "chat": ("chat",),
     "logprobs": ("logprobs",),
     "expand": ("self-instruct",),
     "evol": ("evol",),
@@ -216,18 +218,35 @@ def _task_groups(groups: dict) -> dict:
     with gr.Group(visible=True) as groups["tasks"]:
         task_ids = gr.Textbox(label="Task ids (comma-separated; empty = all train tasks, or the method's pool)",
                               value="", elem_id="gen-task-ids")
+    with gr.Group(visible=True) as groups["samples"]:
+        n = gr.Slider(1, 32, value=1, step=1, label="Samples per task (chat: conversations per task, up to 8)")
+        system_prompt = gr.Textbox(label="System prompt (optional)", lines=2, value="")
     with gr.Group(visible=True) as groups["answer"]:
         with gr.Row():
-            n = gr.Slider(1, 32, value=1, step=1, label="Samples per task")
             teacher_only = gr.Checkbox(label="System prompt for the teacher only (left out of training data)")
             explain = gr.Checkbox(label="Explain step by step (Orca-style traces)")
             with_eval = gr.Checkbox(label="Answer the eval split too (references for the eval loss; never trained on)",
                                     elem_id="gen-with-eval")
-        system_prompt = gr.Textbox(label="System prompt (optional)", lines=2, value="")
     with gr.Group(visible=False) as groups["logprobs"]:
         top_logprobs = gr.Slider(0, 20, value=5, step=1, label="Top logprobs kept per token")
     return dict(task_ids=task_ids, n=n, teacher_only_system=teacher_only, explain=explain, with_eval=with_eval,
-                system_prompt=system_prompt, top_logprobs=top_logprobs)
+                system_prompt=system_prompt, top_logprobs=top_logprobs, **_chat_group(groups))
+
+
+def _chat_group(groups: dict) -> dict:
+    with gr.Group(visible=False) as groups["chat"]:
+        gr.Markdown("Each seed task opens a conversation: the teacher answers, a simulated user (the teacher with "
+                    "the persona below) asks a follow-up, for N assistant turns. Training puts the loss on every "
+                    "assistant turn. The embedded 135M teacher is a weak user simulator: it often has nothing to "
+                    "add or repeats itself, and a conversation then ends where it got (kept, counted as "
+                    "*user_simulator*); use a stronger endpoint for conversations worth training on.")
+        with gr.Row():
+            turns = gr.Slider(2, 8, value=3, step=1, label="Assistant turns per conversation")
+            user_max_tokens = gr.Number(value=96, label="Max tokens per user turn", minimum=8, maximum=1024,
+                                        precision=0)
+        persona = gr.Textbox(label="Simulated user (persona, optional)", value="",
+                             placeholder="e.g. a nurse who wants short practical answers")
+    return dict(turns=turns, user_max_tokens=user_max_tokens, persona=persona)
 
 
 def _new_task_groups(groups: dict) -> dict:
