@@ -1,6 +1,6 @@
 """Headless curation: python -m curation --workspace DIR <command> ...
 
-Commands: import, seed-pack, split; generate, judge, ledger, retry-failed, prices (the teacher); embed, dedupe,
+Commands: import, seed-pack, split, documents, conversations; generate, judge, ledger, retry-failed, prices (the teacher); embed, dedupe,
 filter, rank, undo (the Curate tab); review, export, stats.
 
 Every command builds the same config objects as the UI and works on the same workspace file.
@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from curation import curate_cli, elicit_cli, io
+from curation import curate_cli, elicit_cli, io, sources_cli
 from curation.errors import StudioError
 from curation.split import hold_out
 from curation.store import REVIEW_STATUSES, ReviewFilter, Store
@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     elicit_cli.add_commands(sub)  # generate (every method), judge, ledger, retry-failed, prices
     curate_cli.add_commands(sub)  # embed, dedupe, filter, rank, undo
+    sources_cli.add_commands(sub)  # documents, conversations
 
     p = sub.add_parser("review", help="approve or reject generations matching a filter")
     action = p.add_mutually_exclusive_group(required=True)
@@ -129,7 +130,7 @@ def cmd_stats(store, args) -> int:
 
 
 COMMANDS = {"import": cmd_import, "seed-pack": cmd_seed_pack, "split": cmd_split, **elicit_cli.COMMANDS,
-            **curate_cli.COMMANDS, "review": cmd_review, "export": cmd_export, "stats": cmd_stats}
+            **curate_cli.COMMANDS, **sources_cli.COMMANDS, "review": cmd_review, "export": cmd_export, "stats": cmd_stats}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -117,3 +117,15 @@ def turn_pairs(messages: list[dict]) -> list[tuple[str, str]]:
     """[(user, assistant), ...]: the conversation as a chat view shows it (system message left out)."""
     turns = [m["content"] for m in messages if m["role"] != "system"]
     return [(turns[i], turns[i + 1] if i + 1 < len(turns) else "") for i in range(0, len(turns), 2)]
+
+
+def import_conversations(store, path: str | os.PathLike, name: str | None = None) -> dict:
+    """Read, check and store a conversation file (nothing is stored when one conversation is bad).
+    {"added": new generation ids, "skipped": conversations already in the workspace, "file": name}."""
+    name = name or Path(path).name
+    try:
+        conversations = read_conversations(path)
+    except ImportFormatError as exc:  # the name the user knows, not a temporary upload path
+        raise ImportFormatError(name, exc.reason, exc.line, exc.field) from None
+    added, skipped = store.add_conversations([c["messages"] for c in conversations], f"import:{name}")
+    return {"file": name, "added": added, "skipped": skipped}

@@ -67,7 +67,7 @@ _METHOD_OPTIONS = [
     (("--pairs-per-task",), dict(type=int, help="pairs of responses compared per task (default 1)"), "compare"),
     (("--no-structured",), dict(action="store_false", dest="structured", default=None,
                                 help="judge in free text: for an endpoint without response_format json_schema "
-                                     "(default: JSON valid against the verdict's schema)"), "judge compare"),
+                                     "(default: JSON valid against the verdict's schema)"), "judge compare documents"),
     (("--student",), dict(help="student model: folder, .gguf, cached hub id (default: bundled SmolLM2)"), "self"),
     (("--adapter",), dict(help="PEFT adapter folder applied to the student"), "self"),
     (("--keep-threshold",), dict(type=float, help="reject student answers the judge scores below this (default 7)"),
@@ -78,6 +78,13 @@ _METHOD_OPTIONS = [
     (("--persona",), dict(help="who the simulated user is, e.g. 'a student who asks for examples' (default: anyone)"),
      "chat"),
     (("--user-max-tokens",), dict(type=int, help="max tokens of each simulated user turn (default 96)"), "chat"),
+    (("--chunk-ids",), dict(type=_ints, help="comma-separated chunk ids (default: every imported chunk)"), "documents"),
+    (("--questions-per-chunk",), dict(type=int, help="questions asked about each chunk, 1-10 (default 3)"),
+     "documents"),
+    (("--mode",), dict(choices=["rag", "closed_book"], help="rag: the student answers from the chunk in its prompt; "
+                                                           "closed_book: without it (default rag)"), "documents"),
+    (("--no-faithfulness",), dict(action="store_false", dest="faithfulness", default=None,
+                                  help="do not judge the answers' faithfulness to their chunk"), "documents"),
     (("--judge-max-tokens",), dict(type=int, help="max tokens of the judge's verdict (default 256)"), "self"),
 ]
 

@@ -139,3 +139,26 @@ def test_self_chat_on_the_embedded_teacher(store, teacher_url):
     roles = [m["role"] for m in json.loads(rows[0]["messages"])]
     # a real 135M simulator may have nothing to add: then the conversation ends after the first answer
     assert roles in (["user", "assistant", "user"], ["user"])
+
+
+# ---- import, train rows, export --------------------------------------------------------------------
+def test_imported_conversations_train_and_export_whole_and_import_once(store, tmp_path):
+    from curation import io
+    from curation.conversations import import_conversations
+
+    conversation = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi"},
+                    {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Name a fruit."},
+                    {"role": "assistant", "content": "Apple."}]
+    path = _write(tmp_path / "chats.jsonl", [{"messages": conversation}])
+    first = import_conversations(store, path)
+    again = import_conversations(store, path)
+    assert len(first["added"]) == 1 and again == {"file": "chats.jsonl", "added": [], "skipped": 1}
+    store.set_label(first["added"], "approved")
+    (example,) = store.approved_examples()
+    assert example["messages"] == conversation
+    io.export_examples([example], tmp_path / "out.jsonl", "sharegpt-jsonl")
+    assert read_conversations(tmp_path / "out.jsonl")[0]["messages"] == conversation  # the round trip is exact
+    bad = _write(tmp_path / "bad.jsonl", [{"messages": conversation}, {"messages": [{"role": "user", "content": "x"}]}])
+    with pytest.raises(ImportFormatError, match="upload.jsonl, line 2"):
+        import_conversations(store, bad, name="upload.jsonl")
+    assert store.count_tasks() == 1  # the bad file added nothing, not even its good first line

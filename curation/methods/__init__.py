@@ -5,10 +5,11 @@
 from __future__ import annotations
 
 from curation.errors import StudioError
-from curation.methods import chat, compare, evol, judge, label, logprobs, self_instruct, self_knowledge, topics
+from curation.methods import chat, compare, documents, evol, judge, label, logprobs, self_instruct, self_knowledge, topics
 from curation.methods.base import Call, Method, Stage, Writes, render
 from curation.methods.chat import ChatConfig
 from curation.methods.compare import CompareConfig, preferences
+from curation.methods.documents import DocumentsConfig
 from curation.methods.evol import EvolConfig
 from curation.methods.judge import JudgeConfig
 from curation.methods.label import GenerateConfig, LabelConfig, build_messages
@@ -19,7 +20,7 @@ from curation.methods.topics import SURVEY_DOMAINS, SURVEY_SKILLS, TopicsConfig
 
 METHODS: dict[str, Method] = {m.name: m for m in (
     label.METHOD, self_instruct.METHOD, evol.METHOD, topics.METHOD, judge.METHOD, compare.METHOD,
-    logprobs.METHOD, self_knowledge.METHOD, chat.METHOD)}
+    logprobs.METHOD, self_knowledge.METHOD, chat.METHOD, documents.METHOD)}
 
 
 def method_for(config) -> Method:
@@ -40,5 +41,5 @@ def get_method(name: str) -> Method:
 
 __all__ = ["METHODS", "method_for", "get_method", "Call", "Method", "Stage", "Writes", "render",
            "GenerateConfig", "LabelConfig", "SelfInstructConfig", "EvolConfig", "TopicsConfig", "JudgeConfig",
-           "CompareConfig", "LogprobsConfig", "ChatConfig", "SelfConfig", "SURVEY_SKILLS", "SURVEY_DOMAINS", "build_messages",
+           "CompareConfig", "LogprobsConfig", "ChatConfig", "DocumentsConfig", "SelfConfig", "SURVEY_SKILLS", "SURVEY_DOMAINS", "build_messages",
            "preferences"]

@@ -21,6 +21,7 @@ from curation.store.filtering import FilteringMixin
 from curation.store.records import RecordsMixin
 from curation.store.review_queue import ReviewQueueMixin
 from curation.store.runs import RunsMixin
+from curation.store.sources import SourcesMixin
 
 DB_NAME = "studio.duckdb"
 
@@ -177,10 +178,29 @@ MIGRATIONS = [
         PRIMARY KEY (run_id, row_id)
     );
     """,
+    # 5: the survey's further skills (issue 16) — documents cut into chunks, each question task grounded
+    # in one; edits of any turn of a conversation (the original kept, as for answers).
+    """
+    CREATE SEQUENCE chunk_id_seq START 1;
+    CREATE TABLE chunks (
+        id BIGINT PRIMARY KEY DEFAULT nextval('chunk_id_seq'),
+        document VARCHAR NOT NULL,
+        document_hash VARCHAR NOT NULL,
+        ordinal INTEGER NOT NULL,
+        text VARCHAR NOT NULL,
+        char_start INTEGER,
+        char_end INTEGER,
+        created_at TIMESTAMP NOT NULL DEFAULT now()
+    );
+    ALTER TABLE tasks ADD COLUMN chunk_id BIGINT;
+    ALTER TABLE labels ADD COLUMN edited_messages VARCHAR;
+    ALTER TABLE label_events ADD COLUMN edited_messages VARCHAR;
+    """,
 ]
 
 
-class Store(RecordsMixin, RunsMixin, FilteringMixin, ElicitationMixin, EmbeddingsMixin, ReviewQueueMixin):
+class Store(RecordsMixin, RunsMixin, FilteringMixin, ElicitationMixin, EmbeddingsMixin, ReviewQueueMixin,
+            SourcesMixin):
     """An open workspace. Thread-safe: every statement runs under one lock on one connection.
 
     The methods of each area live in its mixin; they all share `con`, `_lock` and the helpers below.

@@ -79,10 +79,11 @@ class ElicitationMixin:
                      judgment.get("rationale"), judgment.get("raw_output"), judgment.get("kind", "score"),
                      judgment.get("other_generation_id"), request_key]).fetchone()[0]
             if new_tasks:
-                cols = ("instruction", "input", "system_prompt", "source", "parent_id", "skill", "domain", "split")
+                cols = ("instruction", "input", "system_prompt", "source", "parent_id", "skill", "domain", "chunk_id",
+                        "split")
                 ids["task_ids"] = [con.execute(
                     f"INSERT INTO tasks ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) RETURNING id",
-                    [t.get(c) for c in cols[:7]] + [t.get("split") or "train"]).fetchone()[0] for t in new_tasks]
+                    [t.get(c) for c in cols[:-1]] + [t.get("split") or "train"]).fetchone()[0] for t in new_tasks]
             state = "ok" if result["status"] == "ok" else "failed"
             summary = {**(outcome or {}), **ids}
             updated = con.execute(

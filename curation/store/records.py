@@ -17,7 +17,8 @@ class RecordsMixin:
     def add_tasks(self, tasks: list[dict]) -> list[int]:
         """Insert tasks (dicts with at least 'instruction'; optional 'expected', a check such as 'contains:Paris')
         in one transaction; returns their ids."""
-        cols = ("instruction", "input", "system_prompt", "source", "parent_id", "skill", "domain", "split", "expected")
+        cols = ("instruction", "input", "system_prompt", "source", "parent_id", "skill", "domain", "split", "expected",
+                "chunk_id")
         ids = []
         with self.transaction() as con:
             for task in tasks:

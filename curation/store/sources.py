@@ -1,0 +1,80 @@
+"""What the user brings besides seed tasks: documents cut into chunks (curation/documents.py) with the tasks
+and answers grounded in each, and whole conversations (curation/conversations.py)."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pandas as pd
+
+
+class SourcesMixin:
+    """`Store` methods for imported documents, their chunks, and imported conversations."""
+
+    def add_document(self, name: str, chunks: list[dict]) -> tuple[list[int], bool]:
+        """Store a document's chunks ({"ordinal", "text", "start", "end"}) in one transaction.
+
+        Returns (chunk ids, added): the same document (name and text) imported again adds nothing and
+        returns the stored chunks' ids with added False.
+        """
+        digest = hashlib.sha256("\x00".join(c["text"] for c in chunks).encode("utf-8")).hexdigest()
+        with self.transaction() as con:
+            found = con.execute("SELECT id FROM chunks WHERE document = ? AND document_hash = ? ORDER BY ordinal",
+                                [name, digest]).fetchall()
+            if found:
+                return [r[0] for r in found], False
+            ids = [con.execute("INSERT INTO chunks (document, document_hash, ordinal, text, char_start, char_end) "
+                               "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                               [name, digest, c["ordinal"], c["text"], c.get("start"), c.get("end")]).fetchone()[0]
+                   for c in chunks]
+        return ids, True
+
+    def chunks(self, ids: list[int] | None = None) -> list[dict]:
+        """The chunks named (all when None), in document order."""
+        where, params = ("WHERE list_contains(?, id)", [list(ids)]) if ids is not None else ("", [])
+        return self._fetchdicts(f"SELECT * FROM chunks {where} ORDER BY document, ordinal, id", params)
+
+    def chunk_of_task(self, task_id: int) -> dict | None:
+        rows = self._fetchdicts("SELECT c.* FROM chunks c JOIN tasks t ON t.chunk_id = c.id WHERE t.id = ?",
+                                [int(task_id)])
+        return rows[0] if rows else None
+
+    def generations_of_tasks(self, task_ids: list[int]) -> list[dict]:
+        """The successful answers of the tasks, as trained on (the edit wins): id, task_id, answer."""
+        return self._fetchdicts(
+            "SELECT g.id, g.task_id, coalesce(l.edited_response, g.response) AS answer FROM generations g "
+            "LEFT JOIN labels l ON l.generation_id = g.id WHERE g.status = 'ok' AND list_contains(?, g.task_id) "
+            "ORDER BY g.id", [list(task_ids)])
+
+    def documents_frame(self) -> pd.DataFrame:
+        """One row per document: its chunks, the questions asked about them and the answers stored."""
+        return self._fetchdf(
+            "SELECT c.document, count(DISTINCT c.id) AS chunks, count(DISTINCT t.id) AS questions, "
+            "count(DISTINCT g.id) FILTER (WHERE g.status = 'ok') AS answers FROM chunks c "
+            "LEFT JOIN tasks t ON t.chunk_id = c.id LEFT JOIN generations g ON g.task_id = t.id "
+            "GROUP BY c.document ORDER BY c.document")
+
+    def add_conversations(self, conversations: list[list[dict]], source: str) -> tuple[list[int], int]:
+        """Store each conversation (checked chat messages ending with the assistant) as a task (its first
+        user turn, its system message) and a generation (every turn before the last answer + that answer,
+        endpoint 'import', model `source`), in one transaction. Returns (new generation ids, skipped): a
+        conversation already in the workspace, from any file, is skipped."""
+        new, skipped = [], 0
+        with self.transaction() as con:
+            for messages in conversations:
+                key = "import:" + hashlib.sha256(json.dumps(messages, ensure_ascii=False, sort_keys=True)
+                                                 .encode("utf-8")).hexdigest()
+                if con.execute("SELECT 1 FROM generations WHERE request_key = ?", [key]).fetchone():
+                    skipped += 1
+                    continue
+                system = messages[0]["content"] if messages[0]["role"] == "system" else None
+                first_user = next(m["content"] for m in messages if m["role"] == "user")
+                task_id = con.execute("INSERT INTO tasks (instruction, system_prompt, source) VALUES (?, ?, 'import') "
+                                      "RETURNING id", [first_user, system]).fetchone()[0]
+                new.append(con.execute(
+                    "INSERT INTO generations (task_id, request_key, endpoint, model, messages, params, sample_index, "
+                    "response, finish_reason, status, method) VALUES (?, ?, 'import', ?, ?, '{}', 0, ?, 'stop', 'ok', "
+                    "'import') RETURNING id",
+                    [task_id, key, source, json.dumps(messages[:-1], ensure_ascii=False),
+                     messages[-1]["content"]]).fetchone()[0])
+        return new, skipped
