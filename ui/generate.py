@@ -27,6 +27,7 @@ GROUPS = {
     "samples": ("label", "logprobs", "self", "chat"),
     "answer": ("label", "logprobs", "self"),
     "chat": ("chat",),
+    "documents": ("documents",),
     "logprobs": ("logprobs",),
     "expand": ("self-instruct",),
     "evol": ("evol",),
@@ -69,7 +70,7 @@ def method_config(method: str, form: dict):
         if field.name not in form:
             continue
         value = form[field.name]
-        if field.name in ("task_ids", "generation_ids"):
+        if field.name in ("task_ids", "generation_ids", "chunk_ids"):
             value = io.parse_ids(value)
         elif field.name == "topics":
             value = split_list(value)
@@ -230,7 +231,8 @@ def _task_groups(groups: dict) -> dict:
     with gr.Group(visible=False) as groups["logprobs"]:
         top_logprobs = gr.Slider(0, 20, value=5, step=1, label="Top logprobs kept per token")
     return dict(task_ids=task_ids, n=n, teacher_only_system=teacher_only, explain=explain, with_eval=with_eval,
-                system_prompt=system_prompt, top_logprobs=top_logprobs, **_chat_group(groups))
+                system_prompt=system_prompt, top_logprobs=top_logprobs, **_chat_group(groups),
+                **_documents_group(groups))
 
 
 def _chat_group(groups: dict) -> dict:
@@ -247,6 +249,23 @@ def _chat_group(groups: dict) -> dict:
         persona = gr.Textbox(label="Simulated user (persona, optional)", value="",
                              placeholder="e.g. a nurse who wants short practical answers")
     return dict(turns=turns, user_max_tokens=user_max_tokens, persona=persona)
+
+
+def _documents_group(groups: dict) -> dict:
+    with gr.Group(visible=False) as groups["documents"]:
+        gr.Markdown("Questions about each chunk of the documents imported on the Seeds tab, answered by the teacher "
+                    "from that chunk, then judged for faithfulness to it (the *unanswerable* and *unfaithful* "
+                    "filters on the Curate tab read the verdicts). The embedded 135M teacher asks shallow questions "
+                    "and its verdicts are near random; use a stronger teacher endpoint for real data.")
+        with gr.Row():
+            chunk_ids = gr.Textbox(label="Chunk ids (empty: every imported chunk)", value="")
+            questions_per_chunk = gr.Slider(1, 10, value=3, step=1, label="Questions per chunk")
+        with gr.Row():
+            mode = gr.Radio([("answer from the chunk in the prompt (RAG)", "rag"),
+                             ("closed book: the knowledge goes into the weights", "closed_book")],
+                            value="rag", label="What the student learns")
+            faithfulness = gr.Checkbox(value=True, label="Judge each answer's faithfulness to its chunk")
+    return dict(chunk_ids=chunk_ids, questions_per_chunk=questions_per_chunk, mode=mode, faithfulness=faithfulness)
 
 
 def _new_task_groups(groups: dict) -> dict:

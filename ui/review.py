@@ -8,6 +8,7 @@ import math
 from types import SimpleNamespace
 
 import gradio as gr
+import pandas as pd
 
 from curation import io
 from curation.store import REVIEW_SORTS, ReviewFilter
@@ -61,16 +62,49 @@ def generation_id(value) -> int | None:
 
 
 def detail(store, gid):
-    """Status, the messages sent, the original response, the response to keep (the edit box) and metadata."""
+    """Status, the messages sent, the original response, the response to keep (the edit box), metadata, and
+    the conversation view: its turns (the edit box of a conversation's earlier turns) and the source chunk."""
     gid = generation_id(gid)
     if gid is None:
-        return "", "", "", "", None
+        return "", "", "", "", None, [], _turns_frame([]), ""
     row = store.generation(gid)
     if row is None:
         raise gr.Error(f"no generation with id {int(gid)}")
     sent = "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in row["messages"])
     original = row["response"] or row["error"] or ""
-    return row["review_status"], sent, original, row["edited_response"] or row["response"] or "", _metadata(store, row)
+    kept = row["edited_response"] or row["response"] or ""
+    turns = row["edited_messages"] or row["messages"]
+    chat = [{"role": m["role"], "content": m["content"]} for m in turns if m["role"] != "system"]
+    chat.append({"role": "assistant", "content": kept})
+    return (row["review_status"], sent, original, kept, _metadata(store, row), chat, _turns_frame(turns),
+            _source(store, row))
+
+
+def _turns_frame(turns: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame({"role": [m["role"] for m in turns], "text": [m["content"] for m in turns]})
+
+
+def _source(store, row: dict) -> str:
+    """Where a grounded answer's facts come from: the document and chunk its question was asked about."""
+    chunk = store.chunk_of_task(row["task_id"]) if row.get("chunk_id") else None
+    if chunk is None:
+        return ""
+    quoted = "\n".join("> " + line for line in chunk["text"].splitlines())
+    return (f"**Source:** {chunk['document']}, chunk {chunk['ordinal'] + 1} (characters {chunk['char_start']:,}–"
+            f"{chunk['char_end']:,}; chunk id {chunk['id']})\n\n{quoted}")
+
+
+@guarded
+def save_turns(store, gid, frame, q, st, pg, order="id"):
+    """Approve a conversation with its edited earlier turns (the original is kept)."""
+    gid = generation_id(gid)
+    if gid is None:
+        raise gr.Error("select a generation first")
+    rows = frame.to_dict("records") if isinstance(frame, pd.DataFrame) else \
+        [dict(zip(frame["headers"], r)) for r in frame["data"]]
+    store.edit_turns(gid, [{"role": r["role"], "content": r["text"]} for r in rows])
+    return (str(gid), *detail(store, gid), *load_page(store, q, st, pg, order),
+            f"generation {gid}: turns saved and approved")
 
 
 def on_select(store, frame, evt: gr.SelectData):
@@ -200,6 +234,16 @@ def _layout() -> SimpleNamespace:
                 ui.save_edit = gr.Button("Save edit & approve", elem_id="review-save-edit")
             ui.message = gr.Markdown(elem_id="review-message")
             ui.meta = gr.JSON(label="Metadata")
+    with gr.Accordion("Conversation and source (multi-turn rows, grounded answers)", open=False):
+        with gr.Row():
+            with gr.Column():
+                ui.chat = gr.Chatbot(label="The conversation as trained on (every assistant turn is learned)",
+                                     height=360, elem_id="review-chat")
+                ui.source = gr.Markdown(elem_id="review-source")
+            with gr.Column():
+                ui.turns = gr.Dataframe(_turns_frame([]), interactive=True, wrap=True, elem_id="review-turns",
+                                        label="Turns before the answer: edit any text (the original is kept)")
+                ui.save_turns = gr.Button("Save turn edits & approve", elem_id="review-save-turns")
     with gr.Accordion("Export the approved rows", open=False):
         with gr.Row():
             ui.export_name = gr.Textbox(value="train.jsonl", label="File name (written to the workspace's exports/)",
@@ -216,7 +260,7 @@ def _wire(ui, store) -> list:
     page_inputs = [ui.search, ui.status, ui.page]
     view = [*page_inputs, ui.sort]
     shown = [ui.table, ui.info]
-    detail_outputs = [ui.detail_status, ui.task, ui.response, ui.edited, ui.meta]
+    detail_outputs = [ui.detail_status, ui.task, ui.response, ui.edited, ui.meta, ui.chat, ui.turns, ui.source]
     ui.export.click(bound(do_export, store), [ui.export_name, ui.export_format], [ui.export_file, ui.export_message],
                     api_name="export")
     ui.refresh.click(bound(load_page, store), view, shown, api_name="review_page")
@@ -236,6 +280,8 @@ def _wire(ui, store) -> list:
         button.click(lambda g, t, q, s, p, o, a, act=action: label_one(store, g, act, t, q, s, p, o, a),
                      [ui.gen_id, ui.edited, *view, ui.advance], [ui.gen_id, *detail_outputs, *shown, ui.message],
                      api_name=f"label_{action}")
+    ui.save_turns.click(bound(save_turns, store), [ui.gen_id, ui.turns, *view],
+                        [ui.gen_id, *detail_outputs, *shown, ui.message], api_name="save_turns")
     for button, action in ((ui.bulk_approve, "approved"), (ui.bulk_reject, "rejected")):
         button.click(lambda q, s, act=action: ask_bulk(store, act, q, s), [ui.search, ui.status],
                      [ui.confirm_row, ui.confirm_text, ui.pending_bulk], **private)

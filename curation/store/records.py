@@ -103,13 +103,15 @@ class RecordsMixin:
 
     def generation(self, gen_id: int) -> dict | None:
         rows = self._fetchdicts(
-            f"SELECT g.*, t.instruction, t.input, t.skill, t.domain, t.split, {_REVIEW_STATUS_SQL} AS review_status, "
-            f"l.edited_response, l.tags, l.note, l.reason FROM {_REVIEW_FROM} WHERE g.id = ?", [gen_id])
+            f"SELECT g.*, t.instruction, t.input, t.skill, t.domain, t.split, t.chunk_id, "
+            f"{_REVIEW_STATUS_SQL} AS review_status, l.edited_response, l.edited_messages, l.tags, l.note, l.reason "
+            f"FROM {_REVIEW_FROM} WHERE g.id = ?", [gen_id])
         if not rows:
             return None
         row = rows[0]
         row["messages"] = json.loads(row["messages"])
         row["params"] = json.loads(row["params"])
+        row["edited_messages"] = json.loads(row["edited_messages"]) if row["edited_messages"] else None
         return row
 
     def review_page(self, flt: ReviewFilter, page: int = 1, page_size: int = 25,
@@ -162,10 +164,11 @@ class RecordsMixin:
 
     # ---- labels -------------------------------------------------------------------------------
     def set_label(self, gen_ids: list[int], status: str, edited_response: str | None = None,
-                  reason: str | None = None) -> int:
+                  reason: str | None = None, edited_messages: list[dict] | None = None) -> int:
         """Approve / reject / edit generations; the teacher's response itself is never changed.
 
-        `edited_response=None` keeps any earlier edit; `reason` says why (e.g. "filter:refusal").
+        `edited_response=None` keeps any earlier edit; `reason` says why (e.g. "filter:refusal");
+        `edited_messages`: an edit of the turns before the answer (a conversation's), None keeps any earlier one.
         Every change is one batch in label_events with the previous state, so `undo_batch` can revert it.
         Failed calls cannot be approved. Returns how many rows were labelled.
         """
@@ -177,18 +180,20 @@ class RecordsMixin:
         with self.transaction() as con:
             self._check_labelable(con, gen_ids, status)
             batch = con.execute("SELECT nextval('label_batch_seq')").fetchone()[0]
+            turns = json.dumps(edited_messages, ensure_ascii=False) if edited_messages is not None else None
             con.execute("""
                 INSERT INTO label_events (generation_id, status, edited_response, reason, batch_id,
-                                          previous_status, previous_reason)
-                SELECT g.id, ?, ?, ?, ?, coalesce(l.status, 'pending'), l.reason
+                                          previous_status, previous_reason, edited_messages)
+                SELECT g.id, ?, ?, ?, ?, coalesce(l.status, 'pending'), l.reason, ?
                 FROM generations g LEFT JOIN labels l ON l.generation_id = g.id
-                WHERE list_contains(?, g.id)""", [status, edited_response, reason, batch, gen_ids])
+                WHERE list_contains(?, g.id)""", [status, edited_response, reason, batch, turns, gen_ids])
             con.execute("""
-                INSERT INTO labels (generation_id, status, edited_response, reason, updated_at)
-                SELECT unnest(?), ?, ?, ?, now()
+                INSERT INTO labels (generation_id, status, edited_response, reason, updated_at, edited_messages)
+                SELECT unnest(?), ?, ?, ?, now(), ?
                 ON CONFLICT (generation_id) DO UPDATE SET status = excluded.status,
                     edited_response = coalesce(excluded.edited_response, labels.edited_response),
-                    reason = excluded.reason, updated_at = now()""", [gen_ids, status, edited_response, reason])
+                    edited_messages = coalesce(excluded.edited_messages, labels.edited_messages),
+                    reason = excluded.reason, updated_at = now()""", [gen_ids, status, edited_response, reason, turns])
         return len(gen_ids)
 
     @staticmethod
@@ -272,7 +277,8 @@ class RecordsMixin:
         The edited response wins over the teacher's; a system prompt marked teacher-only is left out.
         """
         rows = self._fetchdicts(
-            f"SELECT g.id, g.task_id, g.messages, g.teacher_only_system, coalesce(l.edited_response, g.response) AS answer "
+            f"SELECT g.id, g.task_id, coalesce(l.edited_messages, g.messages) AS messages, g.teacher_only_system, "
+            f"coalesce(l.edited_response, g.response) AS answer "
             f"FROM {_REVIEW_FROM} WHERE l.status = 'approved' AND g.status = 'ok' AND t.split = 'train' ORDER BY g.id")
         return [self._chat_example(r) for r in rows]
 

@@ -7,6 +7,8 @@ import json
 
 import pandas as pd
 
+from curation.errors import StudioError
+
 
 class SourcesMixin:
     """`Store` methods for imported documents, their chunks, and imported conversations."""
@@ -78,3 +80,18 @@ class SourcesMixin:
                     [task_id, key, source, json.dumps(messages[:-1], ensure_ascii=False),
                      messages[-1]["content"]]).fetchone()[0])
         return new, skipped
+
+    def edit_turns(self, gen_id: int, messages: list[dict]) -> None:
+        """Approve a conversation with an edit of its turns before the answer (the original is kept, and the
+        edit is a label event, as an edited answer is). The edit has the same roles in the same order."""
+        row = self.generation(int(gen_id))
+        if row is None:
+            raise StudioError(f"no generation with id {int(gen_id)}")
+        roles = [m["role"] for m in row["messages"]]
+        if [m.get("role") for m in messages] != roles:
+            raise StudioError(f"generation {gen_id}: an edit keeps the turns' roles and order ({', '.join(roles)})")
+        empty = [i for i, m in enumerate(messages) if not str(m.get("content") or "").strip()]
+        if empty:
+            raise StudioError(f"generation {gen_id}: turn {empty[0]} is empty; reject the row instead")
+        edited = [{"role": m["role"], "content": str(m["content"])} for m in messages]
+        self.set_label([int(gen_id)], "approved", edited_messages=None if edited == row["messages"] else edited)
