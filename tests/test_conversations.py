@@ -162,3 +162,18 @@ def test_imported_conversations_train_and_export_whole_and_import_once(store, tm
     with pytest.raises(ImportFormatError, match="upload.jsonl, line 2"):
         import_conversations(store, bad, name="upload.jsonl")
     assert store.count_tasks() == 1  # the bad file added nothing, not even its good first line
+
+
+def test_conversations_are_deduplicated_as_a_whole(store):
+    from curation.dedupe import DedupeConfig, plan_dedupe
+
+    def chat(first, answer="Apple."):
+        return [{"role": "user", "content": first}, {"role": "assistant", "content": "Sure."},
+                {"role": "user", "content": "Name a fruit."}, {"role": "assistant", "content": answer}]
+
+    # same last answer, different conversations: not duplicates; the same conversation twice (another system
+    # prompt makes it a new import): duplicates
+    store.add_conversations([chat("Hi"), chat("Good morning"),
+                             [{"role": "system", "content": "Be kind."}] + chat("Hi")], "test")
+    plan = plan_dedupe(store, DedupeConfig(method="exact"))
+    assert [sorted(m.id for m in cluster.members) for cluster in plan.clusters] == [[1, 3]]

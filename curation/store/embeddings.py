@@ -12,12 +12,17 @@ class EmbeddingsMixin:
 
     # ---- embeddings & dedupe ------------------------------------------------------------------
     # The text an item is embedded and deduplicated by: a task is its instruction plus its input; a
-    # response is what would be trained on (the edit wins). Stored vectors carry md5 of that text, so
+    # response is what would be trained on (the edit wins; a conversation's earlier turns too). Stored vectors carry md5 of that text, so
     # SQL alone tells which are stale without shipping every text to Python.
     _ITEM_TEXT_SQL = {
         "task": "SELECT t.id, t.instruction || CASE WHEN coalesce(t.input, '') = '' THEN '' "
                 "ELSE chr(10) || chr(10) || t.input END AS text FROM tasks t",
-        "response": "SELECT g.id, coalesce(l.edited_response, g.response) AS text FROM generations g "
+        # A conversation is deduplicated as a whole: its turns (the edited ones; no system message) and its answer.
+        "response": "SELECT g.id, CASE WHEN list_contains(json_extract_string(g.messages, '$[*].role'), 'assistant') "
+                    "THEN array_to_string(list_transform(list_filter(json_extract(coalesce(l.edited_messages, "
+                    "g.messages), '$[*]'), lambda m: m->>'role' <> 'system'), lambda m: m->>'content'), chr(10)) "
+                    "|| chr(10) ELSE '' END "
+                    "|| coalesce(l.edited_response, g.response) AS text FROM generations g "
                     "LEFT JOIN labels l ON l.generation_id = g.id WHERE g.status = 'ok' "
                     "AND coalesce(l.edited_response, g.response) IS NOT NULL",
     }
