@@ -18,10 +18,10 @@ from curation.jobs import GenerationJobs
 from curation.local_server import LocalTeacherServer
 from curation.store import Store
 from distill.eval_jobs import EvalJobs
-from distill.models import TRUST_ENV, trusted_models
 from distill.orphans import stop_orphans
 from distill.runner import TrainingSlot
 from models.engine import stop_recorded
+from models.resolve import TRUST_ENV, trusted_models
 from models.students import StudentServers
 from ui import curate, evaluate, generate, review, review_queue, runs, seeds, train
 from ui.common import CSS

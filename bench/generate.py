@@ -198,7 +198,7 @@ def transformers_server(log_dir: Path, folder: Path):
 def transformers_sweep(texts: list[str], max_tokens: int, log_dir: Path):
     """(tokens/s by concurrency, whether logprobs came back, error) for transformers serve."""
     try:
-        from distill.models import resolve_student
+        from models.resolve import resolve_student
         folder = resolve_student("", log_dir / "models")
         with transformers_server(log_dir, folder) as url:
             model = str(folder)

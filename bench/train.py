@@ -88,7 +88,7 @@ def contender(name: str, rows_path: Path, args) -> dict:
     import torch
 
     from distill.config import TrainConfig
-    from distill.models import resolve_student
+    from models.resolve import resolve_student
     from distill.train import build_trainer
 
     torch.set_num_threads(os.cpu_count() or 1)
@@ -206,7 +206,7 @@ def main(argv=None) -> int:
         print(json.dumps(contender(args.contender, args.rows_file, args)), flush=True)
         return 0
 
-    from distill.models import resolve_student
+    from models.resolve import resolve_student
     from distill.runner import child_env
 
     resolve_student("smollm2-135m-instruct", ROOT / "data" / "models")  # materialise once, outside the timings

@@ -5,7 +5,7 @@ Every score is a pure function on arrays, NaN where a row has no value:
 - diversity: 1 − the cosine similarity to the nearest already-approved row (faiss inner-product search);
 - difficulty: instruction-following difficulty (IFD, Li et al. 2023 "From Quantity to Quality"): the
   student's mean loss on the response given the instruction, divided by its mean loss on the response
-  alone (the losses come from distill.ifd, run in a child process by distill.scoring). Near 1 the
+  alone (the losses come from models.ifd, run in a child process by models.scoring). Near 1 the
   instruction barely helps (hard to follow); above 1 it hurts, and such rows are treated
   as misaligned rather than difficult (`difficulty_from_ifd`).
 `combined` min-max normalises each score and takes the weighted mean of the scores a row has.
@@ -121,15 +121,6 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
 
 
 # ---- difficulty (IFD) -------------------------------------------------------------------------
-def ifd_from_losses(conditioned: Sequence[float], plain: Sequence[float]) -> float:
-    """IFD = mean(conditioned) / mean(plain): per-token losses of the same response tokens, predicted
-    with and without the instruction in front. NaN when there are no tokens or the plain loss is 0."""
-    conditioned, plain = np.asarray(conditioned, dtype=np.float64), np.asarray(plain, dtype=np.float64)
-    if conditioned.size == 0 or plain.size == 0 or plain.mean() == 0:
-        return float("nan")
-    return float(conditioned.mean() / plain.mean())
-
-
 def difficulty_from_ifd(ifd: np.ndarray) -> np.ndarray:
     """(n,) difficulty score: the IFD itself, but 0 where IFD > 1 (the instruction makes the response
     less likely: a mismatched pair, not a hard one); NaN stays NaN."""
@@ -138,7 +129,7 @@ def difficulty_from_ifd(ifd: np.ndarray) -> np.ndarray:
 
 
 def ifd_pairs(rows: Sequence[dict]) -> list[tuple[str, str]]:
-    """(instruction + input, response) of candidate rows, for `distill.ifd.ifd_scores`."""
+    """(instruction + input, response) of candidate rows, for `models.ifd.ifd_scores`."""
     return [("\n\n".join(x for x in (r.get("instruction"), r.get("input")) if x), r.get("response") or "")
             for r in rows]
 

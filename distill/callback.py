@@ -89,7 +89,7 @@ class EvalLossCallback(TrainerCallback):
     """
 
     def __init__(self, run_dir: Path, rows: list[dict], tokenizer, max_length: int, every: int = 0):
-        from distill.eval_metrics import response_token_ids
+        from models.nll import response_token_ids
 
         self.run_dir = Path(run_dir)
         self.max_length = max_length
@@ -111,7 +111,7 @@ class EvalLossCallback(TrainerCallback):
             self.measure(model, step)
 
     def measure(self, model, step: int) -> float | None:
-        from distill.eval_metrics import ids_nll
+        from models.nll import ids_nll
 
         started = time.time()
         was_training = model.training

@@ -9,9 +9,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from curation.errors import ConfigError
-
-BUNDLED_STUDENT = "smollm2-135m-instruct"  # kept equal to distill.models.BUNDLED_STUDENT (no import cycle)
-BASE_STUDENT = "gemma-3-270m"  # the default student; kept equal to distill.models.BASE_STUDENT
+from models.resolve import BASE_STUDENT, BUNDLED_STUDENT  # the student names, where they are resolved
 METHODS = ("sft", "dpo", "kd", "kd_logprobs")
 BATCHING = ("padding_free", "padded")
 PAIR_SOURCES = ("scores", "compare", "review")

@@ -5,7 +5,7 @@
   2. the base student and the distilled student (base + PEFT adapter) answer through the student's
      inference server (models.students: llama.cpp's server, the adapter applied per request, batched;
      generations with method 'eval', endpoint 'local'), and each student's per-token NLL of the
-     teacher's answer is computed in a child process (distill.scoring);
+     teacher's answer is computed in a child process (models.scoring);
   3. the judge compares distilled vs base and distilled vs teacher in both orders (compare.j2) and
      scores all three answers 1-10 (judge.j2) — stored judgments, cached by request key
      (distill.eval_judge);
@@ -44,8 +44,8 @@ from curation.teacher import TeacherConfig, call_chat
 from distill import eval_metrics as em
 from distill import runlog
 from distill.eval_judge import judge_answers, judge_units
-from distill.models import BUNDLED_STUDENT
-from distill.scoring import score_in_child
+from models.resolve import BUNDLED_STUDENT
+from models.scoring import score_in_child
 from models.students import StudentServers
 
 DETAILS_NAME = "eval.jsonl"
@@ -360,7 +360,7 @@ def _student_answers(store, config, plan, run_id, teacher_gens, tracker, student
     """{'base' | 'distilled': ({task id: generation}, {task id: NLL of the teacher's answer})}.
 
     Both students answer through one inference server (the adapter applied per request, calls batched);
-    the NLLs, which no endpoint gives, come from a child process (distill.scoring).
+    the NLLs, which no endpoint gives, come from a child process (models.scoring).
     """
     tracker.enter("preparing the student's inference server", 0)
     endpoint = students.endpoint(plan.student, plan.adapter, on_status=tracker.note)

@@ -44,7 +44,7 @@ def merge(run_dir: Path, out_dir: Path | None = None) -> Path:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from distill.models import check_adapter_folder, resolve_student, trust_remote_code
+    from models.resolve import check_adapter_folder, resolve_student, trust_remote_code
     from distill.rundir import read_run_dir
 
     run_dir = Path(run_dir)

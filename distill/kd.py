@@ -63,7 +63,7 @@ def check_teacher(student_spec: str, teacher_spec: str, models_dir: Path, cross_
 def _tokenizer(spec: str, models_dir: Path):
     from transformers import AutoTokenizer
 
-    from distill.models import BUNDLED_STUDENT, bundled_tokenizer_dir, resolve_student, trust_remote_code
+    from models.resolve import BUNDLED_STUDENT, bundled_tokenizer_dir, resolve_student, trust_remote_code
 
     folder = (bundled_tokenizer_dir(models_dir) if (spec or "").strip().lower() == BUNDLED_STUDENT
               else resolve_student(spec, models_dir))
@@ -374,7 +374,7 @@ def build_kd_trainer(model_path: Path, rows: list[dict], config: TrainConfig, ru
     from distill.data import tokenize_example
     from distill.loading import (is_main_process, load_model, load_student, load_tokenizer, lora_config,
                                  require_memory, trainer_args, use_checkpointing)
-    from distill.models import resolve_student
+    from models.resolve import resolve_student
 
     tokenizer = load_tokenizer(model_path, config.student)
     teacher_path, cross = None, False

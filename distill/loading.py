@@ -7,9 +7,10 @@ import os
 from pathlib import Path
 
 from curation.errors import StudioError
-from distill import chat_templates, memory, runlog
+from distill import memory, runlog
 from distill.config import TrainConfig
-from distill.models import trust_remote_code
+from models import chat_templates
+from models.resolve import trust_remote_code
 
 
 def device_of() -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 from curation.errors import StudioError
 from distill import memory
 from distill.config import TrainConfig
-from distill.models import BASE_STUDENT, BUNDLED_STUDENT, resolve_student, trust_remote_code
+from models.resolve import BASE_STUDENT, BUNDLED_STUDENT, resolve_student, trust_remote_code
 
 
 def check(config: TrainConfig, rows: list[dict], models_dir: Path) -> None:

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from curation.errors import StudioError
-from distill.models import (BUNDLED_STUDENT, check_adapter_folder, resolve_student, trust_remote_code)
+from models.resolve import (BUNDLED_STUDENT, check_adapter_folder, resolve_student, trust_remote_code)
 
 GGUF_DIR = "gguf"
 
@@ -68,10 +68,10 @@ def convert(student: str, models_dir: Path, adapter: str | None = None) -> dict:
 
 def base_template_file(folder: Path, models_dir: Path) -> str | None:
     """For a base model without a chat template: a file with the template it was trained with
-    (`distill.chat_templates`), for the server to render prompts the same way; None when it has its own."""
+    (`models.chat_templates`), for the server to render prompts the same way; None when it has its own."""
     from transformers import AutoTokenizer
 
-    from distill import chat_templates
+    from models import chat_templates
 
     tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     if not chat_templates.ensure_template(tokenizer, folder):

@@ -15,8 +15,8 @@ from curation.errors import StudioError
 from distill import runlog
 from distill.config import TrainConfig
 from distill.data import tokenize_example
-from distill.models import resolve_student
 from distill.rundir import read_heldout, read_run_dir
+from models.resolve import resolve_student
 
 
 def to_prompt_completion(example: dict) -> dict:

@@ -1,6 +1,9 @@
-"""Models as endpoints: where the bundled weights are and the inference servers that serve them.
+"""Models: where the bundled weights are, the inference servers that serve them, and a student spec resolved to
+a local folder transformers loads.
 
-A leaf package: it imports nothing from curation, distill or ui, and no torch. Everything above it (the
+A leaf package: it imports nothing from curation, distill, evaluation or ui. Everything above it (the
 elicitation engine, evaluation, training) talks to a model through an OpenAI-compatible endpoint that
-this package starts, watches and stops.
+this package starts, watches and stops (models.engine, models.students). What an endpoint cannot give —
+the student's loss of a given text (models.nll: NLL; models.ifd: instruction-following difficulty) — runs
+in the child process `python -m models.scoring`: only that child and training import torch.
 """

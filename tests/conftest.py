@@ -53,7 +53,7 @@ def add_generation(store, task_id, key, response="an answer", status="ok", messa
 @pytest.fixture(scope="session")
 def tiny_student(tmp_path_factory):
     """A 2-layer llama with the bundled SmolLM2 tokenizer: trains in seconds on CPU."""
-    from distill.models import bundled_tokenizer_dir
+    from models.resolve import bundled_tokenizer_dir
     from tests.fixtures_models import make_tiny_student
     tokenizer_dir = bundled_tokenizer_dir(tmp_path_factory.mktemp("models"))
     return make_tiny_student(tmp_path_factory.mktemp("tiny-student"), tokenizer_dir)

@@ -8,7 +8,7 @@ import urllib.request
 import jinja2
 import pytest
 
-from distill import chat_templates
+from models import chat_templates
 
 CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"},
         {"role": "assistant", "content": "Paris."}]
@@ -49,7 +49,7 @@ def test_a_tokenizer_without_a_template_gets_the_base_one_and_one_with_a_templat
 
 @pytest.fixture(scope="module")
 def tokenizer_dir(tmp_path_factory):
-    from distill.models import bundled_tokenizer_dir
+    from models.resolve import bundled_tokenizer_dir
 
     return bundled_tokenizer_dir(tmp_path_factory.mktemp("tokenizer"))
 
@@ -60,7 +60,7 @@ def test_the_default_student_is_materialised_and_served_with_the_eos_template(tm
     which renders the same prompt. Fails (does not skip) when the packages are missing or the server dies."""
     from transformers import AutoTokenizer
 
-    from distill.models import BASE_STUDENT, resolve_student
+    from models.resolve import BASE_STUDENT, resolve_student
     from models.students import StudentServers
 
     folder = resolve_student(BASE_STUDENT, tmp_path / "models")

@@ -7,6 +7,7 @@ import pytest
 
 from curation.errors import ConfigError
 from distill import eval_metrics as em
+from models.nll import answer_nll, token_nll
 
 
 def compare(a, b, score):
@@ -109,9 +110,9 @@ def test_token_nll_of_uniform_logits_is_log_vocab_and_skips_ignored_labels():
 
     logits = torch.zeros(5, 4)  # uniform over a vocabulary of 4
     labels = torch.tensor([-100, -100, 1, 2, 3])  # positions 2..4 scored, predicted from 1..3
-    total, count = em.token_nll(logits, labels)
+    total, count = token_nll(logits, labels)
     assert count == 3 and total == pytest.approx(3 * math.log(4))
-    assert em.token_nll(logits, torch.full((5,), -100)) == (0.0, 0)
+    assert token_nll(logits, torch.full((5,), -100)) == (0.0, 0)
 
 
 def test_answer_nll_scores_only_the_response_tokens(tiny_student):
@@ -122,7 +123,7 @@ def test_answer_nll_scores_only_the_response_tokens(tiny_student):
     model = AutoModelForCausalLM.from_pretrained(str(tiny_student)).eval()
     messages = [{"role": "user", "content": "What is 2+2?"}]
     answer = "2 + 2 = 4."
-    total, count = em.answer_nll(model, tokenizer, messages, answer)
+    total, count = answer_nll(model, tokenizer, messages, answer)
 
     # Directly: the whole chat, log_softmax of each next-token prediction, summed over the answer's tokens.
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,

@@ -336,7 +336,7 @@ def test_200_concurrent_review_pages_while_a_job_runs(tmp_path):
 
 # ---- 11: only safetensors weights are ever loaded -------------------------------------------------------
 def test_pickle_adapters_are_refused_before_loading(tmp_path):
-    from distill.models import check_adapter_folder
+    from models.resolve import check_adapter_folder
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text("{}")
@@ -383,7 +383,7 @@ def test_a_model_runs_its_own_code_only_when_trusted_by_name_with_a_warning(tmp_
                                                                            caplog):
     from distill import preflight
     from distill.loading import load_model, load_tokenizer
-    from distill.models import TRUST_ENV
+    from models.resolve import TRUST_ENV
     monkeypatch.delenv(TRUST_ENV, raising=False)
     marker = tmp_path / "ran"
     custom = custom_code_model(tmp_path / "custom", tiny_student, marker, "studio_custom")
@@ -413,7 +413,7 @@ def test_a_model_runs_its_own_code_only_when_trusted_by_name_with_a_warning(tmp_
     # Trusted by name (as app.py --trust-remote-code writes it): the code runs, and every load warns.
     app.allow_remote_code([str(custom)])
     assert os.environ[TRUST_ENV] == f"{native},{custom}"
-    with caplog.at_level("WARNING", logger="distill.models"):
+    with caplog.at_level("WARNING", logger="models.resolve"):
         model = load_model(custom, str(custom), config, "cpu")
         load_tokenizer(custom, str(custom))
     assert type(model).__name__ == "StudioCustomForCausalLM" and marker.exists()
@@ -422,7 +422,7 @@ def test_a_model_runs_its_own_code_only_when_trusted_by_name_with_a_warning(tmp_
 
 
 def test_trusted_models_are_named_on_the_page_at_start(tmp_path, monkeypatch):
-    from distill.models import TRUST_ENV
+    from models.resolve import TRUST_ENV
     monkeypatch.setenv(TRUST_ENV, "org/some-model")
     studio = app.Studio.open(tmp_path / "ws")
     try:

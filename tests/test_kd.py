@@ -12,10 +12,10 @@ from distill import snapshot
 from distill.config import KDOptions, TrainConfig
 from distill.kd import (VocabularyMismatch, align_logprobs, logprob_features, teacher_token_starts,
                         token_text_map, vocabulary_difference)
-from distill.models import bundled_tokenizer_dir
 from distill.runner import TrainingSlot
 from distill.rundir import prepare_run_dir
 from distill.train import train
+from models.resolve import bundled_tokenizer_dir
 from tests.fixtures_models import make_tiny_student
 from tests.train_helpers import (HELD_OUT_EXAMPLE, QA, add_answer, api_logprobs, assert_adapter_trained, events, seed_pairs,
                                  snapshot_rows)

@@ -11,8 +11,8 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from curation.errors import ConfigError
 from curation.rank import (RankConfig, approve_top, combined, difficulty_from_ifd, diversity_for_rows, diversity_scores,
-                           ifd_from_losses, minmax, pending_rows, rank, rank_rows)
-from distill.ifd import ifd_scores
+                           minmax, pending_rows, rank, rank_rows)
+from models.ifd import ifd_from_losses, ifd_scores
 from tests.test_filters import add_scores, make_rows
 
 nan = float("nan")

@@ -13,10 +13,10 @@ import pytest
 from curation.errors import ConfigError, StudioError, TrainingBusy
 from curation.store import Store
 from distill import runlog
-from distill.models import bundled_tokenizer_dir, resolve_student
 from distill.runner import REPO_ROOT, TrainingSlot
 from distill.config import TrainConfig
 from distill.rundir import prepare_run_dir
+from models.resolve import bundled_tokenizer_dir, resolve_student
 from tests.fixtures_models import make_tiny_student
 
 CHILD_TIMEOUT_S = 120
@@ -263,7 +263,7 @@ HELD_OUT = [("What is 3+3?", "6."), ("Name a fruit.", "An apple is a fruit."), (
 
 
 def test_the_eval_loss_is_measured_on_held_out_answers_that_are_never_trained_on(ws, tiny_student):
-    from distill.eval_metrics import answer_nll
+    from models.nll import answer_nll
     approved = seed_workspace(ws, n_approved=4)
     held_tasks = ws.add_tasks([{"instruction": q} for q, _ in HELD_OUT])
     ws.set_split(held_tasks, "eval")

@@ -18,8 +18,8 @@ from curation.filters import (DEFAULT_REFUSALS, JudgeScoreFilter, LanguageFilter
 from curation.rank import (RankConfig, approve_top, diversity_for_rows, ifd_pairs, pending_rows, rank_rows)
 from curation.stats import stats_figures, workspace_stats
 from curation.store import ReviewFilter
-from distill.models import BUNDLED_STUDENT
-from distill.scoring import score_in_child
+from models.resolve import BUNDLED_STUDENT
+from models.scoring import score_in_child
 from ui import curate_dedupe
 from ui.common import guarded
 

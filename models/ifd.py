@@ -1,6 +1,6 @@
-"""The student's losses behind IFD (instruction-following difficulty, Li et al. 2023): torch, so it runs in
-the scoring child process (distill.scoring), never in the web process. The ratio itself and what the
-ranking makes of it are pure numpy in curation.rank."""
+"""IFD (instruction-following difficulty, Li et al. 2023) of (instruction, response) pairs under the student:
+its losses need torch, so this runs in the scoring child process (models.scoring), never in the web
+process. The ratio is `ifd_from_losses`; what the ranking makes of it is pure numpy in curation.rank."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -9,8 +9,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from curation.errors import ConfigError
-from curation.rank import ifd_from_losses
+
+def ifd_from_losses(conditioned: Sequence[float], plain: Sequence[float]) -> float:
+    """IFD = mean(conditioned) / mean(plain): per-token losses of the same response tokens, predicted
+    with and without the instruction in front. NaN when there are no tokens or the plain loss is 0."""
+    conditioned, plain = np.asarray(conditioned, dtype=np.float64), np.asarray(plain, dtype=np.float64)
+    if conditioned.size == 0 or plain.size == 0 or plain.mean() == 0:
+        return float("nan")
+    return float(conditioned.mean() / plain.mean())
 
 
 def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -33,7 +39,7 @@ def ifd_scores(model, tokenizer, pairs: Sequence[tuple[str, str]], batch_size: i
     (nothing predicts the first token of a response that stands alone).
     """
     if batch_size < 1 or max_length < 4:
-        raise ConfigError(f"batch_size must be ≥ 1 and max_length ≥ 4 (got {batch_size}, {max_length})")
+        raise ValueError(f"batch_size must be ≥ 1 and max_length ≥ 4 (got {batch_size}, {max_length})")
     sequences, scored = [], []  # per pair: with the instruction, then alone; tokens scored at the end
     for instruction, response in pairs:
         prompt, answer = _encode_pair(tokenizer, instruction, response, max_length)

@@ -12,10 +12,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from curation.errors import StudioError
-from distill import chat_templates
-from distill.chat_templates import read_model_json
+from models import chat_templates
 from models.bundled import smollm2_gguf
+from models.chat_templates import read_model_json
+from models.errors import ModelError
 
 BUNDLED_STUDENT = "smollm2-135m-instruct"
 BASE_STUDENT = "gemma-3-270m"  # the default student: Gemma 3 270M base, taught to chat by the teacher
@@ -36,7 +36,7 @@ def resolve_student(spec: str, models_dir: Path) -> Path:
     """Return a local folder holding a safetensors causal LM (config.json + weights + tokenizer).
 
     The bundled GGUF is materialised once under `models_dir`; later calls reuse that folder.
-    Raises StudioError with a fix when the spec cannot be used offline.
+    Raises ModelError (a StudioError) with a fix when the spec cannot be used offline.
     """
     spec = (spec or "").strip() or BUNDLED_STUDENT
     if spec.lower() == BUNDLED_STUDENT:
@@ -49,13 +49,13 @@ def resolve_student(spec: str, models_dir: Path) -> Path:
     if local.exists():
         return check_model_folder(local)
     if _looks_like_path(spec):
-        raise StudioError(f"student path {spec} does not exist; pass an existing model folder, "
+        raise ModelError(f"student path {spec} does not exist; pass an existing model folder, "
                           f"a .gguf file, a cached hub id, or '{BUNDLED_STUDENT}'")
     return _cached_hub_model(spec)
 
 
 def bundled_gguf_path() -> Path:
-    """The bundled SmolLM2 .gguf file (models.bundled), as a StudioError the UI shows when it is missing."""
+    """The bundled SmolLM2 .gguf file (models.bundled); a ModelError the UI shows when it is missing."""
     return smollm2_gguf()
 
 
@@ -117,7 +117,7 @@ def _load_gguf_model(gguf: Path):
 
 def _load_gguf_tokenizer(gguf: Path, chat_template: str | None):
     """The GGUF's tokenizer. One without a chat template is a base model's: it gets `chat_template`, else
-    the studio's base template for its architecture (distill.chat_templates: the answer ends with eos)."""
+    the studio's base template for its architecture (models.chat_templates: the answer ends with eos)."""
     from transformers import AutoConfig, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
@@ -162,16 +162,16 @@ class _staging_dir:
 def check_model_folder(folder: Path) -> Path:
     """Accept a folder with config.json and safetensors weights; refuse pickle-only checkpoints."""
     if folder.is_file():
-        raise StudioError(f"student {folder} is a file; pass the model folder (with config.json) or a .gguf file")
+        raise ModelError(f"student {folder} is a file; pass the model folder (with config.json) or a .gguf file")
     if not (folder / "config.json").exists():
-        raise StudioError(f"{folder} has no config.json, so it is not a transformers model folder")
+        raise ModelError(f"{folder} has no config.json, so it is not a transformers model folder")
     if not any(folder.glob("*.safetensors")):
         pickles = [p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt")]
         if pickles:
             # Loading a pickle runs arbitrary code from the file; we only train from safetensors.
-            raise StudioError(f"{folder} holds only pickle weights ({', '.join(sorted(pickles)[:3])}); convert them "
+            raise ModelError(f"{folder} holds only pickle weights ({', '.join(sorted(pickles)[:3])}); convert them "
                               "to safetensors first (model.save_pretrained(dir, safe_serialization=True))")
-        raise StudioError(f"{folder} has no *.safetensors weights")
+        raise ModelError(f"{folder} has no *.safetensors weights")
     return folder
 
 
@@ -179,12 +179,12 @@ def check_adapter_folder(folder: Path) -> Path:
     """Accept a PEFT adapter folder with safetensors weights; refuse pickle adapters (.bin/.pt)."""
     folder = Path(folder).expanduser()
     if not (folder / "adapter_config.json").is_file():
-        raise StudioError(f"{folder} has no adapter_config.json, so it is not a PEFT adapter folder")
+        raise ModelError(f"{folder} has no adapter_config.json, so it is not a PEFT adapter folder")
     if not (folder / "adapter_model.safetensors").is_file():
         pickles = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
         what = f"only pickle weights ({', '.join(pickles[:3])})" if pickles else "no adapter_model.safetensors"
         # Unpickling an adapter someone handed you runs whatever code it carries.
-        raise StudioError(f"adapter {folder} has {what}; only safetensors adapters are loaded "
+        raise ModelError(f"adapter {folder} has {what}; only safetensors adapters are loaded "
                           "(re-save it with save_pretrained(dir, safe_serialization=True))")
     return folder
 
@@ -225,7 +225,7 @@ def trust_remote_code(folder: Path, spec: str) -> bool:
         return True
     missing = _needs_own_code(folder)
     if missing:
-        raise StudioError(f"model {spec} ({folder}) needs its own Python code to load ({missing}), and running a "
+        raise ModelError(f"model {spec} ({folder}) needs its own Python code to load ({missing}), and running a "
                           f"model's code is off: it could do anything you can. If you trust this model, start the "
                           f"studio with --trust-remote-code {spec} (or set {TRUST_ENV}={spec})")
     return False
@@ -267,9 +267,9 @@ def _cached_hub_model(repo_id: str) -> Path:
     try:
         folder = snapshot_download(repo_id, local_files_only=True)
     except HFValidationError as exc:
-        raise StudioError(f"student {repo_id!r} is neither an existing path nor a valid hub id ({exc})") from None
+        raise ModelError(f"student {repo_id!r} is neither an existing path nor a valid hub id ({exc})") from None
     except LocalEntryNotFoundError:
-        raise StudioError(f"student {repo_id!r} is not available offline: it is not in the local Hugging Face "
+        raise ModelError(f"student {repo_id!r} is not available offline: it is not in the local Hugging Face "
                           f"cache. Download it on a connected machine (hf download {repo_id}) or pass a local "
                           f"folder, or use the bundled '{BUNDLED_STUDENT}'") from None
     return check_model_folder(Path(folder))

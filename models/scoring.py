@@ -6,7 +6,7 @@ the student with transformers instead — never in the web process (which import
 - `nll`: the student's (base, and with its adapter) NLL of the teacher's answers, for evaluation;
 - `ifd`: instruction-following difficulty of (instruction, response) pairs, for ranking.
 
-    python -m distill.scoring nll|ifd --student SPEC --models-dir DIR [--adapter DIR] --input ITEMS.jsonl
+    python -m models.scoring nll|ifd --student SPEC --models-dir DIR [--adapter DIR] --input ITEMS.jsonl
 
 Reads one JSON item per line ({"messages", "answer"} for nll, {"instruction", "response"} for ifd),
 prints {"done": i, "total": n} lines as it goes and a last line {"results": [...]}, one per item.
@@ -22,7 +22,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from curation.errors import StudioError
+from models.errors import ModelError, StudioError
+from models.nll import ids_nll, response_token_ids
 
 CHUNK = 8  # items between progress lines
 
@@ -30,12 +31,12 @@ CHUNK = 8  # items between progress lines
 def score_in_child(kind: str, items: list[dict], student: str, models_dir: Path, adapter: str | Path | None = None,
                    on_progress: Callable[[int, int], None] | None = None,
                    should_stop: Callable[[], bool] | None = None) -> list | None:
-    """Run `python -m distill.scoring KIND` over `items`; its results, or None when stopped."""
+    """Run `python -m models.scoring KIND` over `items`; its results, or None when stopped."""
     with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
         for item in items:
             f.write(json.dumps(item, ensure_ascii=False) + "\n")
         path = f.name
-    args = [sys.executable, "-m", "distill.scoring", kind, "--student", student or "", "--models-dir", str(models_dir),
+    args = [sys.executable, "-m", "models.scoring", kind, "--student", student or "", "--models-dir", str(models_dir),
             "--input", path] + (["--adapter", str(adapter)] if adapter else [])
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=Path(__file__).resolve().parents[1])
@@ -56,7 +57,7 @@ def score_in_child(kind: str, items: list[dict], student: str, models_dir: Path,
         err = proc.stderr.read()
         if proc.wait() != 0 or results is None:
             tail = "\n".join(err.strip().splitlines()[-6:])
-            raise StudioError(f"scoring ({kind}) with the student failed: {tail.removeprefix('error: ')}")
+            raise ModelError(f"scoring ({kind}) with the student failed: {tail.removeprefix('error: ')}")
         return results
     finally:
         if proc.poll() is None:
@@ -68,10 +69,11 @@ def score_in_child(kind: str, items: list[dict], student: str, models_dir: Path,
 def _load(student: str, models_dir: Path, adapter: str | None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from distill.models import check_adapter_folder, resolve_student, trust_remote_code
+    from models.resolve import BUNDLED_STUDENT, check_adapter_folder, resolve_student, trust_remote_code
+
     adapter_dir = check_adapter_folder(adapter) if adapter else None
     path = resolve_student(student, models_dir)
-    trust = trust_remote_code(path, student or "smollm2-135m-instruct")
+    trust = trust_remote_code(path, student or BUNDLED_STUDENT)
     tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust)
     model = AutoModelForCausalLM.from_pretrained(str(path), use_safetensors=True, trust_remote_code=trust)
     if adapter_dir:
@@ -87,17 +89,16 @@ def _emit(message: dict) -> None:
 
 def run_nll(model, tokenizer, items: list[dict], with_adapter: bool) -> list[dict]:
     """Per item {'base': {'sum', 'tokens'}, 'distilled': ... (with an adapter)}: NLL of the answer."""
-    from distill import eval_metrics as em
     results = []
     for i, item in enumerate(items):
-        ids, start = em.response_token_ids(tokenizer, item["messages"], item["answer"])
+        ids, start = response_token_ids(tokenizer, item["messages"], item["answer"])
         row = {}
         if with_adapter:
             with model.disable_adapter():
-                row["base"] = dict(zip(("sum", "tokens"), em.ids_nll(model, ids, start)))
-            row["distilled"] = dict(zip(("sum", "tokens"), em.ids_nll(model, ids, start)))
+                row["base"] = dict(zip(("sum", "tokens"), ids_nll(model, ids, start)))
+            row["distilled"] = dict(zip(("sum", "tokens"), ids_nll(model, ids, start)))
         else:
-            row["base"] = dict(zip(("sum", "tokens"), em.ids_nll(model, ids, start)))
+            row["base"] = dict(zip(("sum", "tokens"), ids_nll(model, ids, start)))
         results.append(row)
         if (i + 1) % CHUNK == 0:
             _emit({"done": i + 1, "total": len(items)})
@@ -107,7 +108,8 @@ def run_nll(model, tokenizer, items: list[dict], with_adapter: bool) -> list[dic
 def run_ifd(model, tokenizer, items: list[dict]) -> list[float | None]:
     import math
 
-    from distill.ifd import ifd_scores
+    from models.ifd import ifd_scores
+
     out = []
     pairs = [(item["instruction"], item["response"]) for item in items]
     for start in range(0, len(pairs), CHUNK):
