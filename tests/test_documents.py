@@ -149,3 +149,15 @@ def test_documents_on_the_embedded_teacher(store, teacher_url):
     answers = store._fetchdicts("SELECT g.response FROM generations g WHERE g.status = 'ok'")
     verdicts = store._fetchdicts("SELECT score FROM judgments WHERE kind = 'faithfulness'")
     assert answers and len(verdicts) == len(answers) and all(v["score"] is not None for v in verdicts)
+
+
+def test_questions_that_cannot_stand_alone_are_discarded_and_counted(store):
+    import_documents(store, [_doc("water-cycle.md")])
+    answer = json.dumps({"questions": ["What is the passage about?", "first question", "Why it matters",
+                                       "What drives evaporation?", "what drives evaporation?", "I'm sorry, I can't."]})
+    with FaultServer([{"text": answer}]) as server:
+        summary = run_method(store, _teacher(server), DocumentsConfig(faithfulness=False, chunk_ids=[1]),
+                             server.base_url)
+    assert [t["instruction"] for t in store.tasks(split=None)] == ["What drives evaporation?"]
+    assert summary["discarded"] == {"needs_the_passage": 1, "placeholder": 1, "not_a_question": 1, "duplicate": 1,
+                                    "refusal": 1}

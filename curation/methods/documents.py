@@ -153,6 +153,7 @@ def write_questions(ctx, call: Call, result: dict) -> Writes:
         question = re.sub(r"^\s*\d+\s*[.)]\s*", "", question)
         reason = ("empty" if not content_words(question) else "refusal" if is_refusal(question)
                   else "placeholder" if _PLACEHOLDER.match(question)
+                  else "not_a_question" if not question.rstrip().endswith("?")
                   else "needs_the_passage" if _NEEDS_THE_PASSAGE.search(question)
                   else "duplicate" if question.lower() in {k.lower() for k in kept} else None)
         if reason:
