@@ -17,9 +17,9 @@ from curation.errors import NeedsRecovery
 from curation.jobs import GenerationJobs
 from curation.local_server import LocalTeacherServer
 from curation.store import Store
-from distill.eval_jobs import EvalJobs
 from distill.orphans import stop_orphans
 from distill.runner import TrainingSlot
+from evaluation.jobs import EvalJobs
 from models.engine import stop_recorded
 from models.resolve import TRUST_ENV, trusted_models
 from models.students import StudentServers

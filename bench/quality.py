@@ -103,7 +103,8 @@ def curate(store, teacher, url) -> dict:
 
 
 def evaluate(store, teacher, judge, url, run_id: int, max_tokens: int, judged: bool = True) -> dict:
-    from distill.evaluate import EvalConfig, run_eval
+    from evaluation.config import EvalConfig
+    from evaluation.evaluate import run_eval
 
     def progress(p):
         say(f"  eval of run {run_id}: {p.stage} {p.done}/{p.total}")
@@ -146,7 +147,7 @@ def student_report(metrics: dict) -> dict:
 
 def goals(report: dict, strong_judge: bool) -> dict:
     """The issue's goals, each computed from the curated student's figures."""
-    from distill import intervals
+    from evaluation import intervals
 
     change, judge = report["change"], report["judge"]
     out = {"stop_rate_up_40_points": (change["stop_rate"]["value"] or 0) >= 0.40,

@@ -1,12 +1,13 @@
 """The house's shape, checked from the source: the import graph (every import, the lazy ones inside functions
-too) has no circle, curation never imports distill, and no file outgrows what a newcomer reads at once."""
+too) has no circle, curation never imports distill, distill never imports evaluation, models imports none of
+the others, and no file outgrows what a newcomer reads at once."""
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("curation", "distill", "ui", "models")
+PACKAGES = ("curation", "distill", "evaluation", "ui", "models")
 MAX_LINES = 400
 
 
@@ -88,13 +89,17 @@ def _arrows(source: str, targets: tuple[str, ...]) -> list[tuple[str, str]]:
                   if _inside(a, source) and any(_inside(b, t) for t in targets))
 
 
+def test_training_never_imports_evaluation():
+    assert _arrows("distill", ("evaluation",)) == []
+
+
 def test_models_is_a_leaf():
     assert _arrows("models", ("curation", "distill", "evaluation", "ui", "app")) == []
 
 
 def test_files_stay_readable():
     # Files over the limit when it was set (issue 15), at their size then: each may only shrink, none be added.
-    known = {"distill/evaluate.py": 527, "distill/kd.py": 417, "curation/io.py": 489, "curation/filters.py": 459,
+    known = {"distill/kd.py": 417, "curation/io.py": 489, "curation/filters.py": 459,
              "curation/dedupe.py": 414}
     too_long = {}
     for path in _modules().values():

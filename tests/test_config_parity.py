@@ -79,11 +79,11 @@ def test_the_dedupe_panel_starts_at_dedupe_config_defaults():
 
 def test_eval_cli_flags_and_the_evaluate_tab_start_at_eval_config_defaults(tmp_path):
     import app
-    from distill.__main__ import build_parser
-    from distill.evaluate import EvalConfig
+    from evaluation.cli import build_parser
+    from evaluation.config import EvalConfig
     from ui import evaluate as evaluate_tab
 
-    args = build_parser().parse_args(["eval", "--workspace", "w", "--run", "3"])
+    args = build_parser().parse_args(["--workspace", "w", "--run", "3"])
     assert set(args.config_fields) == _fields(EvalConfig) - {"teacher", "judge"}
     assert EvalConfig(**{n: getattr(args, n) for n in args.config_fields}) == EvalConfig(run_id=3)
     studio = app.Studio.open(tmp_path / "ws")

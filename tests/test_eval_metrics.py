@@ -6,7 +6,7 @@ import math
 import pytest
 
 from curation.errors import ConfigError
-from distill import eval_metrics as em
+from evaluation import metrics as em
 from models.nll import answer_nll, token_nll
 
 
@@ -191,7 +191,7 @@ def test_deficit_orders_the_worst_losses_first():
 # ---- intervals, stopping, the judge's reliability -----------------------------------------------
 
 def test_bootstrap_intervals_contain_the_value_and_narrow_with_more_tasks():
-    from distill import intervals
+    from evaluation import intervals
 
     few = intervals.mean([0, 1] * 5)
     many = intervals.mean([0, 1] * 200)
@@ -226,7 +226,7 @@ def test_stop_rate_and_the_change_from_base_are_read_from_the_stopped_flags():
 
 
 def intervals_below(interval):
-    from distill import intervals
+    from evaluation import intervals
 
     return intervals.below(interval)
 

@@ -17,9 +17,12 @@ from curation.generate import run_method
 from curation.methods import GenerateConfig
 from curation.teacher import TeacherConfig
 from distill import runlog
-from distill.evaluate import DETAILS_NAME, EvalConfig, read_details, run_eval, set_expectation
-from distill.failures import FailureSeedConfig, failures_to_seeds
 from distill.runner import REPO_ROOT
+from evaluation.config import EvalConfig
+from evaluation.evaluate import run_eval
+from evaluation.failures import FailureSeedConfig, failures_to_seeds
+from evaluation.plan import set_expectation
+from evaluation.report import DETAILS_NAME, read_details
 from tests.fault_server import FaultServer
 
 EVAL_TASKS = [{"instruction": "What is 2+2? Answer with the number only.", "skill": "reasoning", "domain": "math"},
@@ -245,7 +248,7 @@ def test_cli_prints_one_json_line_of_metrics(store, tiny_student, tiny_adapter):
     store.close()  # the CLI opens the workspace itself
     with FaultServer([scripted_teacher]) as server:
         result = subprocess.run(
-            [sys.executable, "-m", "distill", "eval", "--workspace", str(ws), "--adapter", str(tiny_adapter),
+            [sys.executable, "-m", "evaluation", "--workspace", str(ws), "--adapter", str(tiny_adapter),
              "--student", str(tiny_student), "--limit", "2", "--max-tokens", "4", "--judge-max-tokens", "8",
              "--base-url", server.base_url, "--model", "scripted"],
             cwd=REPO_ROOT, capture_output=True, text=True, timeout=180,
@@ -256,9 +259,13 @@ def test_cli_prints_one_json_line_of_metrics(store, tiny_student, tiny_adapter):
     metrics = json.loads(lines[0])
     assert metrics["tasks"] == 2 and metrics["distilled_vs_teacher"]["losses"] == 2
     assert "judging: " in result.stderr
-    usage = subprocess.run([sys.executable, "-m", "distill", "eval", "--workspace", str(ws)], cwd=REPO_ROOT,
+    usage = subprocess.run([sys.executable, "-m", "evaluation", "--workspace", str(ws)], cwd=REPO_ROOT,
                            capture_output=True, text=True, timeout=60)
     assert usage.returncode == 2 and "--adapter" in usage.stderr
+    # the old spelling, from before evaluation left the training side, says where it went
+    moved = subprocess.run([sys.executable, "-m", "distill", "eval", "--workspace", str(ws)], cwd=REPO_ROOT,
+                           capture_output=True, text=True, timeout=60)
+    assert moved.returncode == 2 and "python -m evaluation" in moved.stderr
 
 
 # ---- the real local teacher --------------------------------------------------------------------

@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from distill import eval_metrics as em
-from distill.evaluate import TRAINING_KINDS
+from evaluation import metrics as em
+from evaluation.plan import TRAINING_KINDS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -1,6 +1,6 @@
 """Evaluate tab: base vs distilled student vs teacher on the eval split — run, report, compare, play, close the loop.
 
-Thin: every number comes from distill.evaluate / distill.eval_metrics, every table and plot from ui.eval_views;
+Thin: every number comes from the evaluation package (evaluation.metrics), every table and plot from ui.eval_views;
 this module lays out and wires.
 """
 from __future__ import annotations
@@ -12,10 +12,12 @@ import pandas as pd
 
 from curation import io
 from curation.teacher import TeacherConfig
-from distill.eval_jobs import EvalJobs
-from distill.evaluate import EvalConfig, compare_runs, read_details, resolve_adapter, set_expectation
-from distill.failures import FailureSeedConfig
-from distill.playground import Playground
+from evaluation.config import EvalConfig
+from evaluation.failures import FailureSeedConfig
+from evaluation.jobs import EvalJobs
+from evaluation.plan import resolve_adapter, set_expectation
+from evaluation.playground import Playground
+from evaluation.report import compare_runs, read_details
 from ui.common import fmt_seconds, guarded, progress_html
 from ui.eval_views import (breakdown_figure, compare_figure, eval_choices, fmt_value, headline_frame,  # noqa: F401
                            task_markdown, training_choices, viewer_frame)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import gradio as gr
 
-from distill.evaluate import TRAINING_KINDS
+from evaluation.plan import TRAINING_KINDS
 from ui.common import fmt_seconds, guarded
 
 DIFF_ROWS_SHOWN = 500

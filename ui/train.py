@@ -12,7 +12,7 @@ import pandas as pd
 
 from curation.errors import StudioError
 from distill.config import BASE_STUDENT, KD_LOSSES, METHODS, PAIR_SOURCES, DPOOptions, KDOptions, TrainConfig
-from distill.evaluate import TRAINING_KINDS
+from evaluation.plan import TRAINING_KINDS
 from ui.common import fmt_seconds, guarded, progress_html
 
 METHOD_HELP = {

@@ -50,11 +50,11 @@ class RunsMixin:
         return [r[0] for r in rows]
 
     # ---- evaluation ---------------------------------------------------------------------------
-    # distill.evaluate finds the answers and verdicts of an eval by the request keys it planned, so an
+    # evaluation.evaluate finds the answers and verdicts of an eval by the request keys it planned, so an
     # answer stored by an earlier run (or by the label / judge methods) is reused, never asked twice.
     def set_expected(self, task_ids: list[int], expected: str | None) -> int:
         """Store a checkable expectation on tasks ("exact:…", "contains:…", "regex:…"; None clears it).
-        The format is checked by distill.evaluate.set_expectation, which is what callers use."""
+        The format is checked by evaluation.plan.set_expectation, which is what callers use."""
         ids = sorted({int(i) for i in task_ids})
         with self.transaction() as con:
             found = {r[0] for r in con.execute("SELECT id FROM tasks WHERE list_contains(?, id)", [ids]).fetchall()}

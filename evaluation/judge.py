@@ -3,7 +3,7 @@ student's and with the teacher's, in both orders (compare.j2), and scores all th
 (judge.j2); the stored verdicts and scores are read back as per-task data.
 
 The calls are the compare and judge methods' own, so they are cached by request key, ledgered and
-retried like theirs. The eval pipeline that calls `judge_answers` is distill.evaluate.
+retried like theirs. The eval pipeline that calls `judge_answers` is evaluation.evaluate.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from curation.methods import get_method
 from curation.methods.base import Call, Stage
 from curation.methods.compare import compare_call
 from curation.methods.judge import judge_call
-from distill import eval_metrics as em
+from evaluation import metrics as em
 
 
 @dataclass

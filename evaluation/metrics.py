@@ -17,7 +17,7 @@ import math
 import re
 
 from curation.errors import ConfigError
-from distill import intervals
+from evaluation import intervals
 
 EXPECTATION_KINDS = ("exact", "contains", "regex")
 OUTCOMES = ("win", "loss", "tie")

@@ -1,8 +1,8 @@
 """The closed loop: the eval tasks the student lost become prompts for NEW train-split tasks on the
 same skill (source 'student_failure', parent = the eval task), never copies of them.
 
-It reads a completed eval's detail rows (distill.evaluate); the studio's background slot for it is
-distill.eval_jobs.
+It reads a completed eval's detail rows (evaluation.report); the studio's background slot for it is
+evaluation.jobs.
 """
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from curation.methods.base import Call, Stage, render
 from curation.methods.label import check_sampling
 from curation.store import Store
 from curation.teacher import TeacherConfig
-from distill.evaluate import endpoint_url, read_details
+from evaluation.plan import endpoint_url
+from evaluation.report import read_details
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The studio's one evaluation job slot: an eval or a failures-to-seeds job in a background thread.
 
-The work itself is `distill.evaluate.run_eval` and `distill.failures.failures_to_seeds`; this module only
+The work itself is `evaluation.evaluate.run_eval` and `evaluation.failures.failures_to_seeds`; this module only
 owns the thread, the cancel flag and the status the UI polls.
 """
 from __future__ import annotations
@@ -13,8 +13,10 @@ from curation.errors import StudioError
 from curation.joblog import job_failed
 from curation.jobs import BackgroundJob
 from curation.store import Store
-from distill.evaluate import EvalConfig, EvalProgress, prepare, run_eval
-from distill.failures import (FailureSeedConfig, failure_seed_calls, failures_to_seeds, teacher_of_run)
+from evaluation.config import EvalConfig, EvalProgress
+from evaluation.evaluate import run_eval
+from evaluation.failures import (FailureSeedConfig, failure_seed_calls, failures_to_seeds, teacher_of_run)
+from evaluation.plan import prepare
 from models.students import StudentServers
 
 

@@ -1,5 +1,5 @@
 """The Evaluate tab's playground: one typed prompt answered by the base student, the distilled student and
-the teacher, side by side. Nothing is stored (an eval stores everything: distill.evaluate).
+the teacher, side by side. Nothing is stored (an eval stores everything: evaluation.evaluate).
 
 The students answer through the studio's student server (models.students): the base model and the
 adapter on one llama.cpp server, so asking again with the same student is quick.
@@ -11,8 +11,8 @@ from pathlib import Path
 
 from curation.errors import StudioError
 from curation.teacher import TeacherConfig, call_chat
-from distill import eval_metrics as em
-from distill.evaluate import endpoint_url
+from evaluation import metrics as em
+from evaluation.plan import endpoint_url
 from models.students import StudentServers
 
 
