@@ -23,7 +23,7 @@ from evaluation.jobs import EvalJobs
 from models.engine import stop_recorded
 from models.resolve import TRUST_ENV, trusted_models
 from models.students import StudentServers
-from ui import curate, evaluate, generate, review, review_queue, runs, seeds, train
+from ui import curate, evaluate, generate, review, review_queue, runs, seeds, sources, train
 from ui.common import CSS
 
 DEFAULT_WORKSPACE = Path(__file__).resolve().parent / "data"
@@ -88,6 +88,8 @@ def build_app(studio: Studio) -> gr.Blocks:
             with gr.Tab("Seeds", id="seeds"):
                 tasks_table, tasks_frame = seeds.build(studio)
                 loaders.append((tasks_frame, [tasks_table], "tasks_table"))
+                documents_table = sources.build(studio)
+                loaders.append((lambda: sources.documents_table(studio.store), [documents_table], "documents_table"))
             with gr.Tab("Generate", id="generate"):
                 generate.build(studio)
             with gr.Tab("Review", id="review") as review_tab:
