@@ -23,7 +23,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 # (flag, TrainConfig field or "dpo.x" / "kd.x", argparse kwargs)
 _OPTIONS = (
-    ("--method", "method", dict(choices=("sft", "dpo", "kd", "kd_logprobs"), help="training method (default sft)")),
+    ("--method", "method", dict(choices=("sft", "dpo", "kd", "kd_logprobs", "grpo"), help="training method (default sft)")),
     ("--student", "student", dict(help="bundled name, local folder, .gguf file or cached hub id")),
     ("--max-steps", "max_steps", dict(type=int, help="optimizer steps (-1: use --epochs)")),
     ("--epochs", "epochs", dict(type=float, help="passes over the examples when --max-steps is -1")),
@@ -57,6 +57,14 @@ _OPTIONS = (
     ("--max-new-tokens", "kd.max_new_tokens", dict(type=int, help="kd on-policy: sample length cap")),
     ("--cross-tokenizer", "kd.cross_tokenizer",
      dict(action="store_true", default=None, help="kd: teacher with another tokenizer (TRL GOLD, ULD loss)")),
+    ("--reward", "grpo.reward", dict(choices=("checks", "judge", "both"), help="grpo: what rewards an answer")),
+    ("--num-generations", "grpo.num_generations", dict(type=int, help="grpo: answers sampled per prompt")),
+    ("--max-completion-length", "grpo.max_completion_length", dict(type=int, help="grpo: tokens per answer")),
+    ("--grpo-temperature", "grpo.temperature", dict(type=float, help="grpo: sampling temperature")),
+    ("--grpo-beta", "grpo.beta", dict(type=float, help="grpo: KL penalty (0: no reference model)")),
+    ("--init-adapter", "grpo.init_adapter", dict(help="grpo: continue from this adapter folder (e.g. an SFT run's)")),
+    ("--judge-base-url", "grpo.judge_base_url", dict(help="grpo judge reward: the judge endpoint's base URL")),
+    ("--judge-model", "grpo.judge_model", dict(help="grpo judge reward: the judge's model name")),
 )
 
 
@@ -84,7 +92,7 @@ def train_config_docs() -> dict[str, str]:
     from distill.config import TrainConfig
 
     out, default = {}, TrainConfig()
-    for prefix, obj in (("", default), ("dpo.", default.dpo), ("kd.", default.kd)):
+    for prefix, obj in (("", default), ("dpo.", default.dpo), ("kd.", default.kd), ("grpo.", default.grpo)):
         for f in fields(obj):
             if f.metadata.get("help"):
                 out[prefix + f.name] = f"{f.metadata['help']} (default: {getattr(obj, f.name)})"
@@ -103,7 +111,7 @@ def config_from_args(args):
     """The TrainConfig the flags describe (unset flags keep the defaults); ConfigError when out of range."""
     from distill.config import TrainConfig
 
-    top, nested = {}, {"dpo": {}, "kd": {}}
+    top, nested = {}, {"dpo": {}, "kd": {}, "grpo": {}}
     for _, dest, _ in _OPTIONS:
         value = getattr(args, dest.replace(".", "__"))
         if value is None:

@@ -10,10 +10,11 @@ from pathlib import Path
 
 from curation.errors import ConfigError
 from models.resolve import BASE_STUDENT, BUNDLED_STUDENT  # the student names, where they are resolved
-METHODS = ("sft", "dpo", "kd", "kd_logprobs")
+METHODS = ("sft", "dpo", "kd", "kd_logprobs", "grpo")
 BATCHING = ("padding_free", "padded")
 PAIR_SOURCES = ("scores", "compare", "review")
 KD_LOSSES = ("forward_kl", "reverse_kl", "jsd")
+GRPO_REWARDS = ("checks", "judge", "both")
 
 
 def check(ok, name: str, message: str) -> None:
@@ -107,12 +108,44 @@ class KDOptions:
 
 
 @dataclass
+class GRPOOptions:
+    """Online RL from the teacher's feedback."""
+
+    reward: str = field(default="checks", metadata={
+        "help": "'checks' (the task's exact:/contains:/regex: check; tasks without one are skipped), 'judge' "
+                "(the judge endpoint's 1-10 score / 10) or 'both' (checks where a task has one, else the judge)"})
+    num_generations: int = field(default=4, metadata={
+        "help": "answers sampled per prompt; each is rewarded against its group's mean (2..16)"})
+    max_completion_length: int = field(default=128, metadata={"help": "tokens per sampled answer (8..4096)"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the answers (0.1..2)"})
+    beta: float = field(default=0.0, metadata={
+        "help": "KL penalty towards the starting policy; 0 (TRL's default) needs no reference model"})
+    init_adapter: str = field(default="", metadata={
+        "help": "a trained adapter folder (e.g. an SFT run's adapter) to continue from; empty: a fresh LoRA"})
+    judge_base_url: str = field(default="", metadata={
+        "help": "judge / both: the OpenAI-compatible judge endpoint (empty: the embedded teacher, if running)"})
+    judge_model: str = field(default="", metadata={"help": "judge / both: the judge's model name"})
+
+    def __post_init__(self):
+        coerce_numbers(self)
+        check(self.reward in GRPO_REWARDS, "grpo.reward", f"must be one of {', '.join(GRPO_REWARDS)} (got {self.reward!r})")
+        check(2 <= self.num_generations <= 16, "grpo.num_generations", f"must be 2..16 (got {self.num_generations})")
+        check(8 <= self.max_completion_length <= 4096, "grpo.max_completion_length",
+              f"must be 8..4096 (got {self.max_completion_length})")
+        check(0.1 <= self.temperature <= 2, "grpo.temperature", f"must be 0.1..2 (got {self.temperature})")
+        check(0 <= self.beta <= 1, "grpo.beta", f"must be 0..1 (got {self.beta})")
+        check(not self.init_adapter or Path(self.init_adapter).is_dir(), "grpo.init_adapter",
+              f"no adapter folder {self.init_adapter}")
+
+
+@dataclass
 class TrainConfig:
     """One run's settings: the method, the LoRA student, the optimisation, and each method's options."""
 
     method: str = field(default="sft", metadata={
-        "help": "sft (answers), dpo (preference pairs), kd (logits of a local teacher) or "
-                "kd_logprobs (the teacher's top-k logprobs stored with its answers)"})
+        "help": "sft (answers), dpo (preference pairs), kd (logits of a local teacher), "
+                "kd_logprobs (the teacher's top-k logprobs stored with its answers) or grpo (online RL: the "
+                "student's own answers rewarded by the tasks' checks or the judge)"})
     student: str = field(default=BASE_STUDENT, metadata={
         "help": f"model to fine-tune: '{BASE_STUDENT}' (bundled Gemma 3 270M base: learns to answer and stop from "
                 f"the teacher), '{BUNDLED_STUDENT}' (bundled, the teacher's own model), a local folder, a .gguf "
@@ -151,12 +184,15 @@ class TrainConfig:
                 "(calibrated on CPU), and a run that really does not fit fails with the device's own error"})
     dpo: DPOOptions = field(default_factory=DPOOptions, metadata={"help": "dpo options"})
     kd: KDOptions = field(default_factory=KDOptions, metadata={"help": "kd and kd_logprobs options"})
+    grpo: GRPOOptions = field(default_factory=GRPOOptions, metadata={"help": "grpo options"})
 
     def __post_init__(self):
         if isinstance(self.dpo, dict):
             self.dpo = DPOOptions(**self.dpo)
         if isinstance(self.kd, dict):
             self.kd = KDOptions(**self.kd)
+        if isinstance(self.grpo, dict):
+            self.grpo = GRPOOptions(**self.grpo)
         coerce_numbers(self)
         check(self.method in METHODS, "method", f"must be one of {', '.join(METHODS)} (got {self.method!r})")
         check(isinstance(self.student, str) and self.student.strip(), "student",
@@ -190,6 +226,10 @@ class TrainConfig:
         self._check_method_options()
 
     def _check_method_options(self) -> None:
+        if self.method == "grpo":
+            check((self.batch_size * self.grad_accum) % self.grpo.num_generations == 0, "batch_size",
+                  f"x grad_accum ({self.batch_size * self.grad_accum}) must be a multiple of grpo.num_generations "
+                  f"({self.grpo.num_generations}) for grpo: each prompt's answers are compared within one batch")
         if self.method == "kd":
             check(self.kd.teacher, "kd.teacher", "must name a local teacher model that shares the student's tokenizer")
         if self.method == "kd_logprobs":

@@ -37,7 +37,7 @@ OVERHEAD = 200 * MB
 # of SmolLM2's full 49,152-token vocabulary it was calibrated on; for Gemma 3 270M (262,144 tokens) it predicted
 # 0.94x the measured peak (6,935 MB at 1,927 tokens a micro-batch), where counting the whole vocabulary said 2.2x.
 SFT_VOCAB_TILE = 32768
-LOGIT_COPIES = {"sft": 7.95, "dpo": 7.5, "kd": 9.5, "kd_logprobs": 7.5}
+LOGIT_COPIES = {"sft": 7.95, "dpo": 7.5, "kd": 9.5, "kd_logprobs": 7.5, "grpo": 7.5}  # grpo: not yet calibrated
 FIT_SHARE = 0.9  # leave a tenth of the free memory to everything else
 _DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
                 "F8_E4M3": 1, "F8_E5M2": 1}

@@ -21,6 +21,10 @@ def collect(store, config: TrainConfig) -> list[dict]:
     """The method's rows, in a stable order; StudioError (what to do about it) when there are none."""
     if config.method == "dpo":
         return pair_rows(store, config)
+    if config.method == "grpo":
+        from distill.grpo import prompt_rows
+
+        return prompt_rows(store, config.grpo)
     return example_rows(store, with_logprobs=config.method == "kd_logprobs")
 
 

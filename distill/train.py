@@ -2,7 +2,7 @@
 reads those); torch, transformers, peft and trl are imported inside the functions that run in the child.
 
 Methods: sft (here: LoRA SFT, padding-free batches), dpo (`distill.dpo`), kd and kd_logprobs
-(`distill.kd`). Each builds a transformers Trainer with the same callbacks, so every method writes the
+(`distill.kd`), grpo (`distill.grpo`). Each builds a transformers Trainer with the same callbacks, so every method writes the
 same log.jsonl events, stops into a resumable checkpoint and resumes with the same global step.
 """
 from __future__ import annotations
@@ -113,6 +113,10 @@ def build_method_trainer(model_path: Path, rows: list[dict], config: TrainConfig
         from distill.dpo import build_dpo_trainer
 
         return build_dpo_trainer(model_path, rows, config, run_dir, callbacks, device)
+    if config.method == "grpo":
+        from distill.grpo import build_grpo_trainer
+
+        return build_grpo_trainer(model_path, rows, config, run_dir, callbacks, device)
     from distill.kd import build_kd_trainer
 
     return build_kd_trainer(model_path, rows, config, run_dir, callbacks, device, models_dir)

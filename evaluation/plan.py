@@ -15,7 +15,7 @@ from evaluation import metrics as em
 from evaluation.config import EvalConfig
 from models.resolve import BUNDLED_STUDENT
 
-TRAINING_KINDS = ("sft", "dpo", "kd", "kd_logprobs")  # run kinds that leave run_dir/adapter
+TRAINING_KINDS = ("sft", "dpo", "kd", "kd_logprobs", "grpo")  # run kinds that leave run_dir/adapter
 
 
 @dataclass

@@ -59,9 +59,10 @@ def test_the_train_tab_starts_at_train_config_defaults_and_the_cli_reaches_every
     assert train_tab.config_from_values(*train_tab.values_from_config(dataclasses.asdict(untouched))) == untouched
 
     flags = {dest for _, dest, _ in train_cli._OPTIONS}
-    every = ({f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("dpo", "kd")}
+    every = ({f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("dpo", "kd", "grpo")}
              | {f"dpo.{f.name}" for f in dataclasses.fields(TrainConfig().dpo)}
-             | {f"kd.{f.name}" for f in dataclasses.fields(TrainConfig().kd)})
+             | {f"kd.{f.name}" for f in dataclasses.fields(TrainConfig().kd)}
+             | {f"grpo.{f.name}" for f in dataclasses.fields(TrainConfig().grpo)})
     assert every - flags == set()
     parsed = argparse.ArgumentParser()
     train_cli.add_train_arguments(parsed)
