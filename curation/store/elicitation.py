@@ -26,12 +26,11 @@ class ElicitationMixin:
         if not keys:
             return set()
         keys = list(keys)
-        with self._lock:
-            rows = self.con.execute(
-                "SELECT request_key FROM ledger WHERE state = 'ok' AND list_contains($1, request_key) UNION "
-                "SELECT request_key FROM generations WHERE status = 'ok' AND list_contains($1, request_key) UNION "
-                "SELECT request_key FROM judgments WHERE request_key IS NOT NULL AND list_contains($1, request_key)",
-                [keys]).fetchall()
+        rows = self._fetchall(
+            "SELECT request_key FROM ledger WHERE state = 'ok' AND list_contains($1, request_key) UNION "
+            "SELECT request_key FROM generations WHERE status = 'ok' AND list_contains($1, request_key) UNION "
+            "SELECT request_key FROM judgments WHERE request_key IS NOT NULL AND list_contains($1, request_key)",
+            [keys])
         return {r[0] for r in rows}
 
     def plan_ledger(self, run_id: int, calls: list[dict]) -> None:
@@ -160,28 +159,30 @@ class ElicitationMixin:
                 clauses.append(f"{col} = ?")
                 params.append(value)
         where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-        total = self._fetchone(f"SELECT count(*) FROM ledger{where}", params)[0]
-        frame = self._fetchdf(
-            "SELECT request_key, run_id, method, stage, task_id, generation_id, state, attempts, "
-            "left(error, 300) AS error, prompt_tokens, completion_tokens, cost_usd, latency_s, updated_at "
-            f"FROM ledger{where} ORDER BY updated_at DESC, request_key LIMIT ? OFFSET ?",
-            [*params, page_size, (max(1, int(page)) - 1) * page_size])
+        with self._snapshot():  # the count and the page of one committed state
+            total = self._fetchone(f"SELECT count(*) FROM ledger{where}", params)[0]
+            frame = self._fetchdf(
+                "SELECT request_key, run_id, method, stage, task_id, generation_id, state, attempts, "
+                "left(error, 300) AS error, prompt_tokens, completion_tokens, cost_usd, latency_s, updated_at "
+                f"FROM ledger{where} ORDER BY updated_at DESC, request_key LIMIT ? OFFSET ?",
+                [*params, page_size, (max(1, int(page)) - 1) * page_size])
         return frame, total
 
     def ledger_summary(self, run_id: int | None = None) -> dict:
         """Counts by state and the tokens and cost paid, for one run or the whole workspace."""
         where, params = (" WHERE run_id = ?", [run_id]) if run_id is not None else ("", [])
-        counts = {r["state"]: r["n"] for r in
-                  self._fetchdicts(f"SELECT state, count(*) AS n FROM ledger{where} GROUP BY state", params)}
-        pt, ct, cost = self._fetchone("SELECT coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0), "
-                                      f"sum(cost_usd) FROM ledger{where}", params)
+        with self._snapshot():
+            counts = {r["state"]: r["n"] for r in
+                      self._fetchdicts(f"SELECT state, count(*) AS n FROM ledger{where} GROUP BY state", params)}
+            pt, ct, cost = self._fetchone("SELECT coalesce(sum(prompt_tokens), 0), "
+                                          f"coalesce(sum(completion_tokens), 0), sum(cost_usd) FROM ledger{where}",
+                                          params)
         return {"by_state": {s: int(counts.get(s, 0)) for s in self.LEDGER_STATES}, "prompt_tokens": int(pt),
                 "completion_tokens": int(ct), "cost_usd": cost}
 
     def set_run_usage(self, run_id: int, prompt_tokens: int, completion_tokens: int, cost_usd: float | None) -> None:
-        with self._lock:
-            self.con.execute("UPDATE runs SET prompt_tokens = ?, completion_tokens = ?, cost_usd = ? WHERE id = ?",
-                             [prompt_tokens, completion_tokens, cost_usd, run_id])
+        self._write("UPDATE runs SET prompt_tokens = ?, completion_tokens = ?, cost_usd = ? WHERE id = ?",
+                    [prompt_tokens, completion_tokens, cost_usd, run_id])
 
     # prices: USD per million tokens, per model name as the endpoint knows it; the user edits them.
     def set_price(self, model: str, input_usd_per_mtok: float, output_usd_per_mtok: float) -> None:
@@ -191,15 +192,13 @@ class ElicitationMixin:
         if not (input_usd_per_mtok >= 0 and output_usd_per_mtok >= 0):
             raise StudioError(f"prices must be 0 or more USD per million tokens (got {input_usd_per_mtok}, "
                               f"{output_usd_per_mtok})")
-        with self._lock:
-            self.con.execute("INSERT INTO prices (model, input_usd_per_mtok, output_usd_per_mtok) VALUES (?, ?, ?) "
-                             "ON CONFLICT (model) DO UPDATE SET input_usd_per_mtok = excluded.input_usd_per_mtok, "
-                             "output_usd_per_mtok = excluded.output_usd_per_mtok, updated_at = now()",
-                             [model, float(input_usd_per_mtok), float(output_usd_per_mtok)])
+        self._write("INSERT INTO prices (model, input_usd_per_mtok, output_usd_per_mtok) VALUES (?, ?, ?) "
+                    "ON CONFLICT (model) DO UPDATE SET input_usd_per_mtok = excluded.input_usd_per_mtok, "
+                    "output_usd_per_mtok = excluded.output_usd_per_mtok, updated_at = now()",
+                    [model, float(input_usd_per_mtok), float(output_usd_per_mtok)])
 
     def delete_price(self, model: str) -> bool:
-        with self._lock:
-            return bool(self.con.execute("DELETE FROM prices WHERE model = ? RETURNING model", [model]).fetchall())
+        return bool(self._write("DELETE FROM prices WHERE model = ? RETURNING model", [model]))
 
     def prices(self) -> pd.DataFrame:
         return self._fetchdf("SELECT model, input_usd_per_mtok, output_usd_per_mtok, updated_at FROM prices "
@@ -212,8 +211,7 @@ class ElicitationMixin:
     # what the methods read
     def task_texts(self) -> list[tuple[int, str]]:
         """(id, instruction) of every task: the pool new tasks must be novel against."""
-        with self._lock:
-            return self.con.execute("SELECT id, instruction FROM tasks ORDER BY id").fetchall()
+        return self._fetchall("SELECT id, instruction FROM tasks ORDER BY id")
 
     def ok_generations(self, generation_ids: list[int] | None = None, task_ids: list[int] | None = None,
                        methods: tuple[str, ...] | None = None) -> list[dict]:

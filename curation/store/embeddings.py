@@ -1,4 +1,4 @@
-"""Stored embeddings (kept fresh by content hash) and the rows and labels of a dedupe."""
+"""Stored embeddings (kept fresh by content hash) and the rows a dedupe covers (its labels: labels.py)."""
 from __future__ import annotations
 
 import pandas as pd
@@ -39,9 +39,9 @@ class EmbeddingsMixin:
         """(how many items of `kind` exist, [(id, text, content hash)] of those whose vector under
         `model` is missing or was made from other text), ordered by id."""
         sql = self._item_text_sql(kind)
-        with self._lock:
-            total = self.con.execute(f"SELECT count(*) FROM ({sql})").fetchone()[0]
-            stale = self.con.execute(
+        with self._snapshot() as con:
+            total = con.execute(f"SELECT count(*) FROM ({sql})").fetchone()[0]
+            stale = con.execute(
                 f"SELECT i.id, i.text, md5(i.text) FROM ({sql}) i LEFT JOIN embeddings e ON e.item_kind = ? "
                 "AND e.model = ? AND e.item_id = i.id WHERE e.content_hash IS DISTINCT FROM md5(i.text) "
                 "ORDER BY i.id", [kind, model]).fetchall()
@@ -68,26 +68,26 @@ class EmbeddingsMixin:
                              "vector": pa.ListArray.from_arrays(offsets, pa.array(vectors.ravel()))})
         # Registered outside the transaction: DuckDB refuses register() while a result is pending.
         with self._lock:
-            self.con.register("_incoming_embeddings", incoming)
+            con = self._cursor()
+            con.register("_incoming_embeddings", incoming)
             try:
-                with self.transaction() as con:
+                with self.transaction():  # on the same cursor, which alone sees what it registered
                     con.execute("DELETE FROM embeddings WHERE item_kind = ? AND model = ? "
                                 "AND item_id IN (SELECT item_id FROM _incoming_embeddings)", [kind, model])
                     con.execute("INSERT INTO embeddings (item_kind, item_id, model, content_hash, vector) "
                                 "SELECT ?, item_id, ?, content_hash, vector FROM _incoming_embeddings", [kind, model])
             finally:
-                self.con.unregister("_incoming_embeddings")
+                con.unregister("_incoming_embeddings")
 
     def fresh_embeddings(self, kind: str, model: str):
         """(ids int64[n], vectors float32[n, d]) of the stored vectors whose item text is unchanged, by id."""
         import numpy as np
 
         sql = self._item_text_sql(kind)
-        with self._lock:
-            table = self.con.sql(
-                f"SELECT e.item_id, e.vector FROM embeddings e JOIN ({sql}) i ON i.id = e.item_id "
-                "AND e.content_hash = md5(i.text) WHERE e.item_kind = ? AND e.model = ? ORDER BY e.item_id",
-                params=[kind, model]).to_arrow_table()
+        table = self._cursor().sql(
+            f"SELECT e.item_id, e.vector FROM embeddings e JOIN ({sql}) i ON i.id = e.item_id "
+            "AND e.content_hash = md5(i.text) WHERE e.item_kind = ? AND e.model = ? ORDER BY e.item_id",
+            params=[kind, model]).to_arrow_table()
         ids = table.column("item_id").to_numpy().astype(np.int64)
         if not len(ids):
             return ids, np.zeros((0, 0), dtype=np.float32)
@@ -122,33 +122,3 @@ class EmbeddingsMixin:
                 f"LEFT JOIN ({self._JUDGE_MAX_SQL}) j ON j.generation_id = g.id "
                 "WHERE t.split = 'train' GROUP BY t.id ORDER BY t.id")
         raise StudioError(f"dedupe target must be tasks or responses (got {target!r})")
-
-    def label_with_reasons(self, reasons: dict[int, str], status: str = "rejected") -> int | None:
-        """`set_label` for many generations at once, each with its own reason, as ONE batch that
-        `undo_batch` reverts; returns the batch id (None when `reasons` is empty). Edits are kept."""
-        if status not in ("pending", "approved", "rejected"):
-            raise StudioError(f"label status must be pending, approved or rejected (got {status!r})")
-        ids = sorted(int(i) for i in reasons)
-        if not ids:
-            return None
-        incoming = pd.DataFrame({"generation_id": ids, "reason": [reasons[i] for i in ids]})
-        with self._lock:
-            self.con.register("_label_reasons", incoming)  # before the transaction, as in put_embeddings
-            try:
-                with self.transaction() as con:
-                    self._check_labelable(con, ids, status)
-                    batch = con.execute("SELECT nextval('label_batch_seq')").fetchone()[0]
-                    con.execute("""
-                        INSERT INTO label_events (generation_id, status, reason, batch_id, previous_status,
-                                                  previous_reason)
-                        SELECT r.generation_id, ?, r.reason, ?, coalesce(l.status, 'pending'), l.reason
-                        FROM _label_reasons r LEFT JOIN labels l ON l.generation_id = r.generation_id""",
-                                [status, batch])
-                    con.execute("""
-                        INSERT INTO labels (generation_id, status, reason, updated_at)
-                        SELECT generation_id, ?, reason, now() FROM _label_reasons
-                        ON CONFLICT (generation_id) DO UPDATE SET status = excluded.status,
-                            reason = excluded.reason, updated_at = now()""", [status])
-            finally:
-                self.con.unregister("_label_reasons")
-        return batch

@@ -1,4 +1,4 @@
-"""Tasks, generations and their labels: adding, reading, reviewing, undoing; the training snapshot and stats."""
+"""Tasks and generations: adding them (one by one or in bulk) and reading them; the training snapshot and stats."""
 from __future__ import annotations
 
 import json
@@ -6,12 +6,11 @@ import json
 import pandas as pd
 
 from curation.errors import StudioError
-from curation.store.review import (_REVIEW_FROM, _REVIEW_STATUS_SQL, _SORT_COLUMNS, REVIEW_SORTS, REVIEW_STATUSES,
-                                   ReviewFilter)
+from curation.store.review import _REVIEW_FROM, _REVIEW_STATUS_SQL, REVIEW_STATUSES
 
 
 class RecordsMixin:
-    """`Store` methods for tasks, generations, labels, the training snapshot and stats."""
+    """`Store` methods for tasks, generations, the training snapshot and stats."""
 
     # ---- tasks --------------------------------------------------------------------------------
     def add_tasks(self, tasks: list[dict]) -> list[int]:
@@ -69,10 +68,8 @@ class RecordsMixin:
         """The subset of `keys` that already has a stored successful response (a re-run skips these)."""
         if not keys:
             return set()
-        with self._lock:
-            rows = self.con.execute(
-                "SELECT request_key FROM generations WHERE status = 'ok' AND list_contains(?, request_key)",
-                [list(keys)]).fetchall()
+        rows = self._fetchall(
+            "SELECT request_key FROM generations WHERE status = 'ok' AND list_contains(?, request_key)", [list(keys)])
         return {r[0] for r in rows}
 
     def record_generation(self, row: dict) -> int:
@@ -114,161 +111,47 @@ class RecordsMixin:
         row["edited_messages"] = json.loads(row["edited_messages"]) if row["edited_messages"] else None
         return row
 
-    def review_page(self, flt: ReviewFilter, page: int = 1, page_size: int = 25,
-                    sort: str = "id") -> tuple[pd.DataFrame, int]:
-        """One page of generations and the total matching the filter, ordered by `sort` (see REVIEW_SORTS).
+    # ---- bulk inserts -------------------------------------------------------------------------
+    # table -> (id sequence, insertable columns); labels are keyed by generation_id.
+    _BULK_TABLES = {
+        "tasks": ("task_id_seq", ("instruction", "input", "system_prompt", "source", "parent_id", "skill",
+                                  "domain", "split", "expected")),
+        "generations": ("generation_id_seq", ("task_id", "run_id", "request_key", "endpoint", "model", "messages",
+                                              "params", "sample_index", "teacher_only_system", "response",
+                                              "finish_reason", "prompt_tokens", "completion_tokens", "latency_s",
+                                              "status", "error", "attempts")),
+        "judgments": ("judgment_id_seq", ("generation_id", "judge_model", "score", "rationale", "raw_output",
+                                          "kind", "other_generation_id", "request_key")),
+        "labels": (None, ("generation_id", "status", "edited_response", "tags", "note", "reason")),
+    }
 
-        The count and the page's ids come from the narrowest join the filter needs; the shown columns are
-        then read for those ids alone (on 1M rows this is ms instead of ~0.5 s; see bench/browse.py).
+    def bulk_add(self, table: str, frame: pd.DataFrame) -> list[int]:
+        """Insert a DataFrame of rows in one statement (imports, synthetic workspaces); returns the new ids.
+
+        messages and params of generations are JSON text. No label history is written for labels, so a
+        bulk-inserted label cannot be undone; use `set_label` for changes a user makes.
         """
-        if page_size < 1 or page_size > 500:
-            raise StudioError(f"page size must be between 1 and 500 (got {page_size})")
-        page = max(1, int(page))
-        if sort not in REVIEW_SORTS:
-            raise StudioError(f"sort must be one of {', '.join(REVIEW_SORTS)} (got {sort!r})")
-        with self._lock:
-            if flt.search.strip():
-                ids, total = self._keyword_page(flt, REVIEW_SORTS[sort], page, page_size)
+        if table not in self._BULK_TABLES:
+            raise StudioError(f"bulk insert works on {', '.join(self._BULK_TABLES)} (got {table!r})")
+        sequence, allowed = self._BULK_TABLES[table]
+        unknown = [c for c in frame.columns if c not in allowed]
+        if unknown:
+            raise StudioError(f"{table} has no column {unknown}; allowed: {', '.join(allowed)}")
+        cols = ", ".join(frame.columns)
+        with self.transaction() as con:
+            if sequence is None:
+                ids = [int(i) for i in frame["generation_id"]]
+                rows, id_col = frame, ""
             else:
-                ids_sql, params = self._review_ids_sql(flt)
-                total = self.con.execute(f"SELECT count(*) FROM ({ids_sql})", params).fetchone()[0]
-                ids = [r[0] for r in self.con.execute(f"{ids_sql} ORDER BY {REVIEW_SORTS[sort]} LIMIT ? OFFSET ?",
-                                                      [*params, page_size, (page - 1) * page_size]).fetchall()]
-        # The page's rows first, then only their task and label: a join DuckDB would build on all of
-        # tasks and labels costs ~50 ms at 1M rows.
-        frame = self._fetchdf(
-            "WITH page AS MATERIALIZED (SELECT * FROM generations WHERE list_contains(?::BIGINT[], id)) "
-            f"SELECT g.id, g.task_id, {_REVIEW_STATUS_SQL} AS status, left(t.instruction, 120) AS instruction, "
-            "left(coalesce(l.edited_response, g.response, g.error), 200) AS response, "
-            "l.edited_response IS NOT NULL AS edited, g.model, g.completion_tokens AS tokens "
-            "FROM page g LEFT JOIN (SELECT * FROM tasks WHERE id IN (SELECT task_id FROM page)) t ON t.id = g.task_id "
-            "LEFT JOIN (SELECT * FROM labels WHERE generation_id IN (SELECT id FROM page)) l ON l.generation_id = g.id "
-            "ORDER BY list_position(?::BIGINT[], g.id)", [ids, ids])
-        return frame, total
-
-    def _keyword_page(self, flt: ReviewFilter, order: str, page: int, page_size: int) -> tuple[list[int], int]:
-        """A keyword's page ids and match count from ONE scan of the text (it dominates: ~0.2 s at 1M
-        rows): the matches are materialised once with their sort columns, then counted and paged."""
-        ids_sql, params = self._review_ids_sql(flt, columns=_SORT_COLUMNS)
-        rows = self.con.execute(
-            f"WITH g AS MATERIALIZED ({ids_sql}) SELECT g.id, (SELECT count(*) FROM g) FROM g "
-            f"ORDER BY {order} LIMIT ? OFFSET ?", [*params, page_size, (page - 1) * page_size]).fetchall()
-        if rows:
-            return [r[0] for r in rows], int(rows[0][1])
-        return [], self.con.execute(f"SELECT count(*) FROM ({ids_sql})", params).fetchone()[0]  # past the end
-
-    def matching_ids(self, flt: ReviewFilter) -> list[int]:
-        ids_sql, params = self._review_ids_sql(flt)
-        with self._lock:
-            return [r[0] for r in self.con.execute(f"{ids_sql} ORDER BY g.id", params).fetchall()]
-
-    # ---- labels -------------------------------------------------------------------------------
-    def set_label(self, gen_ids: list[int], status: str, edited_response: str | None = None,
-                  reason: str | None = None, edited_messages: list[dict] | None = None) -> int:
-        """Approve / reject / edit generations; the teacher's response itself is never changed.
-
-        `edited_response=None` keeps any earlier edit; `reason` says why (e.g. "filter:refusal");
-        `edited_messages`: an edit of the turns before the answer (a conversation's), None keeps any earlier one.
-        Every change is one batch in label_events with the previous state, so `undo_batch` can revert it.
-        Failed calls cannot be approved. Returns how many rows were labelled.
-        """
-        if status not in ("pending", "approved", "rejected"):
-            raise StudioError(f"label status must be pending, approved or rejected (got {status!r})")
-        gen_ids = sorted({int(i) for i in gen_ids})
-        if not gen_ids:
-            return 0
-        with self.transaction() as con:
-            self._check_labelable(con, gen_ids, status)
-            batch = con.execute("SELECT nextval('label_batch_seq')").fetchone()[0]
-            turns = json.dumps(edited_messages, ensure_ascii=False) if edited_messages is not None else None
-            con.execute("""
-                INSERT INTO label_events (generation_id, status, edited_response, reason, batch_id,
-                                          previous_status, previous_reason, edited_messages)
-                SELECT g.id, ?, ?, ?, ?, coalesce(l.status, 'pending'), l.reason, ?
-                FROM generations g LEFT JOIN labels l ON l.generation_id = g.id
-                WHERE list_contains(?, g.id)""", [status, edited_response, reason, batch, turns, gen_ids])
-            con.execute("""
-                INSERT INTO labels (generation_id, status, edited_response, reason, updated_at, edited_messages)
-                SELECT unnest(?), ?, ?, ?, now(), ?
-                ON CONFLICT (generation_id) DO UPDATE SET status = excluded.status,
-                    edited_response = coalesce(excluded.edited_response, labels.edited_response),
-                    edited_messages = coalesce(excluded.edited_messages, labels.edited_messages),
-                    reason = excluded.reason, updated_at = now()""", [gen_ids, status, edited_response, reason, turns])
-        return len(gen_ids)
-
-    @staticmethod
-    def _check_labelable(con, gen_ids, status):
-        known = con.execute("SELECT id, status FROM generations WHERE list_contains(?, id)", [gen_ids]).fetchall()
-        missing = set(gen_ids) - {r[0] for r in known}
-        if missing:
-            raise StudioError(f"no generation with id {sorted(missing)[:5]}")
-        if status == "approved":
-            bad = sorted(r[0] for r in known if r[1] != "ok")
-            if bad:
-                raise StudioError(f"generation {bad[:5]} failed at the teacher and has no response to approve")
-
-    def labelled_since(self, gen_ids: list[int], batch_mark: int) -> set[int]:
-        """Which of `gen_ids` got a label event in a batch after `batch_mark` (-1: any batch)."""
-        if not gen_ids:
-            return set()
-        rows = self._fetchdicts("SELECT DISTINCT generation_id AS id FROM label_events "
-                                "WHERE batch_id > ? AND list_contains(?, generation_id)",
-                                [int(batch_mark), [int(g) for g in gen_ids]])
-        return {int(r["id"]) for r in rows}
-
-    def last_label_batch(self) -> int | None:
-        return self._fetchone("SELECT max(batch_id) FROM label_events")[0]
-
-    def undo_batch(self, batch_id: int) -> int:
-        """Put every row of a label batch back to its status and reason before it; edits stay in history."""
-        with self.transaction() as con:
-            count = con.execute("SELECT count(*) FROM label_events WHERE batch_id = ?", [batch_id]).fetchone()[0]
-            if not count:
-                raise StudioError(f"no label batch {batch_id} to undo")
-            # One set-based UPDATE: a row-by-row loop took a minute for a 50k-row filter.
-            con.execute("UPDATE labels SET status = e.previous_status, reason = e.previous_reason, updated_at = now() "
-                        "FROM label_events e WHERE e.batch_id = ? AND labels.generation_id = e.generation_id",
-                        [batch_id])
-            undo = con.execute("SELECT nextval('label_batch_seq')").fetchone()[0]
-            con.execute("""
-                INSERT INTO label_events (generation_id, status, reason, batch_id, previous_status, previous_reason)
-                SELECT generation_id, previous_status, 'undo batch ' || ?, ?, status, reason
-                FROM label_events WHERE batch_id = ?""", [batch_id, undo, batch_id])
-        return count
-
-    def edit_response(self, gen_id: int, text: str) -> None:
-        if not text.strip():
-            raise StudioError("an edited response cannot be empty; reject the row instead")
-        self.set_label([gen_id], "approved", edited_response=text)
-
-    def label_filter(self, flt: ReviewFilter, status: str) -> int:
-        """Label every generation matching the filter; failed calls are skipped when approving."""
-        return self.set_label(self.labelable_ids(flt, status), status)
-
-    def labelable_ids(self, flt: ReviewFilter, status: str) -> list[int]:
-        """The generations matching the filter that `status` would change: not those that have it already,
-        and no failed call when approving (it has no response)."""
-        if status == "approved" and flt.status == "failed":
-            return []
-        ids_sql, params = self._review_ids_sql(flt)
-        ok_only = "status = 'ok' AND " if status == "approved" else ""
-        with self._lock:
-            return [r[0] for r in self.con.execute(
-                f"SELECT id FROM generations WHERE {ok_only}id IN ({ids_sql}) AND id NOT IN "
-                "(SELECT generation_id FROM labels WHERE status = ?) ORDER BY id", [*params, status]).fetchall()]
-
-    def review_status_counts(self, flt: ReviewFilter) -> dict[str, int]:
-        """How many of the generations matching the filter are pending, approved, rejected and failed."""
-        ids_sql, params = self._review_ids_sql(flt)
-        rows = self._fetchdicts(
-            f"SELECT {_REVIEW_STATUS_SQL} AS s, count(*) AS n FROM generations g "
-            f"LEFT JOIN labels l ON l.generation_id = g.id WHERE g.id IN ({ids_sql}) GROUP BY ALL", params)
-        return {"pending": 0, "approved": 0, "rejected": 0, "failed": 0, **{r["s"]: int(r["n"]) for r in rows}}
-
-    def label_history(self, gen_id: int) -> list[dict]:
-        return self._fetchdicts("SELECT status, edited_response, reason, batch_id, changed_at FROM label_events "
-                                "WHERE generation_id = ? "
-                                "ORDER BY id", [gen_id])
+                ids = sorted(r[0] for r in con.execute(f"SELECT nextval('{sequence}') FROM range(?)",
+                                                       [len(frame)]).fetchall())
+                rows, id_col = frame.assign(id=ids), "id, "
+            con.register("_bulk_rows", rows)
+            try:
+                con.execute(f"INSERT INTO {table} ({id_col}{cols}) SELECT {id_col}{cols} FROM _bulk_rows")
+            finally:
+                con.unregister("_bulk_rows")
+        return ids
 
     # ---- training snapshot --------------------------------------------------------------------
     def approved_examples(self) -> list[dict]:
@@ -306,12 +189,14 @@ class RecordsMixin:
 
     # ---- stats --------------------------------------------------------------------------------
     def stats(self) -> dict:
-        by_status = dict(self._fetchone(
-            f"SELECT map(list(status), list(n)) FROM (SELECT {_REVIEW_STATUS_SQL} AS status, count(*) AS n "
-            f"FROM {_REVIEW_FROM} GROUP BY 1)")[0] or {})
-        tokens = self._fetchone("SELECT coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0) "
-                                "FROM generations")
-        return {"tasks": self.count_tasks(),
+        with self._snapshot():  # counts that add up: no commit lands between them
+            by_status = dict(self._fetchone(
+                f"SELECT map(list(status), list(n)) FROM (SELECT {_REVIEW_STATUS_SQL} AS status, count(*) AS n "
+                f"FROM {_REVIEW_FROM} GROUP BY 1)")[0] or {})
+            tokens = self._fetchone("SELECT coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0) "
+                                    "FROM generations")
+            tasks = self.count_tasks()
+        return {"tasks": tasks,
                 "generations": sum(by_status.values()),
                 "by_status": {s: int(by_status.get(s, 0)) for s in REVIEW_STATUSES},
                 "prompt_tokens": int(tokens[0]), "completion_tokens": int(tokens[1])}

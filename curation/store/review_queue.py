@@ -80,12 +80,6 @@ class ReviewQueueMixin:
         return QueueAction("meta", int(gen_id), previous_tags=before[0] if before else None,
                            previous_note=before[1] if before else None)
 
-    def label_batch_count(self, batch_id: int | None) -> int:
-        """How many generations a label batch changed (0 for None)."""
-        if batch_id is None:
-            return 0
-        return self._fetchone("SELECT count(*) FROM label_events WHERE batch_id = ?", [int(batch_id)])[0]
-
     def queue_undo(self, action: "QueueAction") -> None:
         """Revert one `queue_label` (status, reason and the edit) or `set_tags_note` action."""
         if action.kind == "meta":
@@ -94,8 +88,8 @@ class ReviewQueueMixin:
         with self._lock:
             self.undo_batch(action.batch_id)
             if action.edited:  # undo_batch keeps edits in history; the queue puts the earlier text back
-                self.con.execute("UPDATE labels SET edited_response = ? WHERE generation_id = ?",
-                                 [action.previous_edit, action.generation_id])
+                self._write("UPDATE labels SET edited_response = ? WHERE generation_id = ?",
+                            [action.previous_edit, action.generation_id])
 
 
 @dataclass(frozen=True)

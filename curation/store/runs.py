@@ -16,8 +16,8 @@ class RunsMixin:
 
     # ---- runs ---------------------------------------------------------------------------------
     def start_run(self, kind: str, config: dict, run_dir: str | None = None, pid: int | None = None) -> int:
-        return self._fetchone("INSERT INTO runs (kind, config, status, run_dir, pid) VALUES (?, ?, 'running', ?, ?) "
-                              "RETURNING id", [kind, json.dumps(config, sort_keys=True, default=str), run_dir, pid])[0]
+        return self._write("INSERT INTO runs (kind, config, status, run_dir, pid) VALUES (?, ?, 'running', ?, ?) "
+                           "RETURNING id", [kind, json.dumps(config, sort_keys=True, default=str), run_dir, pid])[0][0]
 
     def update_run(self, run_id: int, **fields) -> None:
         allowed = {"status", "metrics", "run_dir", "pid", "error", "config"}
@@ -29,8 +29,7 @@ class RunsMixin:
         sets = ", ".join(f"{k} = ?" for k in fields)
         if fields.get("status") in RUN_FINAL:
             sets += ", finished_at = now()"
-        with self._lock:
-            self.con.execute(f"UPDATE runs SET {sets} WHERE id = ?", [*fields.values(), run_id])
+        self._write(f"UPDATE runs SET {sets} WHERE id = ?", [*fields.values(), run_id])
 
     def run(self, run_id: int) -> dict | None:
         rows = self._fetchdicts("SELECT * FROM runs WHERE id = ?", [run_id])
@@ -44,9 +43,8 @@ class RunsMixin:
 
     def mark_interrupted_runs(self) -> list[int]:
         """Runs left 'running' by a process that died; called when a workspace is opened by its owner."""
-        with self._lock:
-            rows = self.con.execute("UPDATE runs SET status = 'interrupted', finished_at = now() "
-                                    "WHERE status = 'running' RETURNING id").fetchall()
+        rows = self._write("UPDATE runs SET status = 'interrupted', finished_at = now() WHERE status = 'running' "
+                           "RETURNING id")
         return [r[0] for r in rows]
 
     # ---- evaluation ---------------------------------------------------------------------------
@@ -144,9 +142,8 @@ class RunsMixin:
 
     def reopen_run(self, run_id: int, pid: int | None = None) -> None:
         """Mark a stopped / failed / interrupted run running again (resume): no finish time, no error."""
-        with self._lock:
-            self.con.execute("UPDATE runs SET status = 'running', finished_at = NULL, error = NULL, pid = ? "
-                             "WHERE id = ?", [pid, int(run_id)])
+        self._write("UPDATE runs SET status = 'running', finished_at = NULL, error = NULL, pid = ? WHERE id = ?",
+                    [pid, int(run_id)])
 
 
 def _decode_run(row: dict) -> dict:
