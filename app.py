@@ -27,7 +27,7 @@ from ui import curate, evaluate, generate, review, review_queue, runs, seeds, so
 from ui.common import CSS
 
 DEFAULT_WORKSPACE = Path(__file__).resolve().parent / "data"
-MAX_UPLOAD_MB = 200  # the importer's own cap (curation.io.MAX_FILE_BYTES); gradio refuses larger uploads
+MAX_UPLOAD_MB = 200  # the importer's own cap (curation.seed_files.MAX_FILE_BYTES); gradio refuses larger uploads
 
 
 @dataclass

@@ -39,10 +39,10 @@ def say(text: str) -> None:
 
 def build_workspace(store, eval_tasks: int, seed: int) -> dict:
     from bench.quality_tasks import tasks
-    from curation import io, split
+    from curation import importing, split
 
-    for name in io.seed_packs():
-        io.load_seed_pack(store, name)
+    for name in importing.seed_packs():
+        importing.load_seed_pack(store, name)
     store.add_tasks(tasks())  # with their checks ('expected'), for the pass rate
     held, _ = split.hold_out(store, eval_tasks / len(store.tasks()), seed)
     return {"tasks": len(store.tasks()), "eval_tasks": len(store.tasks(split="eval"))}

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from curation import curate_cli, elicit_cli, io, sources_cli
+from curation import curate_cli, elicit_cli, exporting, importing, sources_cli
 from curation.errors import StudioError
 from curation.split import hold_out
 from curation.store import REVIEW_STATUSES, ReviewFilter, Store
@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export labelled generations as a training file")
     p.add_argument("out", type=Path)
     p.add_argument("--status", choices=["approved"], default="approved")
-    p.add_argument("--format", choices=io.EXPORT_FORMATS, default="chat-jsonl")
+    p.add_argument("--format", choices=exporting.EXPORT_FORMATS, default="chat-jsonl")
 
     p = sub.add_parser("stats", help="counts by status")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -81,17 +81,17 @@ def main(argv=None) -> int:
 
 
 def cmd_import(store, args) -> int:
-    added = io.import_file(store, args.file, skill=args.skill, domain=args.domain,
-                           keep_duplicates=args.keep_duplicates)
+    added = importing.import_file(store, args.file, skill=args.skill, domain=args.domain,
+                                  keep_duplicates=args.keep_duplicates)
     print(added.message("imported") + f" from {args.file}")
     return 0
 
 
 def cmd_seed_pack(store, args) -> int:
     if not args.name:
-        print("\n".join(io.seed_packs()))
+        print("\n".join(importing.seed_packs()))
         return 0
-    added = io.load_seed_pack(store, args.name, keep_duplicates=args.keep_duplicates)
+    added = importing.load_seed_pack(store, args.name, keep_duplicates=args.keep_duplicates)
     print(added.message("loaded") + f" from seed pack {args.name}")
     return 0
 
@@ -102,7 +102,7 @@ def cmd_split(store, args) -> int:
         print(f"held out {len(held)} of {total} tasks for evaluation (seed {args.seed})")
         return 0
     text, split = (args.to_eval, "eval") if args.to_eval is not None else (args.to_train, "train")
-    print(f"moved {store.set_split(io.parse_ids(text, 'task ids'), split)} tasks to {split}")
+    print(f"moved {store.set_split(importing.parse_ids(text, 'task ids'), split)} tasks to {split}")
     return 0
 
 
@@ -114,7 +114,7 @@ def cmd_review(store, args) -> int:
 
 
 def cmd_export(store, args) -> int:
-    n = io.export_examples(store.approved_examples(), args.out, fmt=args.format)
+    n = exporting.export_examples(store.approved_examples(), args.out, fmt=args.format)
     print(f"wrote {n} examples to {args.out}")
     return 0
 

@@ -11,7 +11,7 @@ import sys
 
 from curation.errors import ConfigError, StudioError
 from curation.generate import Budget, Progress, preview, retry_failed, run_method
-from curation.io import parse_ids
+from curation.importing import parse_ids
 from curation.jobs import run_on_teacher
 from curation.local_server import LocalTeacherServer
 from curation.methods import METHODS, get_method

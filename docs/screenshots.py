@@ -21,7 +21,7 @@ CHROMIUM = "/usr/bin/chromium"
 
 
 def seed(workspace: Path, tasks: int) -> None:
-    from curation import io
+    from curation import importing
     from curation.generate import run_method
     from curation.local_server import LocalTeacherServer
     from curation.methods import GenerateConfig
@@ -31,7 +31,7 @@ def seed(workspace: Path, tasks: int) -> None:
     server = LocalTeacherServer(workspace / "logs")
     try:
         with Store(workspace) as store:
-            io.load_seed_pack(store, io.seed_packs()[0])
+            importing.load_seed_pack(store, importing.seed_packs()[0])
             ids = [t["id"] for t in store.tasks()][:tasks]
             run_method(store, TeacherConfig(), GenerateConfig(task_ids=ids, n=2, max_tokens=96, temperature=0.7),
                        server.ensure_started())

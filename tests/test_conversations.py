@@ -143,7 +143,7 @@ def test_self_chat_on_the_embedded_teacher(store, teacher_url):
 
 # ---- import, train rows, export --------------------------------------------------------------------
 def test_imported_conversations_train_and_export_whole_and_import_once(store, tmp_path):
-    from curation import io
+    from curation import exporting
     from curation.conversations import import_conversations
 
     conversation = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi"},
@@ -156,7 +156,7 @@ def test_imported_conversations_train_and_export_whole_and_import_once(store, tm
     store.set_label(first["added"], "approved")
     (example,) = store.approved_examples()
     assert example["messages"] == conversation
-    io.export_examples([example], tmp_path / "out.jsonl", "sharegpt-jsonl")
+    exporting.export_examples([example], tmp_path / "out.jsonl", "sharegpt-jsonl")
     assert read_conversations(tmp_path / "out.jsonl")[0]["messages"] == conversation  # the round trip is exact
     bad = _write(tmp_path / "bad.jsonl", [{"messages": conversation}, {"messages": [{"role": "user", "content": "x"}]}])
     with pytest.raises(ImportFormatError, match="upload.jsonl, line 2"):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from curation import io
+from curation import exporting
 from curation.errors import ConfigError, StudioError
 from curation.generate import run_method
 from curation.methods import GenerateConfig
@@ -212,7 +212,7 @@ def test_eval_with_a_scripted_judge_then_failures_become_new_train_tasks(store, 
         run_method(store, scripted(server), GenerateConfig(max_tokens=8), server.base_url)
     store.set_label([g["id"] for g in store.ok_generations()], "approved")
     out = tmp_path / "train.jsonl"
-    exported = io.export_examples(store.approved_examples(), out)
+    exported = exporting.export_examples(store.approved_examples(), out)
     text = out.read_text()
     assert exported == len(TRAIN_TASKS) + len(NEW_TASKS)
     assert all(NEW_TASKS[k] in text for k in NEW_TASKS)

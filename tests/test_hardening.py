@@ -18,7 +18,7 @@ import pytest
 from gradio_client import Client
 
 import app
-from curation import io
+from curation import exporting
 from curation.errors import NeedsRecovery, StudioError
 from curation.generate import GenerateConfig, run_generation
 from curation.local_server import free_port
@@ -232,7 +232,7 @@ def test_disk_full_while_exporting_leaves_no_partial_file(tmp_path, monkeypatch)
                 raise OSError(errno.ENOSPC, "No space left on device")
             monkeypatch.setattr(os, "fsync", no_space)
         with pytest.raises(StudioError, match="no space left on the device"):
-            io.export_examples(examples, full / "train.jsonl")
+            exporting.export_examples(examples, full / "train.jsonl")
         assert list(full.iterdir()) == []
     finally:
         if mounted:
@@ -253,8 +253,8 @@ def test_shell_metacharacters_in_typed_names_never_reach_a_shell(tmp_path):
         assert canary.read_text() == "still here" and not pwned.exists()
     for name in ("../../etc/passwd", "/abs/path.jsonl", "a/../../b.jsonl", "x;rm -rf y.jsonl", ".hidden"):
         with pytest.raises(StudioError):
-            io.export_path(tmp_path / "ws", name)
-    assert io.export_path(tmp_path / "ws", "train-v1.jsonl") == tmp_path / "ws" / "exports" / "train-v1.jsonl"
+            exporting.export_path(tmp_path / "ws", name)
+    assert exporting.export_path(tmp_path / "ws", "train-v1.jsonl") == tmp_path / "ws" / "exports" / "train-v1.jsonl"
 
 
 # ---- 10: a trainer that fails, is killed, or floods its output ----------------------------------------

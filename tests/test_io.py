@@ -7,7 +7,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from curation import io
+from curation import exporting, importing, seed_files
 from curation.errors import ImportFormatError, StudioError
 from curation.store import Store
 
@@ -31,7 +31,7 @@ def jsonl(rows):
 def assert_rejected(store, path, line=None, field=None, says=()):
     """Import fails with a message naming file, line and field, and the workspace stays empty."""
     with pytest.raises(ImportFormatError) as info:
-        io.import_file(store, path)
+        importing.import_file(store, path)
     message = str(info.value)
     assert path.name in message
     if line is not None:
@@ -48,7 +48,7 @@ def assert_rejected(store, path, line=None, field=None, says=()):
 def test_import_csv_with_multiline_field_and_alias(store, tmp_path):
     path = write(tmp_path / "seeds.csv",
                  'Prompt,input,system,skill\n"  Say hi  ",,Be brief,\n"Summarise","line one\nline two",,nlu\n')
-    ids = io.import_file(store, path, skill="instruction-following", domain="general")
+    ids = importing.import_file(store, path, skill="instruction-following", domain="general")
     tasks = store.tasks(ids)
     assert [t["instruction"] for t in tasks] == ["Say hi", "Summarise"]
     assert tasks[0]["input"] is None and tasks[0]["system_prompt"] == "Be brief"
@@ -60,7 +60,7 @@ def test_import_csv_with_multiline_field_and_alias(store, tmp_path):
 def test_import_jsonl_with_question_alias_and_blank_lines(store, tmp_path):
     path = write(tmp_path / "seeds.ndjson", jsonl([{"question": "What is 2+2?", "domain": "math"}]) + "\n  \n"
                  + jsonl([{"instruction": "Name a colour", "input": "", "skill": "nlu"}]))
-    tasks = store.tasks(io.import_file(store, path))
+    tasks = store.tasks(importing.import_file(store, path))
     assert [(t["instruction"], t["input"], t["skill"], t["domain"]) for t in tasks] == [
         ("What is 2+2?", None, None, "math"), ("Name a colour", None, "nlu", None)]
 
@@ -68,14 +68,14 @@ def test_import_jsonl_with_question_alias_and_blank_lines(store, tmp_path):
 def test_import_json_array(store, tmp_path):
     path = write(tmp_path / "seeds.json", json.dumps([{"instruction": "A"}, {"prompt": "B", "system_prompt": "S"}],
                                                      indent=2))
-    tasks = store.tasks(io.import_file(store, path))
+    tasks = store.tasks(importing.import_file(store, path))
     assert [(t["instruction"], t["system_prompt"]) for t in tasks] == [("A", None), ("B", "S")]
 
 
 def test_import_parquet(store, tmp_path):
     path = tmp_path / "seeds.parquet"
     pd.DataFrame({"prompt": ["one", "two"], "input": [None, "ctx"], "domain": ["d", None]}).to_parquet(path)
-    tasks = store.tasks(io.import_file(store, path, domain="fallback"))
+    tasks = store.tasks(importing.import_file(store, path, domain="fallback"))
     assert [(t["instruction"], t["input"], t["domain"]) for t in tasks] == [("one", None, "d"), ("two", "ctx", "fallback")]
 
 
@@ -173,14 +173,14 @@ def test_50_mb_single_line_is_refused_quickly(store, tmp_path):
 
 def test_line_at_exactly_the_limit_is_accepted(tmp_path):
     prefix, suffix = b'{"instruction": "', b'"}'
-    body = b"y" * (io.MAX_LINE_BYTES - len(prefix) - len(suffix))
+    body = b"y" * (seed_files.MAX_LINE_BYTES - len(prefix) - len(suffix))
     path = tmp_path / "limit.jsonl"
     path.write_bytes(prefix + body + suffix + b"\r\n")
-    assert len(io.read_tasks(path)[0]["instruction"]) == len(body)
+    assert len(seed_files.read_tasks(path)[0]["instruction"]) == len(body)
 
 
 def test_whole_file_size_cap(store, tmp_path, monkeypatch):
-    monkeypatch.setattr(io, "MAX_FILE_BYTES", 100)
+    monkeypatch.setattr(seed_files, "MAX_FILE_BYTES", 100)
     path = write(tmp_path / "big.jsonl", jsonl([{"instruction": "x" * 50}] * 3))
     assert_rejected(store, path, says=("limit",))
 
@@ -206,10 +206,10 @@ def test_corrupt_parquet(store, tmp_path):
 
 # ---- seed packs --------------------------------------------------------------------------------
 def test_seed_packs_load_with_one_call(store):
-    packs = io.seed_packs()
+    packs = importing.seed_packs()
     assert {"general", "finance", "medicine"} <= set(packs)
     for name, minimum in (("general", 15), ("finance", 12), ("medicine", 8)):
-        tasks = store.tasks(io.load_seed_pack(store, name))
+        tasks = store.tasks(importing.load_seed_pack(store, name))
         assert len(tasks) >= minimum
         assert {t["domain"] for t in tasks} == {name}
         assert {t["source"] for t in tasks} == {"seed"}
@@ -221,7 +221,7 @@ def test_seed_packs_load_with_one_call(store):
 
 def test_unknown_seed_pack_lists_available(store):
     with pytest.raises(StudioError, match="general"):
-        io.load_seed_pack(store, "../../etc/passwd")
+        importing.load_seed_pack(store, "../../etc/passwd")
     assert store.count_tasks() == 0
 
 
@@ -242,14 +242,14 @@ def read_jsonl(path):
 
 def test_export_chat_jsonl(tmp_path):
     path = tmp_path / "out.jsonl"
-    assert io.export_examples(EXAMPLES, path) == 2
+    assert exporting.export_examples(EXAMPLES, path) == 2
     assert read_jsonl(path) == [{"messages": e["messages"]} for e in EXAMPLES]
     assert os.stat(path).st_mode & 0o044  # readable by other tools, unlike mkstemp's 0600
 
 
 def test_export_alpaca_jsonl(tmp_path):
     path = tmp_path / "alpaca.jsonl"
-    io.export_examples(EXAMPLES, path, fmt="alpaca-jsonl")
+    exporting.export_examples(EXAMPLES, path, fmt="alpaca-jsonl")
     assert read_jsonl(path) == [
         {"instruction": "Hi", "input": "", "output": "Hello!", "system": "Be brief."},
         {"instruction": "and 3+3?", "input": "", "output": "6 — é", "system": "", "history": [["2+2?", "4"]]},
@@ -258,7 +258,7 @@ def test_export_alpaca_jsonl(tmp_path):
 
 def test_export_sharegpt_jsonl(tmp_path):
     path = tmp_path / "sharegpt.jsonl"
-    io.export_examples(EXAMPLES, path, fmt="sharegpt-jsonl")
+    exporting.export_examples(EXAMPLES, path, fmt="sharegpt-jsonl")
     rows = read_jsonl(path)
     assert rows[0] == {"conversations": [{"from": "system", "value": "Be brief."}, {"from": "human", "value": "Hi"},
                                          {"from": "gpt", "value": "Hello!"}]}
@@ -267,21 +267,21 @@ def test_export_sharegpt_jsonl(tmp_path):
 
 def test_export_parquet_round_trips(tmp_path):
     path = tmp_path / "snap.parquet"
-    assert io.export_examples(EXAMPLES, path, fmt="parquet") == 2
+    assert exporting.export_examples(EXAMPLES, path, fmt="parquet") == 2
     table = pq.read_table(path).to_pylist()
     assert [r["generation_id"] for r in table] == [7, 9]
     assert [json.loads(r["messages"]) for r in table] == [e["messages"] for e in EXAMPLES]
 
 
 def test_export_of_store_approved_examples(store, tmp_path):
-    assert io.export_examples(store.approved_examples(), tmp_path / "none.parquet", fmt="parquet") == 0
+    assert exporting.export_examples(store.approved_examples(), tmp_path / "none.parquet", fmt="parquet") == 0
     assert pq.read_table(tmp_path / "none.parquet").num_rows == 0
 
 
 def test_export_into_missing_directory_leaves_nothing(tmp_path):
     target = tmp_path / "missing" / "out.jsonl"
     with pytest.raises(StudioError, match="does not exist"):
-        io.export_examples(EXAMPLES, target)
+        exporting.export_examples(EXAMPLES, target)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -291,9 +291,9 @@ def test_failed_replace_keeps_old_file_and_leaves_no_temp(tmp_path, monkeypatch)
     def broken_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(io.os, "replace", broken_replace)
+    monkeypatch.setattr(exporting.os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
-        io.export_examples(EXAMPLES, target, fmt="sharegpt-jsonl")
+        exporting.export_examples(EXAMPLES, target, fmt="sharegpt-jsonl")
     assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
     assert target.read_text() == "previous export\n"
 
@@ -303,34 +303,34 @@ def test_failure_while_writing_leaves_no_temp(tmp_path, monkeypatch):
         f.write(b"half a file")
         raise RuntimeError("crashed mid-write")
 
-    monkeypatch.setattr(io, "_write_parquet", broken_write)
+    monkeypatch.setattr(exporting, "_write_parquet", broken_write)
     with pytest.raises(RuntimeError):
-        io.export_examples(EXAMPLES, tmp_path / "snap.parquet", fmt="parquet")
+        exporting.export_examples(EXAMPLES, tmp_path / "snap.parquet", fmt="parquet")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_export_rejects_bad_format_and_malformed_examples(tmp_path):
     with pytest.raises(StudioError, match="chat-jsonl"):
-        io.export_examples(EXAMPLES, tmp_path / "x.jsonl", fmt="csv")
+        exporting.export_examples(EXAMPLES, tmp_path / "x.jsonl", fmt="csv")
     no_answer = [{"generation_id": 3, "messages": [{"role": "user", "content": "hi"}]}]
     with pytest.raises(StudioError, match="example 3"):
-        io.export_examples(no_answer, tmp_path / "x.jsonl")
+        exporting.export_examples(no_answer, tmp_path / "x.jsonl")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_duplicate_tasks_are_skipped_and_counted_unless_kept(store, tmp_path):
     """A pack loaded twice, a file repeating a task, a typed task equal to one already there: skipped, and said."""
-    first = io.load_seed_pack(store, "general")
+    first = importing.load_seed_pack(store, "general")
     assert len(first) > 0 and first.skipped == 0
-    again = io.load_seed_pack(store, "general")
+    again = importing.load_seed_pack(store, "general")
     assert list(again) == [] and again.skipped == len(first)
     assert again.message("loaded").startswith(f"loaded 0 tasks; skipped {len(first)} already in the workspace")
     path = tmp_path / "dups.jsonl"
     path.write_text('{"instruction": "Name a colour."}\n{"instruction": "  name a COLOUR. "}\n'
                     '{"instruction": "Name a colour.", "input": "One word."}\n')
-    added = io.import_file(store, path)
+    added = importing.import_file(store, path)
     assert len(added) == 2 and added.skipped == 1  # the same instruction, case and spaces aside
-    kept = io.import_file(store, path, keep_duplicates=True)
+    kept = importing.import_file(store, path, keep_duplicates=True)
     assert len(kept) == 3 and kept.skipped == 0
-    typed = io.add_new_tasks(store, [{"instruction": "name a colour."}])
+    typed = importing.add_new_tasks(store, [{"instruction": "name a colour."}])
     assert list(typed) == [] and typed.skipped == 1

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from curation import io
+from curation import exporting
 from curation.errors import ConfigError, StudioError
 from curation.split import stratified_split
 from tests.conftest import add_generation
@@ -41,7 +41,7 @@ def test_eval_tasks_are_never_exported_or_trained_on(store, tmp_path):
     store.set_label(gens, "approved")
     assert store.set_split(ids[:2], "eval") == 2
     out = tmp_path / "train.jsonl"
-    io.export_examples(store.approved_examples(), out)
+    exporting.export_examples(store.approved_examples(), out)
     exported = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted(e["task_id"] for e in store.approved_examples()) == ids[2:]
     assert len(exported) == 2 and "task 0" not in out.read_text() and "task 1" not in out.read_text()

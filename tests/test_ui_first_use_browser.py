@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from curation import io
+from curation import importing
 from curation.store import ReviewFilter, Store
 from tests.conftest import add_generation
 from tests.ui_helpers import running_studio, wait_for
@@ -19,7 +19,7 @@ ERROR_BADGE = ".error"  # gradio's status tracker marks an output whose event ra
 def _seeded(workspace, answers: int = 30) -> list[int]:
     """A workspace with one seed pack and `answers` pending generations (two Review pages)."""
     with Store(workspace) as store:
-        io.load_seed_pack(store, io.seed_packs()[0])
+        importing.load_seed_pack(store, importing.seed_packs()[0])
         store.add_tasks([{"instruction": f"Extra question {i}."} for i in range(max(0, answers - store.count_tasks()))])
         tasks = [t["id"] for t in store.tasks()][:answers]
         return [add_generation(store, t, f"k{t}", response=f"Answer number {i} about things.")
@@ -52,7 +52,7 @@ def test_load_errors_duplicates_and_review_as_a_new_user(browser, tmp_path):
         # 4: a pack loaded twice adds nothing and says so
         pack = page.locator("#seed-pack-load")
         page.get_by_label("Seed pack").click()
-        page.get_by_role("option", name=io.seed_packs()[0]).click()
+        page.get_by_role("option", name=importing.seed_packs()[0]).click()
         pack.click()
         expect(page.locator("#seed-message")).to_contain_text("already in the workspace", timeout=30_000)
 

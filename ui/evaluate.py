@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import gradio as gr
 import pandas as pd
 
-from curation import io
+from curation import importing
 from curation.teacher import TeacherConfig
 from evaluation.config import EvalConfig
 from evaluation.failures import FailureSeedConfig
@@ -272,7 +272,7 @@ def _loop_section(store, jobs, report):
 
     @guarded
     def do_expect(ids_text, text):
-        n = set_expectation(store, io.parse_ids(ids_text, "task ids"), text)
+        n = set_expectation(store, importing.parse_ids(ids_text, "task ids"), text)
         return f"expectation {'set' if (text or '').strip() else 'cleared'} on {n} tasks"
 
     seeds_btn.click(do_seeds, [report.eval_run, per_failure], [message], api_name="failures_to_seeds")

@@ -11,7 +11,7 @@ import os
 
 import gradio as gr
 
-from curation import io
+from curation import importing
 from curation.generate import Budget, plan_calls, preview
 from curation.methods import METHODS, SURVEY_DOMAINS, SURVEY_SKILLS, get_method
 from curation.methods.evol import OPERATIONS
@@ -71,7 +71,7 @@ def method_config(method: str, form: dict):
             continue
         value = form[field.name]
         if field.name in ("task_ids", "generation_ids", "chunk_ids"):
-            value = io.parse_ids(value)
+            value = importing.parse_ids(value)
         elif field.name == "topics":
             value = split_list(value)
         elif field.name == "threshold":

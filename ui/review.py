@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import gradio as gr
 import pandas as pd
 
-from curation import io
+from curation import exporting
 from curation.store import REVIEW_SORTS, ReviewFilter
 from ui.common import guarded
 
@@ -170,8 +170,8 @@ def undo_bulk(store, batch, q, st, pg, order):
 
 @guarded
 def do_export(store, name, fmt):
-    path = io.export_path(store.workspace, name)
-    n = io.export_examples(store.approved_examples(), path, fmt=fmt)
+    path = exporting.export_path(store.workspace, name)
+    n = exporting.export_examples(store.approved_examples(), path, fmt=fmt)
     return str(path), f"exported {n} approved rows (train split only) to `{path}`"
 
 
@@ -248,7 +248,7 @@ def _layout() -> SimpleNamespace:
         with gr.Row():
             ui.export_name = gr.Textbox(value="train.jsonl", label="File name (written to the workspace's exports/)",
                                         elem_id="review-export-name")
-            ui.export_format = gr.Dropdown(list(io.EXPORT_FORMATS), value="chat-jsonl", label="Format")
+            ui.export_format = gr.Dropdown(list(exporting.EXPORT_FORMATS), value="chat-jsonl", label="Format")
             ui.export = gr.Button("Export", elem_id="review-export")
         ui.export_file = gr.File(label="Download", interactive=False)
         ui.export_message = gr.Markdown(elem_id="review-export-message")

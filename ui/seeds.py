@@ -5,7 +5,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from curation import io
+from curation import importing
 from curation.errors import StudioError
 from curation.split import hold_out
 from ui.common import guarded
@@ -28,8 +28,8 @@ def build(studio):
             upload = gr.File(label="Import a file", file_types=[".csv", ".jsonl", ".ndjson", ".json", ".parquet"],
                              type="filepath", elem_id="seed-file")
             import_btn = gr.Button("Import file", elem_id="seed-import")
-            pack = gr.Dropdown(choices=io.seed_packs(), label="Bundled seed pack",
-                               value=(io.seed_packs() or [None])[0])
+            pack = gr.Dropdown(choices=importing.seed_packs(), label="Bundled seed pack",
+                               value=(importing.seed_packs() or [None])[0])
             pack_btn = gr.Button("Load pack", elem_id="seed-pack-load")
             keep_dups = gr.Checkbox(False, label="Keep duplicates (tasks already in the workspace)",
                                     elem_id="seed-keep-duplicates")
@@ -56,7 +56,7 @@ def build(studio):
             raise gr.Error("type an instruction first")
         task = {"instruction": instr.strip(), "input": (inp or "").strip() or None, "skill": (sk or "").strip() or None,
                 "domain": (dom or "").strip() or None}
-        ids = io.add_new_tasks(studio.store, [task], bool(keep))
+        ids = importing.add_new_tasks(studio.store, [task], bool(keep))
         if not ids:
             return ("this task is already in the workspace (same instruction and input); tick 'keep duplicates' "
                     "to add it anyway", table(), gr.skip())
@@ -67,7 +67,7 @@ def build(studio):
         if not path:
             raise gr.Error("choose a file to import first")
         try:
-            return io.import_file(studio.store, path, keep_duplicates=bool(keep)).message("imported"), table()
+            return importing.import_file(studio.store, path, keep_duplicates=bool(keep)).message("imported"), table()
         except StudioError as exc:  # name the file the user chose, not the server's copy of it
             raise StudioError(str(exc).replace(str(path), Path(path).name)) from exc
 
@@ -75,7 +75,7 @@ def build(studio):
     def do_pack(name, keep=False):
         if not name:
             raise gr.Error("choose a seed pack")
-        return io.load_seed_pack(studio.store, name, keep_duplicates=bool(keep)).message("loaded") + \
+        return importing.load_seed_pack(studio.store, name, keep_duplicates=bool(keep)).message("loaded") + \
             f" from pack {name}", table()
 
     @guarded
@@ -85,7 +85,7 @@ def build(studio):
 
     @guarded
     def do_move(ids_text, split):
-        n = studio.store.set_split(io.parse_ids(ids_text, "task ids"), split)
+        n = studio.store.set_split(importing.parse_ids(ids_text, "task ids"), split)
         return f"moved {n} tasks to {split}", table()
 
     split_btn.click(do_split, [fraction, seed], [message, tasks], api_name="split_tasks")

@@ -1,32 +1,26 @@
-"""Seed task import (CSV, JSONL, JSON array, Parquet), bundled seed packs, and dataset export.
+"""Reading a seed file (CSV, JSONL, JSON array, Parquet) into task dicts.
 
 A seed file is parsed completely before anything is written, so a bad file leaves the workspace
 untouched; every problem is an `ImportFormatError` naming the file, the line and the field.
-Exports are written to a temp file and renamed into place, so a crash never leaves half a dataset.
+Adding the tasks to a workspace is curation/importing.py.
 """
 from __future__ import annotations
 
-import contextlib
 import csv
-import errno
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curation.errors import ConfigError, ImportFormatError, StudioError
+from curation.errors import ImportFormatError
 
 MAX_LINE_BYTES = 1024 * 1024
 MAX_FILE_BYTES = 200 * 1024 * 1024
-SEEDS_DIR = Path(__file__).resolve().parents[1] / "data" / "seeds"
-
 IMPORT_EXTENSIONS = (".csv", ".jsonl", ".ndjson", ".json", ".parquet")
-EXPORT_FORMATS = ("chat-jsonl", "alpaca-jsonl", "sharegpt-jsonl", "parquet")
 
 # Task field -> accepted column names, first one preferred. Names are matched case-insensitively.
 FIELD_ALIASES = {
@@ -46,7 +40,6 @@ class _FieldError(Exception):
         self.reason, self.field = reason, field
 
 
-# ---- import -----------------------------------------------------------------------------------
 def read_tasks(path: str | os.PathLike) -> list[dict]:
     """Parse a seed file into task dicts (instruction, input, system_prompt, skill, domain, source).
 
@@ -64,76 +57,6 @@ def read_tasks(path: str | os.PathLike) -> list[dict]:
     if not tasks:
         raise ImportFormatError(path, "the file is empty: it has no task rows (only blank lines or a header)")
     return tasks
-
-
-class Added(list):
-    """The ids of the tasks an import added; `skipped` counts those left out as already in the workspace."""
-
-    def __init__(self, ids, skipped: int = 0):
-        super().__init__(ids)
-        self.skipped = skipped
-
-    def message(self, what: str) -> str:
-        text = f"{what} {len(self)} tasks"
-        if self.skipped:
-            text += (f"; skipped {self.skipped} already in the workspace (same instruction and input; tick "
-                     "'keep duplicates' to add them anyway)")
-        return text
-
-
-def task_key(task: dict) -> tuple[str, str]:
-    """What makes two tasks the same: their instruction and input, case and whitespace ignored."""
-    return tuple(" ".join((task.get(k) or "").casefold().split()) for k in ("instruction", "input"))
-
-
-def add_new_tasks(store, tasks: list[dict], keep_duplicates: bool = False) -> Added:
-    """Add tasks, leaving out (unless `keep_duplicates`) those equal to a task already in the workspace or
-    earlier in the same list: a duplicate's calls would be the original's, so it would never get its own answer."""
-    if keep_duplicates:
-        return Added(store.add_tasks(tasks))
-    seen = {task_key(t) for t in store.tasks()}
-    new = []
-    for task in tasks:
-        key = task_key(task)
-        if key not in seen:
-            seen.add(key)
-            new.append(task)
-    return Added(store.add_tasks(new) if new else [], skipped=len(tasks) - len(new))
-
-
-def import_file(store, path: str | os.PathLike, skill: str | None = None,
-                domain: str | None = None, keep_duplicates: bool = False) -> Added:
-    """Import a seed file in one transaction; `skill`/`domain` fill rows that carry none; tasks already in the
-    workspace are skipped unless `keep_duplicates` (the result says how many)."""
-    tasks = read_tasks(path)
-    skill, domain = _blank_to_none(skill), _blank_to_none(domain)
-    for task in tasks:
-        task["skill"] = task["skill"] or skill
-        task["domain"] = task["domain"] or domain
-    return add_new_tasks(store, tasks, keep_duplicates)
-
-
-def seed_packs() -> list[str]:
-    """Names (file stems) of the bundled seed packs."""
-    return sorted(p.stem for p in _seed_files())
-
-
-def load_seed_pack(store, name: str, keep_duplicates: bool = False) -> Added:
-    """Add every task of the bundled pack `name` to the workspace, tagged source='seed' (a pack loaded twice
-    adds nothing the second time unless `keep_duplicates`)."""
-    matches = [p for p in _seed_files() if p.stem == name]
-    if not matches:
-        raise StudioError(f"no seed pack named {name!r}; available: {', '.join(seed_packs()) or 'none'}")
-    tasks = read_tasks(matches[0])
-    for task in tasks:
-        task["source"] = "seed"
-    return add_new_tasks(store, tasks, keep_duplicates)
-
-
-def _seed_files() -> list[Path]:
-    if not SEEDS_DIR.is_dir():
-        return []
-    return [p for p in SEEDS_DIR.iterdir() if p.is_file() and p.suffix.lower() in IMPORT_EXTENSIONS]
 
 
 def _check_file_size(path: Path):
@@ -358,132 +281,7 @@ def _norm_key(key) -> str:
     return str(key).strip().lower()
 
 
-def _blank_to_none(value: str | None) -> str | None:
-    return (value.strip() or None) if isinstance(value, str) else value
-
-
 def _type_name(value) -> str:
     names = {dict: "an object", list: "an array", bool: "a boolean", int: "a number", float: "a number",
              str: "a string", type(None): "null", bytes: "binary data"}
     return names.get(type(value), type(value).__name__)
-
-
-# ---- export -----------------------------------------------------------------------------------
-def export_examples(examples: list[dict], path: str | os.PathLike, fmt: str = "chat-jsonl") -> int:
-    """Write chat examples ({"generation_id", "messages", ...}) to `path` atomically; returns rows written.
-
-    Formats: chat-jsonl, alpaca-jsonl, sharegpt-jsonl, parquet (generation_id, task_id, messages as JSON).
-    """
-    if fmt not in EXPORT_FORMATS:
-        raise StudioError(f"unknown export format {fmt!r}; use one of {', '.join(EXPORT_FORMATS)}")
-    target = Path(path)
-    if not target.parent.is_dir():
-        raise StudioError(f"cannot export to {target}: directory {target.parent} does not exist")
-    for example in examples:
-        _check_messages(example)
-    if fmt == "parquet":
-        _write_atomically(target, lambda f: _write_parquet(examples, f))
-    else:
-        row_of = {"chat-jsonl": _chat_row, "alpaca-jsonl": _alpaca_row, "sharegpt-jsonl": _sharegpt_row}[fmt]
-        _write_atomically(target, lambda f: _write_jsonl([row_of(e["messages"]) for e in examples], f))
-    return len(examples)
-
-
-def _check_messages(example: dict):
-    messages, gen_id = example.get("messages"), example.get("generation_id")
-    if not isinstance(messages, list) or not messages:
-        raise StudioError(f"example {gen_id}: no messages to export")
-    for m in messages:
-        if m.get("role") not in ("system", "user", "assistant") or not isinstance(m.get("content"), str):
-            raise StudioError(f"example {gen_id}: each message needs a role (system, user, assistant) "
-                              f"and text content, got {m!r:.200}")
-    turns = [m["role"] for m in messages if m["role"] != "system"]
-    if len(turns) < 2 or turns[-1] != "assistant" or turns[-2] != "user":
-        raise StudioError(f"example {gen_id}: must end with a user message followed by the assistant's answer")
-
-
-def _chat_row(messages: list[dict]) -> dict:
-    return {"messages": [{"role": m["role"], "content": m["content"]} for m in messages]}
-
-
-def _alpaca_row(messages: list[dict]) -> dict:
-    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
-    turns = [m["content"] for m in messages if m["role"] != "system"]
-    row = {"instruction": turns[-2], "input": "", "output": turns[-1], "system": system}
-    # Earlier turns of a multi-turn example go in LLaMA-Factory's alpaca 'history' field.
-    history = [[turns[i], turns[i + 1]] for i in range(0, len(turns) - 2, 2)]
-    if history:
-        row["history"] = history
-    return row
-
-
-def _sharegpt_row(messages: list[dict]) -> dict:
-    speaker = {"system": "system", "user": "human", "assistant": "gpt"}
-    return {"conversations": [{"from": speaker[m["role"]], "value": m["content"]} for m in messages]}
-
-
-def _write_jsonl(rows: list[dict], f: BinaryIO):
-    for row in rows:
-        f.write(json.dumps(row, ensure_ascii=False).encode("utf-8") + b"\n")
-
-
-def _write_parquet(examples: list[dict], f: BinaryIO):
-    schema = pa.schema([("generation_id", pa.int64()), ("task_id", pa.int64()), ("messages", pa.string())])
-    table = pa.table({
-        "generation_id": [e.get("generation_id") for e in examples],
-        "task_id": [e.get("task_id") for e in examples],
-        "messages": [json.dumps(_chat_row(e["messages"])["messages"], ensure_ascii=False) for e in examples],
-    }, schema=schema)
-    pq.write_table(table, f)
-
-
-def _write_atomically(target: Path, write: Callable[[BinaryIO], None]):
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            # mkstemp creates the file 0600; an exported dataset is meant to be read by other tools.
-            os.fchmod(f.fileno(), target.stat().st_mode & 0o777 if target.exists() else 0o644)
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise StudioError(f"no space left on the device while writing {target}; nothing was written "
-                              "(free some space and export again)") from exc
-        raise
-    _fsync_dir(target.parent)
-
-
-def _fsync_dir(directory: Path):
-    # The rename is only durable once the directory entry itself reaches the disk.
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def parse_ids(text: str | None, what: str = "ids") -> list[int]:
-    """Ids typed as '1, 2,3' (the UI's and the CLI's id fields); ConfigError naming `what` otherwise."""
-    try:
-        return [int(x) for x in (text or "").replace(" ", "").split(",") if x]
-    except ValueError:
-        raise ConfigError(f"{what} must be comma-separated numbers (got {text!r})") from None
-
-
-def export_path(workspace: str | os.PathLike, name: str) -> Path:
-    """Where an export typed by name in the UI goes: a plain file name inside <workspace>/exports.
-
-    Names with a path separator, '..', a leading dot or shell punctuation are refused, so a typed
-    name can never write outside the workspace or be mistaken for anything but a file name.
-    """
-    name = (name or "").strip()
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,120}", name) or ".." in name:
-        raise StudioError(f"export name {name!r} must be a plain file name (letters, digits, '.', '_', '-'), "
-                          "e.g. train-v1.jsonl; exports always go to the workspace's exports/ folder")
-    folder = Path(workspace) / "exports"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / name
