@@ -168,7 +168,7 @@ def cached_encode_all(corpora: dict[int, list[str]], batch_size: int, cache_dir:
 
 def ours(texts: list[str], vectors: np.ndarray, threshold: float) -> np.ndarray:
     """int64[n] cluster label per row: the same grouping plan_dedupe runs (exact collapse, faiss, leaders)."""
-    from curation.dedupe import semantic_labels
+    from curation.dedupe_groups import semantic_labels
     return semantic_labels(texts, vectors, [threshold])[threshold]
 
 

@@ -79,7 +79,8 @@ def curate(store, teacher, url) -> dict:
     """Filter, dedupe, judge and approve the top half of the pending rows; what each step removed."""
     from curation.dedupe import DedupeConfig, apply_dedupe, plan_dedupe
     from curation.embed import embed_items
-    from curation.filters import RefusalFilter, apply_filter
+    from curation.filter_kinds import RefusalFilter
+    from curation.filters import apply_filter
     from curation.generate import run_method
     from curation.methods import JudgeConfig
     from curation.rank import RankConfig, approve_top, pending_rows, rank_rows

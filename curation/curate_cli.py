@@ -11,7 +11,7 @@ import json
 
 import numpy as np
 
-from curation import filters
+from curation import filter_kinds, filters, leakage
 from curation.config_args import add_config_arguments, config_from_args
 from curation.dedupe import METHODS, REPRESENTATIVE_RULES, TARGETS, DedupeConfig, apply_dedupe, plan_dedupe
 from curation.embed import KINDS, embed_items, embedder_key
@@ -19,9 +19,9 @@ from curation.errors import StudioError
 from curation.rank import RankConfig, approve_top, diversity_for_rows, pending_rows, rank_rows
 from curation.store import ReviewFilter
 
-FILTERS = {"length": filters.LengthFilter, "regex": filters.RegexFilter, "refusal": filters.RefusalFilter,
-           "judge_score": filters.JudgeScoreFilter, "language": filters.LanguageFilter,
-           "leakage": filters.LeakageFilter}
+FILTERS = {"length": filter_kinds.LengthFilter, "regex": filter_kinds.RegexFilter,
+           "refusal": filter_kinds.RefusalFilter, "judge_score": filter_kinds.JudgeScoreFilter,
+           "language": filter_kinds.LanguageFilter, "leakage": leakage.LeakageFilter}
 _FILTER_CHOICES = {"unit": ("tokens", "chars"), "mode": ("exclude", "include"),
                    "target": ("response", "prompt", "both")}
 
@@ -101,7 +101,7 @@ def cmd_dedupe(store, args) -> int:
 def cmd_filter(store, args) -> int:
     cls = FILTERS[args.filter_kind]
     values = {name: getattr(args, name) for name in args.config_fields}
-    flt = cls.from_store(store, **values) if cls is filters.LeakageFilter else cls(**values)
+    flt = cls.from_store(store, **values) if cls is leakage.LeakageFilter else cls(**values)
     scope = ReviewFilter(search=args.search) if args.search else None
     preview = filters.preview_filter(store, flt, scope)
     out = {"filter": flt.name, "description": preview.description, "removed": preview.removed_count,

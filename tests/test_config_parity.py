@@ -8,7 +8,7 @@ import dataclasses
 import gradio as gr
 import pytest
 
-from curation import curate_cli, filters
+from curation import curate_cli, filter_kinds
 from curation.dedupe import DedupeConfig
 from curation.rank import RankConfig
 from distill.config import TrainConfig
@@ -25,9 +25,9 @@ def _fields(cls) -> set[str]:
 
 
 @pytest.mark.parametrize("argv,cls", [(["dedupe"], DedupeConfig), (["rank"], RankConfig),
-                                      (["filter", "refusal"], filters.RefusalFilter),
-                                      (["filter", "judge_score"], filters.JudgeScoreFilter),
-                                      (["filter", "language"], filters.LanguageFilter)])
+                                      (["filter", "refusal"], filter_kinds.RefusalFilter),
+                                      (["filter", "judge_score"], filter_kinds.JudgeScoreFilter),
+                                      (["filter", "language"], filter_kinds.LanguageFilter)])
 def test_curate_cli_flags_are_the_config_fields_with_its_defaults(argv, cls):
     args = _parser().parse_args(argv)
     assert set(args.config_fields) == _fields(cls)

@@ -11,8 +11,8 @@ from matplotlib.figure import Figure
 
 from curation import neighbours
 from curation.cluster_map import cluster_map_figure, map_data, map_frame, projection_2d, rows_in_band
-from curation.dedupe import (DedupeConfig, apply_dedupe, exact_groups, leader_labels, near_duplicate_groups, normalise,
-                             normalised_groups, plan_dedupe, preview_counts)
+from curation.dedupe import DedupeConfig, apply_dedupe, plan_dedupe, preview_counts
+from curation.dedupe_groups import exact_groups, leader_labels, near_duplicate_groups, normalise, normalised_groups
 from curation.embed import DEFAULT_EMBEDDER, embed_items, load_embedder
 from curation.errors import ConfigError, StudioError
 from tests.conftest import add_generation

@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 
 from curation.errors import ConfigError
-from curation.filters import (AnyOf, JudgeScoreFilter, LanguageFilter, LeakageFilter, LengthFilter, RefusalFilter,
-                              RegexFilter, apply_filter, build_ngram_index, max_containment, ngrams,
-                              preview_filter, response_length)
+from curation.filter_kinds import (JudgeScoreFilter, LanguageFilter, LengthFilter, RefusalFilter, RegexFilter,
+                                   response_length)
+from curation.filters import AnyOf, apply_filter, preview_filter
+from curation.leakage import LeakageFilter, build_ngram_index, max_containment, ngrams
 from curation.store import ReviewFilter
 
 

@@ -13,8 +13,10 @@ import pandas as pd
 
 from curation.embed import embedder_key
 from curation.errors import StudioError
-from curation.filters import (DEFAULT_REFUSALS, JudgeScoreFilter, LanguageFilter, LeakageFilter, LengthFilter,
-                              RefusalFilter, RegexFilter, apply_filter, preview_filter)
+from curation.filter_kinds import (DEFAULT_REFUSALS, JudgeScoreFilter, LanguageFilter, LengthFilter, RefusalFilter,
+                                   RegexFilter)
+from curation.filters import apply_filter, preview_filter
+from curation.leakage import LeakageFilter
 from curation.rank import (RankConfig, approve_top, diversity_for_rows, ifd_pairs, pending_rows, rank_rows)
 from curation.stats import stats_figures, workspace_stats
 from curation.store import ReviewFilter
