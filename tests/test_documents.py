@@ -161,3 +161,41 @@ def test_questions_that_cannot_stand_alone_are_discarded_and_counted(store):
     assert [t["instruction"] for t in store.tasks(split=None)] == ["What drives evaporation?"]
     assert summary["discarded"] == {"needs_the_passage": 1, "placeholder": 1, "not_a_question": 1, "duplicate": 1,
                                     "refusal": 1}
+
+
+# ---- the unanswerable and unfaithful filters -------------------------------------------------------
+def test_unanswerable_and_unfaithful_filters_read_the_faithfulness_verdicts(store, tmp_path):
+    from curation.filters import apply_filter, preview_filter
+    from curation.grounding import UnanswerableFilter, UnfaithfulFilter
+    from tests.conftest import curation_cli
+
+    import_documents(store, [_doc("water-cycle.md")])
+    verdicts = iter([{"answerable": True, "faithful": True, "score": 9, "rationale": "ok"},
+                     {"answerable": False, "faithful": True, "score": 8, "rationale": "not in it"},
+                     {"answerable": True, "faithful": False, "score": 7, "rationale": "invents"},
+                     {"answerable": True, "faithful": True, "score": 3, "rationale": "weak"}])
+    answers = iter(["The Sun.", "Fog is a low cloud.", "The Moon drives it.", "Water.",
+                    "The context does not say."])
+
+    def script(body):
+        content = body["messages"][-1]["content"]
+        if "different questions" in content:
+            return {"text": json.dumps({"questions": ["What drives the water cycle?", "What is fog?"]})}
+        if "faithful to a source passage" in content:
+            return {"text": json.dumps(next(verdicts))}
+        return {"text": next(answers)}
+
+    with FaultServer([script]) as server:
+        run_method(store, _teacher(server), DocumentsConfig(questions_per_chunk=2, chunk_ids=[1, 2]), server.base_url)
+    scores = {r["score"] for r in store._fetchdicts("SELECT score FROM judgments WHERE kind = 'faithfulness'")}
+    assert scores == {9.0, 8.0, 7.0, 3.0}
+    unanswerable = preview_filter(store, UnanswerableFilter())
+    assert unanswerable.removed_count == 1 and unanswerable.sample[0]["response"] == "Fog is a low cloud."
+    unfaithful = preview_filter(store, UnfaithfulFilter(min_score=6))
+    assert sorted(r["response"] for r in unfaithful.sample) == ["The Moon drives it.", "Water."]
+    assert preview_filter(store, UnfaithfulFilter(min_score=1)).removed_count == 1  # the verdict alone
+    batch = apply_filter(store, UnfaithfulFilter())
+    assert store.label_batch_count(batch) == 2
+    store.close()
+    out = curation_cli("--workspace", store.workspace, "filter", "unanswerable", "--dry-run", "--json")
+    assert json.loads(out.stdout)["removed"] == 1

@@ -16,6 +16,7 @@ from curation.errors import StudioError
 from curation.filter_kinds import (DEFAULT_REFUSALS, JudgeScoreFilter, LanguageFilter, LengthFilter, RefusalFilter,
                                    RegexFilter)
 from curation.filters import apply_filter, preview_filter
+from curation.grounding import UnanswerableFilter, UnfaithfulFilter
 from curation.leakage import LeakageFilter
 from curation.rank import (RankConfig, approve_top, diversity_for_rows, ifd_pairs, pending_rows, rank_rows)
 from curation.stats import stats_figures, workspace_stats
@@ -25,7 +26,7 @@ from models.scoring import score_in_child
 from ui import curate_dedupe
 from ui.common import guarded
 
-FILTER_KINDS = ["length", "regex", "refusal", "judge_score", "language", "leakage"]
+FILTER_KINDS = ["length", "regex", "refusal", "judge_score", "language", "leakage", "unanswerable", "unfaithful"]
 SAMPLE_COLUMNS = ["id", "status", "judge", "instruction", "response"]
 RANK_COLUMNS = ["rank", "id", "score", "judge", "diversity", "difficulty", "instruction", "response"]
 RANK_SHOWN = 200
@@ -51,7 +52,7 @@ def _scope(search: str) -> ReviewFilter:
 
 # ---- filters ----------------------------------------------------------------------------------
 def make_filter(store, kind, unit, min_length, max_length, pattern, mode, regex_target, ignore_case, phrases,
-                empty, truncated, threshold, allowed, min_chars, n, containment, leakage_target):
+                empty, truncated, threshold, allowed, min_chars, n, containment, leakage_target, min_faithfulness=6):
     """The filter the form describes; each config checks its own values."""
     if kind == "length":
         # An empty box reads 0 in the browser: 0 means no bound there, so a minimum alone works.
@@ -67,6 +68,10 @@ def make_filter(store, kind, unit, min_length, max_length, pattern, mode, regex_
                               min_chars=int(min_chars))
     if kind == "leakage":
         return LeakageFilter.from_store(store, n=int(n), threshold=float(containment), target=leakage_target)
+    if kind == "unanswerable":
+        return UnanswerableFilter()
+    if kind == "unfaithful":
+        return UnfaithfulFilter(min_score=float(min_faithfulness))
     raise StudioError(f"choose a filter: {', '.join(FILTER_KINDS)} (got {kind!r})")
 
 
@@ -101,18 +106,26 @@ def _filter_settings():
         n = gr.Number(8, precision=0, minimum=1, maximum=64, label="Word n-gram size")
         containment = gr.Number(0.5, minimum=0.01, maximum=1, label="Remove at this share of an eval task's n-grams")
         leakage_target = gr.Radio(["prompt", "response", "both"], value="both", label="Look in")
-    boxes = [length_box, regex_box, refusal_box, judge_box, language_box, leakage_box]
+    with gr.Row(visible=False) as unanswerable_box:
+        gr.Markdown("Grounded answers (Generate → documents) whose question the chunk cannot answer: the "
+                    "faithfulness judge said so, or the answer says the context does not say.")
+    with gr.Row(visible=False) as unfaithful_box:
+        min_faithfulness = gr.Number(6, minimum=1, maximum=10, label="Remove faithfulness scores below (1-10); "
+                                     "answers judged unfaithful go too", elem_id="filter-min-faithfulness")
+    boxes = [length_box, regex_box, refusal_box, judge_box, language_box, leakage_box, unanswerable_box,
+             unfaithful_box]
     kind.change(lambda k: [gr.update(visible=k == name) for name in FILTER_KINDS], [kind], boxes,
                 api_visibility="private")
     return [kind, unit, min_length, max_length, pattern, mode, regex_target, ignore_case, phrases, empty, truncated,
-            threshold, allowed, min_chars, n, containment, leakage_target]
+            threshold, allowed, min_chars, n, containment, leakage_target, min_faithfulness]
 
 
 @guarded
 def filter_preview(store, kind, unit, min_length, max_length, pattern, mode, regex_target, ignore_case, phrases,
-                   empty, truncated, threshold, allowed, min_chars, n, containment, leakage_target, search):
+                   empty, truncated, threshold, allowed, min_chars, n, containment, leakage_target, min_faithfulness,
+                   search):
     flt = make_filter(store, kind, unit, min_length, max_length, pattern, mode, regex_target, ignore_case, phrases,
-                      empty, truncated, threshold, allowed, min_chars, n, containment, leakage_target)
+                      empty, truncated, threshold, allowed, min_chars, n, containment, leakage_target, min_faithfulness)
     p = preview_filter(store, flt, _scope(search))
     notes = "".join(f" · {k.replace('_', ' ')}: {v}" for k, v in p.notes.items())
     return (f"**{p.name}** removes **{p.removed_count} of {p.total}** rows: {p.description}{notes}",
@@ -121,9 +134,10 @@ def filter_preview(store, kind, unit, min_length, max_length, pattern, mode, reg
 
 @guarded
 def filter_apply(store, kind, unit, min_length, max_length, pattern, mode, regex_target, ignore_case, phrases,
-                 empty, truncated, threshold, allowed, min_chars, n, containment, leakage_target, search, stack):
+                 empty, truncated, threshold, allowed, min_chars, n, containment, leakage_target, min_faithfulness,
+                 search, stack):
     flt = make_filter(store, kind, unit, min_length, max_length, pattern, mode, regex_target, ignore_case, phrases,
-                      empty, truncated, threshold, allowed, min_chars, n, containment, leakage_target)
+                      empty, truncated, threshold, allowed, min_chars, n, containment, leakage_target, min_faithfulness)
     batch = apply_filter(store, flt, _scope(search))
     if batch is None:
         return f"{flt.reason}: nothing to reject", stack

@@ -15,23 +15,30 @@ class FilteringMixin:
     _JUDGE_MEAN_SQL = ("SELECT generation_id, avg(score) AS judge_score, count(*) AS judgments FROM judgments "
                        "WHERE coalesce(kind, 'score') = 'score' AND score IS NOT NULL GROUP BY generation_id")
 
+    # The latest faithfulness verdict per generation (the documents method): its score and parsed verdict.
+    _FAITHFULNESS_SQL = ("SELECT generation_id, score, rationale FROM judgments WHERE kind = 'faithfulness' "
+                         "QUALIFY row_number() OVER (PARTITION BY generation_id ORDER BY id DESC) = 1")
+
     _BREAKDOWN_COLUMNS = {"skill": "t.skill", "domain": "t.domain", "teacher": "g.model"}
 
     def candidate_rows(self, flt: ReviewFilter | None = None,
                        statuses: tuple[str, ...] = ("pending", "approved")) -> list[dict]:
         """Successful generations whose review status is in `statuses` and that match `flt`, oldest first.
 
-        Keys: id, task_id, instruction, input, skill, domain, split, model, status, response (the edited
-        one wins), edited, finish_reason, completion_tokens, judge_score (mean, None when unjudged), judgments.
+        Keys: id, task_id, instruction, input, skill, domain, split, chunk_id, model, status, response (the
+        edited one wins), edited, finish_reason, completion_tokens, judge_score (mean, None when unjudged),
+        judgments, faithfulness and faithfulness_verdict (the latest faithfulness judgment's score and JSON).
         """
         ids_sql, params = self._review_ids_sql(flt or ReviewFilter())
         where = f" WHERE g.status = 'ok' AND list_contains(?, {_REVIEW_STATUS_SQL}) AND g.id IN ({ids_sql})"
         return self._fetchdicts(
-            "SELECT g.id, g.task_id, t.instruction, t.input, t.skill, t.domain, t.split, g.model, "
+            "SELECT g.id, g.task_id, t.instruction, t.input, t.skill, t.domain, t.split, t.chunk_id, g.model, "
             f"{_REVIEW_STATUS_SQL} AS status, coalesce(l.edited_response, g.response) AS response, "
             "l.edited_response IS NOT NULL AS edited, g.finish_reason, g.completion_tokens, "
-            "js.judge_score, coalesce(js.judgments, 0) AS judgments "
-            f"FROM {_REVIEW_FROM} LEFT JOIN ({self._JUDGE_MEAN_SQL}) js ON js.generation_id = g.id"
+            "js.judge_score, coalesce(js.judgments, 0) AS judgments, "
+            "fj.score AS faithfulness, fj.rationale AS faithfulness_verdict "
+            f"FROM {_REVIEW_FROM} LEFT JOIN ({self._JUDGE_MEAN_SQL}) js ON js.generation_id = g.id "
+            f"LEFT JOIN ({self._FAITHFULNESS_SQL}) fj ON fj.generation_id = g.id"
             f"{where} ORDER BY g.id", [list(statuses), *params])
 
     def eval_tasks(self) -> list[dict]:
