@@ -123,7 +123,7 @@ class GRPOOptions:
     init_adapter: str = field(default="", metadata={
         "help": "a trained adapter folder (e.g. an SFT run's adapter) to continue from; empty: a fresh LoRA"})
     judge_base_url: str = field(default="", metadata={
-        "help": "judge / both: the OpenAI-compatible judge endpoint (empty: the embedded teacher, if running)"})
+        "help": "judge / both: the OpenAI-compatible judge endpoint's base URL (required for those rewards)"})
     judge_model: str = field(default="", metadata={"help": "judge / both: the judge's model name"})
 
     def __post_init__(self):

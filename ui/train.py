@@ -1,4 +1,4 @@
-"""Train tab: pick a method (sft, dpo, kd, kd_logprobs), see the memory estimate, start / stop / resume the
+"""Train tab: pick a method (sft, dpo, kd, kd_logprobs, grpo), see the memory estimate, start / stop / resume the
 training child, watch its log, export the merged model. Thin: every decision is in distill/."""
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import gradio as gr
 import pandas as pd
 
 from curation.errors import StudioError
-from distill.config import BASE_STUDENT, KD_LOSSES, METHODS, PAIR_SOURCES, DPOOptions, KDOptions, TrainConfig
+from distill.config import (BASE_STUDENT, GRPO_REWARDS, KD_LOSSES, METHODS, PAIR_SOURCES, DPOOptions, GRPOOptions,
+                            KDOptions, TrainConfig)
 from evaluation.plan import TRAINING_KINDS
 from ui.common import fmt_seconds, guarded, progress_html
 
@@ -30,10 +31,16 @@ METHOD_HELP = {
     "kd_logprobs": "**kd_logprobs** — distillation from the top-k logprobs the teacher API returned with its "
                    "answers (generate with the *logprobs* method). Tokens that do not map fall back to "
                    "cross-entropy.",
+    "grpo": "**grpo** — reinforcement learning from feedback (GRPO, TRL): the student answers each train task "
+            "several times and learns from the answers that beat their group's mean. The reward is the task's "
+            "check (`exact:` / `contains:` / `regex:`; only tasks with one are used), the judge endpoint's 1-10 "
+            "score, or both. Usually after sft: *Continue from adapter* takes an sft run's adapter. A reward that "
+            "never varies within a group teaches nothing: the log's `frac_reward_zero_std` says how often.",
 }
 
 
 D = TrainConfig()  # every control of the tab starts at the config's own default
+D_GRPO = GRPOOptions()
 CHECKPOINTING = {None: "auto", True: "on", False: "off"}
 
 
@@ -46,7 +53,10 @@ def config_from_values(student, max_steps, epochs, lr, batch, rank, max_length, 
                        batching="padding_free", save_steps=0, checkpointing="auto", four_bit=False,
                        pairs="scores", min_gap=2.0, dpo_beta=0.1, teacher="", kd_loss="forward_kl", kd_beta=0.5,
                        temperature=1.0, on_policy=0.0, max_new_tokens=128, cross_tokenizer=False, eval_rows=16,
-                       eval_steps=0, ignore_memory=False, lora_alpha=None) -> TrainConfig:
+                       eval_steps=0, ignore_memory=False, lora_alpha=None, reward=D_GRPO.reward,
+                       num_generations=D_GRPO.num_generations, max_completion_length=D_GRPO.max_completion_length,
+                       grpo_temperature=D_GRPO.temperature, grpo_beta=D_GRPO.beta, init_adapter="",
+                       judge_base_url="", judge_model="") -> TrainConfig:
     """start_training's inputs → TrainConfig (validated there; a ConfigError names the field). Every default
     is TrainConfig's own (the form's controls start at them too), so the UI, the CLI and the tests agree."""
     alpha = D.lora_alpha if lora_alpha in (None, "") else lora_alpha
@@ -59,7 +69,10 @@ def config_from_values(student, max_steps, epochs, lr, batch, rank, max_length, 
         dpo=DPOOptions(pairs=pairs, min_score_gap=min_gap, beta=dpo_beta),
         kd=KDOptions(teacher=teacher or "", loss=kd_loss, beta=kd_beta if kd_loss == "jsd" else 0.5,
                      temperature=temperature, on_policy=on_policy, max_new_tokens=max_new_tokens,
-                     cross_tokenizer=bool(cross_tokenizer)))
+                     cross_tokenizer=bool(cross_tokenizer)),
+        grpo=GRPOOptions(reward=reward, num_generations=num_generations, max_completion_length=max_completion_length,
+                         temperature=grpo_temperature, beta=grpo_beta, init_adapter=(init_adapter or "").strip(),
+                         judge_base_url=(judge_base_url or "").strip(), judge_model=(judge_model or "").strip()))
 
 
 def _common_settings():
@@ -116,6 +129,25 @@ def _method_options():
                    cross_tokenizer]
 
 
+def _grpo_options():
+    """The grpo box and its inputs, appended after the older inputs (the API's positional order stays)."""
+    with gr.Group(visible=False) as box:
+        with gr.Row():
+            reward = gr.Radio(list(GRPO_REWARDS), value=D_GRPO.reward, label="Reward", elem_id="train-grpo-reward")
+            num_generations = gr.Number(value=D_GRPO.num_generations, precision=0, label="Answers per prompt")
+            max_completion_length = gr.Number(value=D_GRPO.max_completion_length, precision=0,
+                                              label="Tokens per answer")
+            grpo_temperature = gr.Number(value=D_GRPO.temperature, label="Sampling temperature")
+            grpo_beta = gr.Number(value=D_GRPO.beta, label="KL penalty (beta)")
+        with gr.Row():
+            init_adapter = gr.Textbox(value="", label="Continue from adapter (an sft run's adapter folder; empty: "
+                                      "a fresh LoRA)", elem_id="train-grpo-adapter")
+            judge_base_url = gr.Textbox(value="", label="Judge base URL (judge / both)")
+            judge_model = gr.Textbox(value="", label="Judge model")
+    return box, [reward, num_generations, max_completion_length, grpo_temperature, grpo_beta, init_adapter,
+                 judge_base_url, judge_model]
+
+
 def _eval_settings():
     with gr.Accordion("Eval loss on held-out answers", open=False):
         gr.Markdown("Measured on teacher answers of **eval**-split tasks (never trained on), one per task: the "
@@ -140,7 +172,9 @@ def build(studio):
     inputs = common + options + [eval_rows, eval_steps]
     inputs.append(gr.Checkbox(value=D.ignore_memory_estimate, label="Start anyway (the memory estimate is advice)",
                               elem_id="train-ignore-memory"))
-    inputs.append(lora_alpha)  # last: the API's positional order of the older inputs stays as it was
+    inputs.append(lora_alpha)  # after the older inputs: the API's positional order of those stays as it was
+    grpo_box, grpo = _grpo_options()
+    inputs += grpo
     with gr.Row():
         start = gr.Button("Train student", variant="primary", elem_id="train-start")
         stop = gr.Button("Stop", variant="stop", elem_id="train-stop")
@@ -190,8 +224,9 @@ def build(studio):
                 if studio.training.stop() else "no training is running")
 
     method.change(lambda m: (METHOD_HELP[m], gr.update(visible=m == "dpo"),
-                             gr.update(visible=m in ("kd", "kd_logprobs")), gr.update(visible=m == "kd")),
-                  [method], [method_help, *boxes], api_visibility="private")
+                             gr.update(visible=m in ("kd", "kd_logprobs")), gr.update(visible=m == "kd"),
+                             gr.update(visible=m == "grpo")),
+                  [method], [method_help, *boxes, grpo_box], api_visibility="private")
     start.click(do_start, inputs, [run_id, message], api_name="start_training")
     stop.click(do_stop, None, [message], api_name="stop_training")
     resume.click(do_resume, [run_id], [run_id, message], api_name="resume_training")
@@ -315,7 +350,9 @@ def values_from_config(config: dict) -> list:
             c.grad_accum, c.batching, c.save_steps, checkpointing, c.load_in_4bit,
             c.dpo.pairs, c.dpo.min_score_gap, c.dpo.beta, c.kd.teacher, c.kd.loss, c.kd.beta, c.kd.temperature,
             c.kd.on_policy, c.kd.max_new_tokens, c.kd.cross_tokenizer, c.eval_rows, c.eval_steps,
-            c.ignore_memory_estimate, c.lora_alpha]
+            c.ignore_memory_estimate, c.lora_alpha, c.grpo.reward, c.grpo.num_generations,
+            c.grpo.max_completion_length, c.grpo.temperature, c.grpo.beta, c.grpo.init_adapter,
+            c.grpo.judge_base_url, c.grpo.judge_model]
 
 
 def memory_text(studio, config: TrainConfig) -> str:
