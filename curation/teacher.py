@@ -196,7 +196,17 @@ def _read_completion(resp) -> dict:
     return {"status": "ok", "response": choice.message.content or "", "finish_reason": choice.finish_reason,
             "prompt_tokens": getattr(usage, "prompt_tokens", None),
             "completion_tokens": getattr(usage, "completion_tokens", None),
-            "logprobs": _read_logprobs(choice)}
+            "logprobs": _read_logprobs(choice), "tool_calls": _read_tool_calls(choice.message)}
+
+
+def _read_tool_calls(message) -> list[dict] | None:
+    """The calls of an answer through the tools API: [{"id", "name", "arguments"}], arguments the JSON text
+    as sent (not parsed here: a call whose arguments do not parse is kept and marked by the method)."""
+    calls = getattr(message, "tool_calls", None)
+    if not calls:
+        return None
+    return [{"id": getattr(c, "id", None), "name": getattr(getattr(c, "function", None), "name", None),
+             "arguments": getattr(getattr(c, "function", None), "arguments", None)} for c in calls]
 
 
 def _read_logprobs(choice) -> list[dict] | None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import json
 
+from distill.tool_format import student_chat
+
 IGNORE = -100  # label of a token that is not trained on (prompt, padding)
 
 
@@ -18,11 +20,13 @@ def content_hash(row: dict, keys: tuple[str, ...]) -> str:
 
 
 def example_row(example: dict, **extra) -> dict:
-    """A chat example (generation_id, task_id, messages) as a snapshot row: its id is the generation id,
-    `extra` fields ride along, and the hash covers the messages only."""
+    """A chat example (generation_id, task_id, messages; `tools` for a tool-use row) as a snapshot row: its id
+    is the generation id, `extra` fields ride along, and the hash covers the messages (and tools) only."""
     row = {"row_id": str(example.get("generation_id")), "generation_id": example.get("generation_id"),
            "task_id": example.get("task_id"), **extra, "messages": example["messages"]}
-    row["hash"] = content_hash(row, ("messages",))
+    if example.get("tools"):
+        row["tools"] = example["tools"]
+    row["hash"] = content_hash(row, ("messages", "tools") if row.get("tools") else ("messages",))
     return row
 
 
@@ -43,15 +47,16 @@ def common_prefix_length(a: list[int], b: list[int]) -> int:
     return n
 
 
-def prompt_and_full_ids(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
-    """Token ids of the prompt (with the assistant header) and of the whole chat, by the chat template."""
-    prompt_ids = tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=True,
-                                               return_dict=True)["input_ids"]
-    full_ids = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
+def prompt_and_full_ids(tokenizer, messages: list[dict], tools: list[dict] | None = None) -> tuple[list[int], list[int]]:
+    """Token ids of the prompt (with the assistant header) and of the whole chat, by the chat template
+    (given `tools` when the template renders them: distill/tool_format.py)."""
+    prompt_ids = tokenizer.apply_chat_template(messages[:-1], tools=tools, add_generation_prompt=True,
+                                               tokenize=True, return_dict=True)["input_ids"]
+    full_ids = tokenizer.apply_chat_template(messages, tools=tools, tokenize=True, return_dict=True)["input_ids"]
     return list(prompt_ids), list(full_ids)
 
 
-def tokenize_example(tokenizer, messages: list[dict], max_length: int) -> dict | None:
+def tokenize_example(tokenizer, messages: list[dict], max_length: int, tools: list[dict] | None = None) -> dict | None:
     """{input_ids, labels, prompt_length} of a chat ending with the assistant's answer; None if nothing to learn.
 
     labels are the ids of every assistant turn (and the end-of-turn tokens after each), IGNORE elsewhere:
@@ -61,11 +66,14 @@ def tokenize_example(tokenizer, messages: list[dict], max_length: int) -> dict |
     where the chat through that turn stops being a prefix of the whole. prompt_length is where the last
     answer starts (the prompt an on-policy method answers). The first `max_length` tokens are kept; an
     example whose answers fall entirely beyond them teaches nothing and is dropped (None).
+    tools: a tool-use row's tool set; its calls are rendered in the student's tool-call format, or the
+    fallback (distill/tool_format.py), and learned like any answer.
     """
-    prompt_ids, full_ids = prompt_and_full_ids(tokenizer, messages)
+    messages, tools = student_chat(tokenizer, messages, tools)
+    prompt_ids, full_ids = prompt_and_full_ids(tokenizer, messages, tools)
     start = common_prefix_length(prompt_ids, full_ids)
     labels = [IGNORE] * start + full_ids[start:]
-    for begin, end in _earlier_answer_spans(tokenizer, messages, full_ids):
+    for begin, end in _earlier_answer_spans(tokenizer, messages, full_ids, tools):
         labels[begin:end] = full_ids[begin:end]
     input_ids, labels = full_ids[:max_length], labels[:max_length]
     if all(label == IGNORE for label in labels):
@@ -73,13 +81,14 @@ def tokenize_example(tokenizer, messages: list[dict], max_length: int) -> dict |
     return {"input_ids": input_ids, "labels": labels, "prompt_length": min(start, len(input_ids))}
 
 
-def _earlier_answer_spans(tokenizer, messages: list[dict], full_ids: list[int]) -> list[tuple[int, int]]:
+def _earlier_answer_spans(tokenizer, messages: list[dict], full_ids: list[int],
+                          tools: list[dict] | None = None) -> list[tuple[int, int]]:
     """[begin, end) token spans of the assistant turns before the last one, inside `full_ids`."""
     spans = []
     for i, message in enumerate(messages[:-1]):
         if message["role"] != "assistant":
             continue
-        before, through = prompt_and_full_ids(tokenizer, messages[:i + 1])
+        before, through = prompt_and_full_ids(tokenizer, messages[:i + 1], tools)
         begin = common_prefix_length(before, full_ids)
         end = common_prefix_length(through, full_ids)
         if end > begin:

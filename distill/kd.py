@@ -166,7 +166,7 @@ def logprob_features(tokenizer, rows: list[dict], max_length: int) -> tuple[list
     text_to_id = token_text_map(tokenizer)
     features, stats = [], {"examples": 0, "positions": 0, "covered": 0, "teacher_tokens": 0, "mapped_tokens": 0}
     for row in rows:
-        example = tokenize_example(tokenizer, row["messages"], max_length)
+        example = tokenize_example(tokenizer, row["messages"], max_length, row.get("tools"))
         if example is None:
             continue
         kd = [None] * len(example["input_ids"])
@@ -380,14 +380,14 @@ def build_kd_trainer(model_path: Path, rows: list[dict], config: TrainConfig, ru
     teacher_path, cross = None, False
     if config.method == "kd":
         teacher_path = resolve_student(config.kd.teacher, models_dir)
-        why = vocabulary_difference(tokenizer.get_vocab(),
-                                    load_tokenizer(teacher_path, config.kd.teacher).get_vocab())
+        why = vocabulary_difference(tokenizer.get_vocab(), load_tokenizer(teacher_path, config.kd.teacher).get_vocab())
         if why and not config.kd.cross_tokenizer:
             raise VocabularyMismatch(mismatch_message(config.student, config.kd.teacher, why))
         cross = why is not None
         if not cross:
             check_model_vocab(f"teacher {config.kd.teacher}", teacher_path, len(tokenizer))
-        features = [f for f in (tokenize_example(tokenizer, r["messages"], config.max_length) for r in rows) if f]
+        features = [f for f in (tokenize_example(tokenizer, r["messages"], config.max_length, r.get("tools"))
+                                for r in rows) if f]
         stats = {"examples": len(features)}
     else:
         features, stats = logprob_features(tokenizer, rows, config.max_length)

@@ -193,7 +193,7 @@ def build_trainer(model_path: Path, examples: list[dict], config: TrainConfig, r
 
     device = device or device_of()
     tokenizer = load_tokenizer(model_path, config.student)
-    tokenized = [tokenize_example(tokenizer, ex["messages"], config.max_length) for ex in examples]
+    tokenized = [tokenize_example(tokenizer, ex["messages"], config.max_length, ex.get("tools")) for ex in examples]
     tokenized = [{"input_ids": t["input_ids"], "labels": t["labels"]} for t in tokenized if t is not None]
     if not tokenized:
         raise StudioError("every example was dropped during tokenization: its prompt alone fills max_length; "

@@ -5,7 +5,8 @@
 from __future__ import annotations
 
 from curation.errors import StudioError
-from curation.methods import chat, compare, documents, evol, judge, label, logprobs, self_instruct, self_knowledge, topics
+from curation.methods import (chat, compare, documents, evol, judge, label, logprobs, self_instruct, self_knowledge, tools,
+                              topics)
 from curation.methods.base import Call, Method, Stage, Writes, render
 from curation.methods.chat import ChatConfig
 from curation.methods.compare import CompareConfig, preferences
@@ -16,11 +17,12 @@ from curation.methods.label import GenerateConfig, LabelConfig, build_messages
 from curation.methods.logprobs import LogprobsConfig
 from curation.methods.self_instruct import SelfInstructConfig
 from curation.methods.self_knowledge import SelfConfig
+from curation.methods.tools import ToolsConfig
 from curation.methods.topics import SURVEY_DOMAINS, SURVEY_SKILLS, TopicsConfig
 
 METHODS: dict[str, Method] = {m.name: m for m in (
     label.METHOD, self_instruct.METHOD, evol.METHOD, topics.METHOD, judge.METHOD, compare.METHOD,
-    logprobs.METHOD, self_knowledge.METHOD, chat.METHOD, documents.METHOD)}
+    logprobs.METHOD, self_knowledge.METHOD, chat.METHOD, documents.METHOD, tools.METHOD)}
 
 
 def method_for(config) -> Method:
@@ -41,5 +43,5 @@ def get_method(name: str) -> Method:
 
 __all__ = ["METHODS", "method_for", "get_method", "Call", "Method", "Stage", "Writes", "render",
            "GenerateConfig", "LabelConfig", "SelfInstructConfig", "EvolConfig", "TopicsConfig", "JudgeConfig",
-           "CompareConfig", "LogprobsConfig", "ChatConfig", "DocumentsConfig", "SelfConfig", "SURVEY_SKILLS", "SURVEY_DOMAINS", "build_messages",
+           "CompareConfig", "LogprobsConfig", "ChatConfig", "DocumentsConfig", "ToolsConfig", "SelfConfig", "SURVEY_SKILLS", "SURVEY_DOMAINS", "build_messages",
            "preferences"]

@@ -79,7 +79,7 @@ class ElicitationMixin:
                      judgment.get("other_generation_id"), request_key]).fetchone()[0]
             if new_tasks:
                 cols = ("instruction", "input", "system_prompt", "source", "parent_id", "skill", "domain", "chunk_id",
-                        "split")
+                        "toolset_id", "split")
                 ids["task_ids"] = [con.execute(
                     f"INSERT INTO tasks ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) RETURNING id",
                     [t.get(c) for c in cols[:-1]] + [t.get("split") or "train"]).fetchone()[0] for t in new_tasks]
@@ -103,15 +103,16 @@ class ElicitationMixin:
         # row) inside the caller's transaction, with the method and logprobs columns.
         cols = ("task_id", "run_id", "request_key", "endpoint", "model", "messages", "params", "sample_index",
                 "teacher_only_system", "response", "finish_reason", "prompt_tokens", "completion_tokens",
-                "latency_s", "status", "error", "attempts", "method", "logprobs")
+                "latency_s", "status", "error", "attempts", "method", "logprobs", "tool_calls")
         values = dict(zip(cols, (row.get(c) for c in cols)))
         values["messages"] = json.dumps(row["messages"], ensure_ascii=False)
         values["params"] = json.dumps(row["params"], sort_keys=True)
         values["teacher_only_system"] = bool(row.get("teacher_only_system", False))
         values["attempts"] = row.get("attempts") or 1
         values["method"] = row.get("method") or "label"
-        if values["logprobs"] is not None:
-            values["logprobs"] = json.dumps(values["logprobs"], ensure_ascii=False)
+        for col in ("logprobs", "tool_calls"):
+            if values[col] is not None:
+                values[col] = json.dumps(values[col], ensure_ascii=False)
         existing = con.execute("SELECT id, status, attempts FROM generations WHERE request_key = ?",
                                [row["request_key"]]).fetchone()
         if existing is None:

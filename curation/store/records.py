@@ -17,7 +17,7 @@ class RecordsMixin:
         """Insert tasks (dicts with at least 'instruction'; optional 'expected', a check such as 'contains:Paris')
         in one transaction; returns their ids."""
         cols = ("instruction", "input", "system_prompt", "source", "parent_id", "skill", "domain", "split", "expected",
-                "chunk_id")
+                "chunk_id", "toolset_id")
         ids = []
         with self.transaction() as con:
             for task in tasks:
@@ -100,7 +100,7 @@ class RecordsMixin:
 
     def generation(self, gen_id: int) -> dict | None:
         rows = self._fetchdicts(
-            f"SELECT g.*, t.instruction, t.input, t.skill, t.domain, t.split, t.chunk_id, "
+            f"SELECT g.*, t.instruction, t.input, t.skill, t.domain, t.split, t.chunk_id, t.toolset_id, "
             f"{_REVIEW_STATUS_SQL} AS review_status, l.edited_response, l.edited_messages, l.tags, l.note, l.reason "
             f"FROM {_REVIEW_FROM} WHERE g.id = ?", [gen_id])
         if not rows:
@@ -109,6 +109,7 @@ class RecordsMixin:
         row["messages"] = json.loads(row["messages"])
         row["params"] = json.loads(row["params"])
         row["edited_messages"] = json.loads(row["edited_messages"]) if row["edited_messages"] else None
+        row["tool_calls"] = json.loads(row["tool_calls"]) if row["tool_calls"] else None
         return row
 
     # ---- bulk inserts -------------------------------------------------------------------------
@@ -157,11 +158,13 @@ class RecordsMixin:
     def approved_examples(self) -> list[dict]:
         """Approved rows of train-split tasks as chat examples: the exact messages sent + the answer.
 
-        The edited response wins over the teacher's; a system prompt marked teacher-only is left out.
+        The edited response wins over the teacher's; a system prompt marked teacher-only is left out. A task
+        answered with a tool set carries its `tools` (the answer holds its calls as <tool_call> text, which
+        training renders in the student's own tool-call format: distill/tool_format.py).
         """
         rows = self._fetchdicts(
             f"SELECT g.id, g.task_id, coalesce(l.edited_messages, g.messages) AS messages, g.teacher_only_system, "
-            f"coalesce(l.edited_response, g.response) AS answer "
+            f"coalesce(l.edited_response, g.response) AS answer, {self._TOOLS_SQL} "
             f"FROM {_REVIEW_FROM} WHERE l.status = 'approved' AND g.status = 'ok' AND t.split = 'train' ORDER BY g.id")
         return [self._chat_example(r) for r in rows]
 
@@ -172,20 +175,27 @@ class RecordsMixin:
         Rejected answers and the local student's own answers (endpoint 'local') are no reference.
         """
         rows = self._fetchdicts(
-            f"SELECT g.id, g.task_id, g.messages, g.teacher_only_system, coalesce(l.edited_response, g.response) AS answer "
+            f"SELECT g.id, g.task_id, g.messages, g.teacher_only_system, "
+            f"coalesce(l.edited_response, g.response) AS answer, {self._TOOLS_SQL} "
             f"FROM {_REVIEW_FROM} WHERE g.status = 'ok' AND t.split = 'eval' AND g.endpoint != 'local' "
             f"AND coalesce(l.status, 'pending') != 'rejected' "
             f"QUALIFY row_number() OVER (PARTITION BY g.task_id ORDER BY (l.status = 'approved') DESC NULLS LAST, "
             f"g.id) = 1 ORDER BY g.task_id LIMIT ?", [int(limit)])
         return [self._chat_example(r) for r in rows]
 
+    # The tool set of a row's task, as a scalar subquery (NULL without one), so the joins stay as they are.
+    _TOOLS_SQL = "(SELECT ts.tools FROM toolsets ts WHERE ts.id = t.toolset_id) AS tools"
+
     @staticmethod
     def _chat_example(row: dict) -> dict:
         messages = json.loads(row["messages"])
         if row["teacher_only_system"]:
             messages = [m for m in messages if m["role"] != "system"]
-        return {"generation_id": row["id"], "task_id": row["task_id"],
-                "messages": messages + [{"role": "assistant", "content": row["answer"]}]}
+        example = {"generation_id": row["id"], "task_id": row["task_id"],
+                   "messages": messages + [{"role": "assistant", "content": row["answer"]}]}
+        if row.get("tools"):
+            example["tools"] = json.loads(row["tools"])
+        return example
 
     # ---- stats --------------------------------------------------------------------------------
     def stats(self) -> dict:

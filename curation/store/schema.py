@@ -171,4 +171,18 @@ MIGRATIONS = [
     ALTER TABLE labels ADD COLUMN edited_messages VARCHAR;
     ALTER TABLE label_events ADD COLUMN edited_messages VARCHAR;
     """,
+    # 6: tool use (issue 16) — tool sets (an OpenAI `tools` list), the tool set a task is to be answered with,
+    # and each answer's tool calls with their validity against the schemas.
+    """
+    CREATE SEQUENCE toolset_id_seq START 1;
+    CREATE TABLE toolsets (
+        id BIGINT PRIMARY KEY DEFAULT nextval('toolset_id_seq'),
+        name VARCHAR NOT NULL,
+        tools VARCHAR NOT NULL,
+        tools_hash VARCHAR NOT NULL UNIQUE,
+        created_at TIMESTAMP NOT NULL DEFAULT now()
+    );
+    ALTER TABLE tasks ADD COLUMN toolset_id BIGINT;
+    ALTER TABLE generations ADD COLUMN tool_calls VARCHAR;
+    """,
 ]

@@ -1,5 +1,6 @@
 """What the user brings besides seed tasks: documents cut into chunks (curation/documents.py) with the tasks
-and answers grounded in each, and whole conversations (curation/conversations.py)."""
+and answers grounded in each, whole conversations (curation/conversations.py), and tool sets
+(curation/toolsets.py) with the tasks to be answered by calling them."""
 from __future__ import annotations
 
 import hashlib
@@ -11,7 +12,7 @@ from curation.errors import StudioError
 
 
 class SourcesMixin:
-    """`Store` methods for imported documents, their chunks, and imported conversations."""
+    """`Store` methods for imported documents, their chunks, imported conversations and tool sets."""
 
     def add_document(self, name: str, chunks: list[dict]) -> tuple[list[int], bool]:
         """Store a document's chunks ({"ordinal", "text", "start", "end"}) in one transaction.
@@ -55,6 +56,42 @@ class SourcesMixin:
             "count(DISTINCT g.id) FILTER (WHERE g.status = 'ok') AS answers FROM chunks c "
             "LEFT JOIN tasks t ON t.chunk_id = c.id LEFT JOIN generations g ON g.task_id = t.id "
             "GROUP BY c.document ORDER BY c.document")
+
+    def add_toolset(self, name: str, tools: list[dict]) -> tuple[int, bool]:
+        """Store a checked tool set (curation/toolsets.py); (id, added). The same tools stored before, under
+        any name, add nothing and return that set's id."""
+        text = json.dumps(tools, ensure_ascii=False, sort_keys=True)
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        with self.transaction() as con:
+            found = con.execute("SELECT id FROM toolsets WHERE tools_hash = ?", [digest]).fetchone()
+            if found:
+                return found[0], False
+            return con.execute("INSERT INTO toolsets (name, tools, tools_hash) VALUES (?, ?, ?) RETURNING id",
+                               [name, json.dumps(tools, ensure_ascii=False), digest]).fetchone()[0], True
+
+    def toolset(self, ref: int | str | None = None) -> dict | None:
+        """A tool set by id, or by name (the newest of that name), or the newest of all (ref None):
+        {"id", "name", "tools", "created_at"}; None when there is none."""
+        if ref is None:
+            where, params = "", []
+        elif isinstance(ref, int) or str(ref).isdigit():
+            where, params = "WHERE id = ?", [int(ref)]
+        else:
+            where, params = "WHERE name = ?", [str(ref)]
+        rows = self._fetchdicts(f"SELECT * FROM toolsets {where} ORDER BY id DESC LIMIT 1", params)
+        if not rows:
+            return None
+        return {**rows[0], "tools": json.loads(rows[0]["tools"])}
+
+    def toolsets_frame(self) -> pd.DataFrame:
+        """One row per tool set: its tools' names, the tasks written for it and their answers."""
+        frame = self._fetchdf(
+            "SELECT s.id, s.name, s.tools, count(DISTINCT t.id) AS tasks, "
+            "count(DISTINCT g.id) FILTER (WHERE g.status = 'ok') AS answers FROM toolsets s "
+            "LEFT JOIN tasks t ON t.toolset_id = s.id LEFT JOIN generations g ON g.task_id = t.id "
+            "GROUP BY s.id, s.name, s.tools ORDER BY s.id")
+        frame["tools"] = [", ".join(t["function"]["name"] for t in json.loads(v)) for v in frame["tools"]]
+        return frame
 
     def add_conversations(self, conversations: list[list[dict]], source: str) -> tuple[list[int], int]:
         """Store each conversation (checked chat messages ending with the assistant) as a task (its first
