@@ -11,7 +11,7 @@ import json
 
 import numpy as np
 
-from curation import filter_kinds, filters, grounding, leakage
+from curation import filter_kinds, filters, grounding, leakage, tool_filters
 from curation.config_args import add_config_arguments, config_from_args
 from curation.dedupe import METHODS, REPRESENTATIVE_RULES, TARGETS, DedupeConfig, apply_dedupe, plan_dedupe
 from curation.embed import KINDS, embed_items, embedder_key
@@ -22,7 +22,8 @@ from curation.store import ReviewFilter
 FILTERS = {"length": filter_kinds.LengthFilter, "regex": filter_kinds.RegexFilter,
            "refusal": filter_kinds.RefusalFilter, "judge_score": filter_kinds.JudgeScoreFilter,
            "language": filter_kinds.LanguageFilter, "leakage": leakage.LeakageFilter,
-           "unanswerable": grounding.UnanswerableFilter, "unfaithful": grounding.UnfaithfulFilter}
+           "unanswerable": grounding.UnanswerableFilter, "unfaithful": grounding.UnfaithfulFilter,
+           "invalid_calls": tool_filters.InvalidCallsFilter}
 _FILTER_CHOICES = {"unit": ("tokens", "chars"), "mode": ("exclude", "include"),
                    "target": ("response", "prompt", "both")}
 

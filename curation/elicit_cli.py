@@ -66,8 +66,9 @@ _METHOD_OPTIONS = [
     (("--rubric",), dict(help="the judge's rubric (default: templates/judge_rubric.j2)"), "judge compare self"),
     (("--pairs-per-task",), dict(type=int, help="pairs of responses compared per task (default 1)"), "compare"),
     (("--no-structured",), dict(action="store_false", dest="structured", default=None,
-                                help="judge in free text: for an endpoint without response_format json_schema "
-                                     "(default: JSON valid against the verdict's schema)"), "judge compare documents"),
+                                help="free text instead of JSON valid against a schema (verdicts, questions, "
+                                     "tool requests): for an endpoint without response_format json_schema"),
+     "judge compare documents tools"),
     (("--student",), dict(help="student model: folder, .gguf, cached hub id (default: bundled SmolLM2)"), "self"),
     (("--adapter",), dict(help="PEFT adapter folder applied to the student"), "self"),
     (("--keep-threshold",), dict(type=float, help="reject student answers the judge scores below this (default 7)"),
@@ -85,6 +86,14 @@ _METHOD_OPTIONS = [
                                                            "closed_book: without it (default rag)"), "documents"),
     (("--no-faithfulness",), dict(action="store_false", dest="faithfulness", default=None,
                                   help="do not judge the answers' faithfulness to their chunk"), "documents"),
+    (("--toolset",), dict(help="the tool set's id or name (default: the newest imported)"), "tools"),
+    (("--requests-per-tool",), dict(type=int, help="user requests the teacher writes per tool, 0-10 (default 3; 0: "
+                                                   "answer the tool set's stored tasks only)"), "tools"),
+    (("--call-mode",), dict(choices=["auto", "api", "structured"],
+                            help="api: the OpenAI tools API; structured: the tools in the prompt and calls held to "
+                                 "their schemas (for endpoints whose template takes no tools); auto (default): "
+                                 "structured on the embedded teacher, api elsewhere"), "tools"),
+    (("--max-calls",), dict(type=int, help="calls a structured answer may hold, 1-5 (default 1)"), "tools"),
     (("--judge-max-tokens",), dict(type=int, help="max tokens of the judge's verdict (default 256)"), "self"),
 ]
 

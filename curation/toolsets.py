@@ -74,10 +74,10 @@ def read_toolset(source: str | os.PathLike, text: str | None = None) -> list[dic
 def _checked_tool(item, source, line, where: str) -> dict:
     if not isinstance(item, dict):
         raise ImportFormatError(source, 'a tool is an object {"type": "function", "function": {...}}', line, where)
+    if item.get("type", "function") != "function":
+        raise ImportFormatError(source, f"only function tools are supported (got type {item.get('type')!r})",
+                                line, f"{where}.type")
     if "function" in item:
-        if item.get("type", "function") != "function":
-            raise ImportFormatError(source, f"only function tools are supported (got type {item.get('type')!r})",
-                                    line, f"{where}.type")
         function, where = item["function"], where + ".function"
     else:
         function = item  # a bare function object, as some exports write it

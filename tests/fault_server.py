@@ -2,8 +2,9 @@
 
 Each POST to /v1/chat/completions takes the next step of the script (the last step repeats):
 an int status with optional headers, "hang" (never answers), "garbage" (200 with non-JSON), a dict
-{"status": 200, "text": ..., "delay": seconds, "logprobs": True, "headers": {...}} for a scripted
-answer (served after `delay`; with top-2 logprobs per word when asked), or a callable taking the
+{"status": 200, "text": ..., "delay": seconds, "logprobs": True, "headers": {...}, "tool_calls": [{"name",
+"arguments"}]} for a scripted answer (served after `delay`; with top-2 logprobs per word when asked; with
+the calls as message.tool_calls, arguments a JSON text as the API sends them), or a callable taking the
 request body and returning any of those. `script` may be replaced between phases of a test.
 """
 from __future__ import annotations
@@ -15,8 +16,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 def completion(text: str = "scripted answer", prompt_tokens: int = 7, completion_tokens: int = 3,
-               logprobs: bool = False) -> dict:
+               logprobs: bool = False, tool_calls: list[dict] | None = None) -> dict:
     choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+    if tool_calls:
+        choice["message"]["tool_calls"] = [
+            {"id": f"call_{i}", "type": "function", "function": {
+                "name": c["name"], "arguments": c["arguments"] if isinstance(c["arguments"], str)
+                else json.dumps(c["arguments"])}} for i, c in enumerate(tool_calls)]
+        choice["finish_reason"] = "tool_calls"
     if logprobs:
         choice["logprobs"] = {"content": [
             {"token": word, "logprob": -0.5, "bytes": None,
@@ -64,7 +71,8 @@ class FaultServer:
             if self._stop.wait(step.get("delay", 0)):
                 return
             status, headers, text = step.get("status", 200), step.get("headers", {}), step.get("text", "scripted answer")
-            payload = (completion(text, logprobs=step.get("logprobs", False)) if status == 200
+            payload = (completion(text, logprobs=step.get("logprobs", False), tool_calls=step.get("tool_calls"))
+                       if status == 200
                        else {"error": {"message": text, "type": "invalid_request_error"}})
             body = json.dumps(payload).encode()
         else:

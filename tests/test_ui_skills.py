@@ -26,8 +26,8 @@ def test_documents_and_conversations_import_and_review(tmp_path):
             "my chats.jsonl: 1 conversations added (Review shows them turn by turn)"
 
         gid = studio.store._fetchdicts("SELECT id FROM generations")[0]["id"]
-        status, sent, original, kept, meta, chat, turns, source = client.predict(str(gid),
-                                                                                 api_name="/generation_detail")
+        status, sent, original, kept, meta, chat, turns, source, calls = client.predict(
+            str(gid), api_name="/generation_detail")
         said = [m["content"][0]["text"] if isinstance(m["content"], list) else m["content"] for m in chat]
         assert original == "Apple." and said == ["Hi", "Hello!", "Name a fruit.", "Apple."]
         assert turns["data"] == [["user", "Hi"], ["assistant", "Hello!"], ["user", "Name a fruit."]]
@@ -46,5 +46,5 @@ def test_documents_and_conversations_import_and_review(tmp_path):
                                "sample_index, response, status) VALUES (?, 'k', 'e', 'm', '[]', '{}', 0, 'Alcohol.', "
                                "'ok') RETURNING id", [task])
         grounded = studio.store._fetchdicts("SELECT id FROM generations WHERE task_id = ?", [task])[0]["id"]
-        *_, source = client.predict(str(grounded), api_name="/generation_detail")
+        *_, source, _calls = client.predict(str(grounded), api_name="/generation_detail")
         assert source.startswith("**Source:** sourdough-starter.pdf, chunk 1") and "> Caring for a sourdough" in source

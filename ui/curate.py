@@ -18,6 +18,7 @@ from curation.filter_kinds import (DEFAULT_REFUSALS, JudgeScoreFilter, LanguageF
 from curation.filters import apply_filter, preview_filter
 from curation.grounding import UnanswerableFilter, UnfaithfulFilter
 from curation.leakage import LeakageFilter
+from curation.tool_filters import InvalidCallsFilter
 from curation.rank import (RankConfig, approve_top, diversity_for_rows, ifd_pairs, pending_rows, rank_rows)
 from curation.stats import stats_figures, workspace_stats
 from curation.store import ReviewFilter
@@ -26,7 +27,8 @@ from models.scoring import score_in_child
 from ui import curate_dedupe
 from ui.common import guarded
 
-FILTER_KINDS = ["length", "regex", "refusal", "judge_score", "language", "leakage", "unanswerable", "unfaithful"]
+FILTER_KINDS = ["length", "regex", "refusal", "judge_score", "language", "leakage", "unanswerable", "unfaithful",
+                "invalid_calls"]
 SAMPLE_COLUMNS = ["id", "status", "judge", "instruction", "response"]
 RANK_COLUMNS = ["rank", "id", "score", "judge", "diversity", "difficulty", "instruction", "response"]
 RANK_SHOWN = 200
@@ -72,6 +74,8 @@ def make_filter(store, kind, unit, min_length, max_length, pattern, mode, regex_
         return UnanswerableFilter()
     if kind == "unfaithful":
         return UnfaithfulFilter(min_score=float(min_faithfulness))
+    if kind == "invalid_calls":
+        return InvalidCallsFilter()
     raise StudioError(f"choose a filter: {', '.join(FILTER_KINDS)} (got {kind!r})")
 
 
@@ -112,8 +116,11 @@ def _filter_settings():
     with gr.Row(visible=False) as unfaithful_box:
         min_faithfulness = gr.Number(6, minimum=1, maximum=10, label="Remove faithfulness scores below (1-10); "
                                      "answers judged unfaithful go too", elem_id="filter-min-faithfulness")
+    with gr.Row(visible=False) as invalid_calls_box:
+        gr.Markdown("Tool-use answers (Generate → tools) holding a call that breaks its function's JSON Schema, or "
+                    "names no such function; the answer as kept is checked, so a call fixed in Review stays.")
     boxes = [length_box, regex_box, refusal_box, judge_box, language_box, leakage_box, unanswerable_box,
-             unfaithful_box]
+             unfaithful_box, invalid_calls_box]
     kind.change(lambda k: [gr.update(visible=k == name) for name in FILTER_KINDS], [kind], boxes,
                 api_visibility="private")
     return [kind, unit, min_length, max_length, pattern, mode, regex_target, ignore_case, phrases, empty, truncated,

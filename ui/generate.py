@@ -19,6 +19,7 @@ from curation.methods.judge import default_rubric
 from curation.teacher import DEFAULT_CONCURRENCY, TeacherConfig
 from ui import ledger
 from ui.common import fmt_seconds, guarded, progress_html
+from ui.generate_tools import tools_group
 
 # Which option group each method shows. A group holds fields several methods share, so one field is
 # one component (the config dataclasses say which fields each method takes).
@@ -28,6 +29,7 @@ GROUPS = {
     "answer": ("label", "logprobs", "self"),
     "chat": ("chat",),
     "documents": ("documents",),
+    "tools": ("tools",),
     "logprobs": ("logprobs",),
     "expand": ("self-instruct",),
     "evol": ("evol",),
@@ -232,7 +234,7 @@ def _task_groups(groups: dict) -> dict:
         top_logprobs = gr.Slider(0, 20, value=5, step=1, label="Top logprobs kept per token")
     return dict(task_ids=task_ids, n=n, teacher_only_system=teacher_only, explain=explain, with_eval=with_eval,
                 system_prompt=system_prompt, top_logprobs=top_logprobs, **_chat_group(groups),
-                **_documents_group(groups))
+                **_documents_group(groups), **tools_group(groups))
 
 
 def _chat_group(groups: dict) -> dict:

@@ -4,6 +4,7 @@ Layout in `_layout`, handlers as module functions taking the store first, wiring
 from __future__ import annotations
 
 import functools
+import json
 import math
 from types import SimpleNamespace
 
@@ -12,10 +13,12 @@ import pandas as pd
 
 from curation import exporting
 from curation.store import REVIEW_SORTS, ReviewFilter
+from curation.toolsets import check_text
 from ui.common import guarded
 
 PAGE_SIZE = 25
 STATUS_CHOICES = ["all", "pending", "approved", "rejected", "failed"]
+CALL_COLUMNS = ["function", "arguments", "valid", "error"]
 METADATA_KEYS = ("task_id", "model", "endpoint", "sample_index", "finish_reason", "prompt_tokens", "completion_tokens",
                  "latency_s", "status", "error", "attempts", "skill", "domain", "teacher_only_system")
 
@@ -62,11 +65,12 @@ def generation_id(value) -> int | None:
 
 
 def detail(store, gid):
-    """Status, the messages sent, the original response, the response to keep (the edit box), metadata, and
-    the conversation view: its turns (the edit box of a conversation's earlier turns) and the source chunk."""
+    """Status, the messages sent, the original response, the response to keep (the edit box), metadata, the
+    conversation view: its turns (the edit box of a conversation's earlier turns) and the source chunk, and the
+    tool calls of a tool-use answer."""
     gid = generation_id(gid)
     if gid is None:
-        return "", "", "", "", None, [], _turns_frame([]), ""
+        return "", "", "", "", None, [], _turns_frame([]), "", _calls(store, {}, "")
     row = store.generation(gid)
     if row is None:
         raise gr.Error(f"no generation with id {int(gid)}")
@@ -77,7 +81,7 @@ def detail(store, gid):
     chat = [{"role": m["role"], "content": m["content"]} for m in turns if m["role"] != "system"]
     chat.append({"role": "assistant", "content": kept})
     return (row["review_status"], sent, original, kept, _metadata(store, row), chat, _turns_frame(turns),
-            _source(store, row))
+            _source(store, row), _calls(store, row, kept))
 
 
 def _turns_frame(turns: list[dict]) -> pd.DataFrame:
@@ -92,6 +96,21 @@ def _source(store, row: dict) -> str:
     quoted = "\n".join("> " + line for line in chunk["text"].splitlines())
     return (f"**Source:** {chunk['document']}, chunk {chunk['ordinal'] + 1} (characters {chunk['char_start']:,}–"
             f"{chunk['char_end']:,}; chunk id {chunk['id']})\n\n{quoted}")
+
+
+def _calls(store, row: dict, kept: str):
+    """The calls of the answer to keep (an edit is checked again), one row each, checked against the task's tool
+    set; shown only for a task answered with one."""
+    toolset = store.toolset(int(row["toolset_id"])) if row.get("toolset_id") else None
+    if toolset is None:
+        return gr.update(value=pd.DataFrame(columns=CALL_COLUMNS), visible=False)
+    checked = check_text(toolset["tools"], kept)
+    rows = [[c["name"], c["arguments"] if isinstance(c["arguments"], str) else json.dumps(c["arguments"]),
+             "yes" if c["valid"] else "no", c["error"] or ""] for c in checked]
+    if not rows:
+        rows = [["", "", "no call", "the answer is text, without a tool call"]]
+    return gr.update(value=pd.DataFrame(rows, columns=CALL_COLUMNS), visible=True,
+                     label=f"Tool calls, checked against tool set {toolset['id']} ({toolset['name']})")
 
 
 @guarded
@@ -234,6 +253,8 @@ def _layout() -> SimpleNamespace:
                 ui.save_edit = gr.Button("Save edit & approve", elem_id="review-save-edit")
             ui.message = gr.Markdown(elem_id="review-message")
             ui.meta = gr.JSON(label="Metadata")
+    ui.calls = gr.Dataframe(pd.DataFrame(columns=CALL_COLUMNS), interactive=False, wrap=True, visible=False,
+                            label="Tool calls", elem_id="review-calls")
     with gr.Accordion("Conversation and source (multi-turn rows, grounded answers)", open=False):
         with gr.Row():
             with gr.Column():
@@ -260,7 +281,8 @@ def _wire(ui, store) -> list:
     page_inputs = [ui.search, ui.status, ui.page]
     view = [*page_inputs, ui.sort]
     shown = [ui.table, ui.info]
-    detail_outputs = [ui.detail_status, ui.task, ui.response, ui.edited, ui.meta, ui.chat, ui.turns, ui.source]
+    detail_outputs = [ui.detail_status, ui.task, ui.response, ui.edited, ui.meta, ui.chat, ui.turns, ui.source,
+                      ui.calls]
     ui.export.click(bound(do_export, store), [ui.export_name, ui.export_format], [ui.export_file, ui.export_message],
                     api_name="export")
     ui.refresh.click(bound(load_page, store), view, shown, api_name="review_page")

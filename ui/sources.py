@@ -1,6 +1,7 @@
-"""Seeds tab, second part: documents to ask grounded questions about, and whole conversations to import.
+"""Seeds tab, second part: documents to ask grounded questions about, whole conversations to import, and tool
+sets for the tools method.
 
-Layout and wiring only; the core is curation/documents.py and curation/conversations.py."""
+Layout and wiring only; the core is curation/documents.py, curation/conversations.py and curation/toolsets.py."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,6 +10,7 @@ import gradio as gr
 
 from curation.conversations import import_conversations
 from curation.documents import DOCUMENT_SUFFIXES, ChunkConfig, bundled_documents, import_documents
+from curation.toolsets import bundled_toolset, import_toolset
 from ui.common import guarded
 
 _CHUNK = ChunkConfig()
@@ -35,6 +37,46 @@ def _import_conversations(store, path):
     result = import_conversations(store, path, name=Path(path).name)
     skipped = f"; {result['skipped']} already in the workspace" if result["skipped"] else ""
     return f"{result['file']}: {len(result['added'])} conversations added{skipped} (Review shows them turn by turn)"
+
+
+def _import_tools(store, path, text, name, bundled=False):
+    if bundled:
+        result = import_toolset(store, bundled_toolset())
+    elif path:
+        result = import_toolset(store, path, name=name or Path(path).stem)
+    elif (text or "").strip():
+        result = import_toolset(store, "pasted tools", text=text, name=name or "pasted")
+    else:
+        raise gr.Error("choose a tools .json file or paste an OpenAI `tools` list first")
+    note = "" if result["added"] else " (already imported: nothing added)"
+    return (f"tool set {result['toolset_id']} (**{result['name']}**): {result['tools']} tools{note}  \n"
+            "Next: Generate → method **tools**."), store.toolsets_frame()
+
+
+def _tools_accordion(store):
+    with gr.Accordion("Tools → tool-use tasks and calls", open=False):
+        gr.Markdown("Paste or import tool definitions in OpenAI's `tools` format (a JSON list of "
+                    '`{"type": "function", "function": {"name", "description", "parameters"}}`, the parameters a '
+                    "JSON Schema). The **tools** method on the Generate tab has the teacher write requests that need "
+                    "them and answer with tool calls; each call is checked against its schema. A bundled set "
+                    "(get_weather, convert_currency, add_calendar_event) lets you try it offline.")
+        with gr.Row():
+            with gr.Column():
+                file = gr.File(label="Tools file (.json)", file_types=[".json"], type="filepath",
+                               elem_id="tools-file")
+                name = gr.Textbox(label="Name (optional)", max_lines=1, elem_id="tools-name")
+            text = gr.Code(label="…or paste the tools JSON", language="json", lines=8, elem_id="tools-text")
+        with gr.Row():
+            import_btn = gr.Button("Import tools", elem_id="tools-import")
+            bundled_btn = gr.Button("Load the bundled tools", elem_id="tools-bundled")
+        message = gr.Markdown(elem_id="tools-message")
+        # a callable value is read at every page load: the table shows the workspace as it is
+        table = gr.Dataframe(store.toolsets_frame, label="Tool sets", interactive=False, elem_id="tools-table")
+    import_btn.click(guarded(lambda f, t, n: _import_tools(store, f, t, n)), [file, text, name], [message, table],
+                     api_name="import_tools")
+    bundled_btn.click(guarded(lambda: _import_tools(store, None, None, None, bundled=True)), None, [message, table],
+                      api_name="load_bundled_tools")
+    return table
 
 
 def build(studio):
@@ -70,4 +112,5 @@ def build(studio):
                       [doc_message, documents], api_name="load_bundled_documents")
     conv_btn.click(guarded(lambda f: _import_conversations(store, f)), [conv_file], [conv_message],
                    api_name="import_conversations")
+    _tools_accordion(store)
     return documents

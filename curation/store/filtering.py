@@ -27,7 +27,8 @@ class FilteringMixin:
 
         Keys: id, task_id, instruction, input, skill, domain, split, chunk_id, model, status, response (the
         edited one wins), edited, finish_reason, completion_tokens, judge_score (mean, None when unjudged),
-        judgments, faithfulness and faithfulness_verdict (the latest faithfulness judgment's score and JSON).
+        judgments, faithfulness and faithfulness_verdict (the latest faithfulness judgment's score and JSON),
+        tools (the JSON tool set a tool-use task was answered with, None for other rows).
         """
         ids_sql, params = self._review_ids_sql(flt or ReviewFilter())
         where = f" WHERE g.status = 'ok' AND list_contains(?, {_REVIEW_STATUS_SQL}) AND g.id IN ({ids_sql})"
@@ -36,7 +37,8 @@ class FilteringMixin:
             f"{_REVIEW_STATUS_SQL} AS status, coalesce(l.edited_response, g.response) AS response, "
             "l.edited_response IS NOT NULL AS edited, g.finish_reason, g.completion_tokens, "
             "js.judge_score, coalesce(js.judgments, 0) AS judgments, "
-            "fj.score AS faithfulness, fj.rationale AS faithfulness_verdict "
+            "fj.score AS faithfulness, fj.rationale AS faithfulness_verdict, "
+            "(SELECT ts.tools FROM toolsets ts WHERE ts.id = t.toolset_id) AS tools "
             f"FROM {_REVIEW_FROM} LEFT JOIN ({self._JUDGE_MEAN_SQL}) js ON js.generation_id = g.id "
             f"LEFT JOIN ({self._FAITHFULNESS_SQL}) fj ON fj.generation_id = g.id"
             f"{where} ORDER BY g.id", [list(statuses), *params])

@@ -84,11 +84,15 @@ class SourcesMixin:
         return {**rows[0], "tools": json.loads(rows[0]["tools"])}
 
     def toolsets_frame(self) -> pd.DataFrame:
-        """One row per tool set: its tools' names, the tasks written for it and their answers."""
+        """One row per tool set: its tools' names, the tasks written for it, their answers, and the calls in
+        those answers (as the teacher made them) with how many are valid against their schemas."""
         frame = self._fetchdf(
-            "SELECT s.id, s.name, s.tools, count(DISTINCT t.id) AS tasks, "
-            "count(DISTINCT g.id) FILTER (WHERE g.status = 'ok') AS answers FROM toolsets s "
-            "LEFT JOIN tasks t ON t.toolset_id = s.id LEFT JOIN generations g ON g.task_id = t.id "
+            "SELECT s.id, s.name, s.tools, count(DISTINCT t.id) AS tasks, count(g.id) AS answers, "
+            "CAST(coalesce(sum(json_array_length(g.tool_calls)), 0) AS BIGINT) AS calls, CAST(coalesce(sum(len("
+            "list_filter(CAST(json_extract(g.tool_calls, '$[*].valid') AS BOOLEAN[]), lambda v: v))), 0) AS BIGINT) "
+            "AS valid_calls "
+            "FROM toolsets s LEFT JOIN tasks t ON t.toolset_id = s.id "
+            "LEFT JOIN generations g ON g.task_id = t.id AND g.status = 'ok' "
             "GROUP BY s.id, s.name, s.tools ORDER BY s.id")
         frame["tools"] = [", ".join(t["function"]["name"] for t in json.loads(v)) for v in frame["tools"]]
         return frame
