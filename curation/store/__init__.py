@@ -9,8 +9,9 @@ their migrations) combines one mixin per area: records.py (tasks, generations, b
 snapshot, stats), labels.py (labelling, label batches and their undo), review_pages.py (Review table pages,
 counts and matching ids), review_queue.py (one task at a time), runs.py (runs, evaluation, distillation),
 filtering.py (what filters, ranking and stats read), elicitation.py (ledger, prices), embeddings.py
-(embeddings and the rows a dedupe covers) and sources.py (documents, conversations); review.py holds the
-review SQL they share. Import from `curation.store`; a test that patches a helper patches it where it is defined.
+(embeddings and the rows a dedupe covers) and sources.py (documents, conversations, tool sets); review.py
+holds the review SQL they share. Import from `curation.store`; a test that patches a helper patches it where it
+is defined.
 """
 from curation.store.core import DB_NAME, Store, _acquire_workspace_lock
 from curation.store.review import (_REVIEW_FROM, _REVIEW_STATUS_SQL, REVIEW_SORTS, REVIEW_STATUSES, ReviewFilter,
