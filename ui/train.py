@@ -3,9 +3,7 @@ training child, watch its log, export the merged model. Thin: every decision is 
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import asdict, fields
-from pathlib import Path
+from dataclasses import fields
 
 import gradio as gr
 import pandas as pd
@@ -13,6 +11,7 @@ import pandas as pd
 from curation.errors import StudioError
 from distill.config import (BASE_STUDENT, GRPO_REWARDS, KD_LOSSES, METHODS, PAIR_SOURCES, DPOOptions, GRPOOptions,
                             KDOptions, TrainConfig)
+from distill.saved_settings import load_config, save_config, saved_configs
 from evaluation.plan import TRAINING_KINDS
 from ui.common import fmt_seconds, guarded, progress_html
 
@@ -297,36 +296,6 @@ PREVIEW_ROWS = 20
 def _short(value, limit: int = 300) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     return text if len(text) <= limit else text[:limit] + "…"
-
-
-def _configs_dir(workspace) -> Path:
-    return Path(workspace) / "configs"
-
-
-def saved_configs(workspace) -> list[str]:
-    folder = _configs_dir(workspace)
-    return sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
-
-
-def save_config(workspace, label: str, config: TrainConfig) -> Path:
-    """Write a TrainConfig as JSON to the workspace's configs/ (the name: letters, digits, - and _)."""
-    label = (label or "").strip()
-    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", label):
-        raise StudioError(f"a settings name is 1-64 letters, digits, - or _ (got {label!r})")
-    path = _configs_dir(workspace) / f"{label}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(asdict(config), indent=2) + "\n", encoding="utf-8")
-    return path
-
-
-def load_config(workspace, label: str) -> dict:
-    path = _configs_dir(workspace) / f"{label}.json"
-    if not path.is_file():
-        raise StudioError(f"no saved settings named {label!r} in {path.parent}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise StudioError(f"{path}, line {exc.lineno}: not valid JSON ({exc.msg})") from exc
 
 
 def current_run(studio, rid) -> int | None:
