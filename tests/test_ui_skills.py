@@ -42,9 +42,8 @@ def test_documents_and_conversations_import_and_review(tmp_path):
         chunk = next(c for c in studio.store.chunks() if c["document"] == "sourdough-starter.pdf")
         (task,) = studio.store.add_tasks([{"instruction": "What is hooch?", "source": "document",
                                             "chunk_id": chunk["id"]}])
-        studio.store._fetchone("INSERT INTO generations (task_id, request_key, endpoint, model, messages, params, "
-                               "sample_index, response, status) VALUES (?, 'k', 'e', 'm', '[]', '{}', 0, 'Alcohol.', "
-                               "'ok') RETURNING id", [task])
-        grounded = studio.store._fetchdicts("SELECT id FROM generations WHERE task_id = ?", [task])[0]["id"]
+        grounded = studio.store.record_generation({
+            "task_id": task, "request_key": "k", "endpoint": "e", "model": "m", "params": {}, "sample_index": 0,
+            "messages": [{"role": "user", "content": "What is hooch?"}], "response": "Alcohol.", "status": "ok"})
         *_, source, _calls = client.predict(str(grounded), api_name="/generation_detail")
         assert source.startswith("**Source:** sourdough-starter.pdf, chunk 1") and "> Caring for a sourdough" in source

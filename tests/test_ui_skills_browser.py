@@ -45,10 +45,10 @@ def test_documents_and_conversations_in_the_browser(browser, tmp_path):
         chunk = next(c for c in studio.store.chunks() if c["document"] == "sourdough-starter.pdf")
         (task,) = studio.store.add_tasks([{"instruction": "What does hooch on a starter mean?", "source": "document",
                                             "chunk_id": chunk["id"], "skill": "closed_book"}])
-        grounded = studio.store.add_conversations([[  # an answer as the documents method stores it
-            {"role": "user", "content": "What does hooch on a starter mean?"},
-            {"role": "assistant", "content": "It is alcohol made by hungry yeast: feed the starter sooner."}]], "t")[0][0]
-        studio.store._fetchone("UPDATE generations SET task_id = ? WHERE id = ? RETURNING id", [task, grounded])
+        grounded = studio.store.record_generation({  # a closed-book answer as the documents method stores it
+            "task_id": task, "request_key": "k", "endpoint": "e", "model": "m", "params": {}, "sample_index": 0,
+            "messages": [{"role": "user", "content": "What does hooch on a starter mean?"}], "status": "ok",
+            "response": "It is alcohol made by hungry yeast: feed the starter sooner."})
 
         page.get_by_role("tab", name="Review").click()
         page.get_by_text("Conversation and source").click()
