@@ -2,8 +2,9 @@
 training child, watch its log, export the merged model. Thin: every decision is in distill/."""
 from __future__ import annotations
 
-import json
+import functools
 from dataclasses import fields
+from types import SimpleNamespace
 
 import gradio as gr
 import pandas as pd
@@ -11,8 +12,8 @@ import pandas as pd
 from curation.errors import StudioError
 from distill.config import (BASE_STUDENT, GRPO_REWARDS, KD_LOSSES, METHODS, PAIR_SOURCES, DPOOptions, GRPOOptions,
                             KDOptions, TrainConfig)
-from distill.saved_settings import load_config, save_config, saved_configs
 from evaluation.plan import TRAINING_KINDS
+from ui import train_plan
 from ui.common import fmt_seconds, guarded, progress_html
 
 METHOD_HELP = {
@@ -161,141 +162,115 @@ def _eval_settings():
     return [eval_rows, eval_steps, lora_alpha]
 
 
-def build(studio):
+# ---- handlers: the studio first, then the form's values -------------------------------------------
+@guarded
+def do_start(studio, *values):
+    rid = studio.training.start(config_from_values(*values))
+    return rid, f"started training run {rid}"
+
+
+@guarded
+def do_estimate(studio, *values):
+    return memory_text(studio, config_from_values(*values))
+
+
+@guarded
+def do_resume(studio, rid):
+    if rid is None:
+        raise gr.Error("enter the id of a stopped run first")
+    studio.training.resume(int(rid))
+    return int(rid), f"resuming training run {int(rid)} from its last checkpoint"
+
+
+@guarded
+def do_export(studio, rid):
+    from distill.export import export_merged
+
+    rid = int(rid) if rid is not None else studio.training.run_id
+    run = studio.store.run(rid) if rid is not None else None
+    if run is None or run["status"] != "completed":
+        raise gr.Error("export needs a completed training run")
+    return f"merged model (safetensors, with README.md model card) in `{export_merged(run['run_dir'])}`"
+
+
+def do_stop(studio):
+    if studio.training.stopping:
+        return "killing the training process now" if studio.training.stop() else "no training is running"
+    return ("stopping: the run saves a checkpoint at the end of its step (Stop again to kill it now)"
+            if studio.training.stop() else "no training is running")
+
+
+def on_load(studio, n_inputs: int):
+    """A page (re)load reattaches to the running, else the latest, training run and shows its settings."""
+    rid = current_run(studio, None)
+    run = studio.store.run(rid) if rid is not None else None
+    try:
+        values = values_from_config(run["config"]) if run else [gr.skip()] * n_inputs
+    except (StudioError, TypeError, ValueError, KeyError):
+        values = [gr.skip()] * n_inputs  # a run from an older studio: reattach, keep the form as it is
+    return [rid, *values]
+
+
+def show_method(m: str):
+    return (METHOD_HELP[m], gr.update(visible=m == "dpo"), gr.update(visible=m in ("kd", "kd_logprobs")),
+            gr.update(visible=m == "kd"), gr.update(visible=m == "grpo"))
+
+
+# ---- layout and wiring ----------------------------------------------------------------------------
+def _form() -> SimpleNamespace:
+    """The settings; `inputs` in start_training's positional order (newer inputs appended, so the API's
+    order of the older ones stays as it was)."""
+    ui = SimpleNamespace()
     gr.Markdown("Trains a LoRA adapter on the **train** split with the student's chat template. Runs in its own "
                 "process: GPU (bf16) when present, else CPU. One run at a time; Stop saves a checkpoint that "
                 "Resume continues from.")
-    method, method_help, common = _common_settings()
-    boxes, options = _method_options()
+    ui.method, ui.method_help, common = _common_settings()
+    ui.boxes, options = _method_options()
     eval_rows, eval_steps, lora_alpha = _eval_settings()
-    inputs = common + options + [eval_rows, eval_steps]
-    inputs.append(gr.Checkbox(value=D.ignore_memory_estimate, label="Start anyway (the memory estimate is advice)",
-                              elem_id="train-ignore-memory"))
-    inputs.append(lora_alpha)  # after the older inputs: the API's positional order of those stays as it was
+    ignore = gr.Checkbox(value=D.ignore_memory_estimate, label="Start anyway (the memory estimate is advice)",
+                         elem_id="train-ignore-memory")
     grpo_box, grpo = _grpo_options()
-    inputs += grpo
+    ui.boxes.append(grpo_box)
+    ui.inputs = common + options + [eval_rows, eval_steps, ignore, lora_alpha] + grpo
+    return ui
+
+
+def _run_view(ui) -> None:
     with gr.Row():
-        start = gr.Button("Train student", variant="primary", elem_id="train-start")
-        stop = gr.Button("Stop", variant="stop", elem_id="train-stop")
-        resume = gr.Button("Resume", elem_id="train-resume")
-        estimate = gr.Button("Estimate memory", elem_id="train-estimate")
-        export = gr.Button("Export merged model", elem_id="train-export")
-    memory_note = gr.Markdown(elem_id="train-memory")
-    _plan_panel(studio, inputs)
-    run_id = gr.Number(label="Run", precision=0, elem_id="train-run-id")
-    progress = gr.HTML(progress_html(0, 0, state="idle"), elem_id="train-progress")
-    message = gr.Markdown(elem_id="train-message")
-    loss_plot = gr.LinePlot(x="step", y="loss", color="curve", title="Loss (train, and eval on held-out answers)",
-                            elem_id="train-loss")
-    log_tail = gr.Textbox(label="Log tail", lines=10, max_lines=10, interactive=False, elem_id="train-log")
-    timer = gr.Timer(1.0)
-
-    @guarded
-    def do_start(*values):
-        rid = studio.training.start(config_from_values(*values))
-        return rid, f"started training run {rid}"
-
-    @guarded
-    def do_estimate(*values):
-        return memory_text(studio, config_from_values(*values))
-
-    @guarded
-    def do_resume(rid):
-        if rid is None:
-            raise gr.Error("enter the id of a stopped run first")
-        studio.training.resume(int(rid))
-        return int(rid), f"resuming training run {int(rid)} from its last checkpoint"
-
-    @guarded
-    def do_export(rid):
-        from distill.export import export_merged
-
-        rid = int(rid) if rid is not None else studio.training.run_id
-        run = studio.store.run(rid) if rid is not None else None
-        if run is None or run["status"] != "completed":
-            raise gr.Error("export needs a completed training run")
-        return f"merged model (safetensors, with README.md model card) in `{export_merged(run['run_dir'])}`"
-
-    def do_stop():
-        if studio.training.stopping:
-            return "killing the training process now" if studio.training.stop() else "no training is running"
-        return ("stopping: the run saves a checkpoint at the end of its step (Stop again to kill it now)"
-                if studio.training.stop() else "no training is running")
-
-    method.change(lambda m: (METHOD_HELP[m], gr.update(visible=m == "dpo"),
-                             gr.update(visible=m in ("kd", "kd_logprobs")), gr.update(visible=m == "kd"),
-                             gr.update(visible=m == "grpo")),
-                  [method], [method_help, *boxes, grpo_box], api_visibility="private")
-    start.click(do_start, inputs, [run_id, message], api_name="start_training")
-    stop.click(do_stop, None, [message], api_name="stop_training")
-    resume.click(do_resume, [run_id], [run_id, message], api_name="resume_training")
-    estimate.click(do_estimate, inputs, [memory_note], api_name="estimate_memory")
-    export.click(do_export, [run_id], [message], api_name="export_model")
-    timer.tick(lambda rid: poll(studio, rid), [run_id], [progress, loss_plot, log_tail, message],
-               show_progress="hidden", api_name="training_status")
-
-    def on_load():
-        """A page (re)load reattaches to the running, else the latest, training run and shows its settings."""
-        rid = current_run(studio, None)
-        run = studio.store.run(rid) if rid is not None else None
-        try:
-            values = values_from_config(run["config"]) if run else [gr.skip()] * len(inputs)
-        except (StudioError, TypeError, ValueError, KeyError):
-            values = [gr.skip()] * len(inputs)  # a run from an older studio: reattach, keep the form as it is
-        return [rid, *values]
-
-    return on_load, [run_id, *inputs], "train_reattach"
+        ui.start = gr.Button("Train student", variant="primary", elem_id="train-start")
+        ui.stop = gr.Button("Stop", variant="stop", elem_id="train-stop")
+        ui.resume = gr.Button("Resume", elem_id="train-resume")
+        ui.estimate = gr.Button("Estimate memory", elem_id="train-estimate")
+        ui.export = gr.Button("Export merged model", elem_id="train-export")
+    ui.memory_note = gr.Markdown(elem_id="train-memory")
 
 
-def _plan_panel(studio, inputs):
-    """Before a run: the exact headless command and the rows it trains on; save and load the settings."""
-    with gr.Accordion("Before you train: the command, the data, saved settings", open=False):
-        with gr.Row():
-            show = gr.Button("Show the command and the data", size="sm", elem_id="train-preview")
-            name = gr.Textbox(label="Settings name", value="my-settings", scale=1, elem_id="train-config-name")
-            save = gr.Button("Save settings", size="sm", elem_id="train-config-save")
-            saved = gr.Dropdown(saved_configs(studio.store.workspace), label="Saved settings", scale=1,
-                                elem_id="train-config-saved")
-            load = gr.Button("Load", size="sm", elem_id="train-config-load")
-        command = gr.Markdown(elem_id="train-command")
-        rows = gr.Dataframe(interactive=False, wrap=True, max_height=300, elem_id="train-data-preview")
-
-    @guarded
-    def do_show(*values):
-        from distill import snapshot
-        from distill.cli import command_for
-
-        config = config_from_values(*values)
-        found = snapshot.collect(studio.store, config)
-        keys = ("prompt", "chosen", "rejected") if config.method == "dpo" else ("messages",)
-        frame = pd.DataFrame([{k: _short(r.get(k)) for k in keys} for r in found[:PREVIEW_ROWS]])
-        return (f"Same run, headless:\n```\n{command_for(config, studio.store.workspace)}\n```\n"
-                f"**{len(found)} rows** for {config.method} (the first {min(len(found), PREVIEW_ROWS)} below)", frame)
-
-    @guarded
-    def do_save(label, *values):
-        path = save_config(studio.store.workspace, label, config_from_values(*values))
-        return f"saved the settings to `{path}`", gr.update(choices=saved_configs(studio.store.workspace),
-                                                             value=path.stem)
-
-    @guarded
-    def do_load(label):
-        if not label:
-            raise gr.Error("choose saved settings first")
-        return values_from_config(load_config(studio.store.workspace, label))
-
-    show.click(do_show, inputs, [command, rows], api_name="train_preview")
-    save.click(do_save, [name, *inputs], [command, saved], api_name="train_save_config")
-    load.click(do_load, [saved], inputs, api_name="train_load_config")
-    return command
+def _progress_view(ui) -> None:
+    ui.run_id = gr.Number(label="Run", precision=0, elem_id="train-run-id")
+    ui.progress = gr.HTML(progress_html(0, 0, state="idle"), elem_id="train-progress")
+    ui.message = gr.Markdown(elem_id="train-message")
+    ui.loss_plot = gr.LinePlot(x="step", y="loss", color="curve", title="Loss (train, and eval on held-out answers)",
+                               elem_id="train-loss")
+    ui.log_tail = gr.Textbox(label="Log tail", lines=10, max_lines=10, interactive=False, elem_id="train-log")
+    ui.timer = gr.Timer(1.0)
 
 
-PREVIEW_ROWS = 20
-
-
-def _short(value, limit: int = 300) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= limit else text[:limit] + "…"
+def build(studio):
+    """The tab; returns (the reattach loader, its outputs, its API name) for the app's load event."""
+    ui = _form()
+    _run_view(ui)
+    train_plan.build(studio, ui.inputs, config_from_values, values_from_config)
+    _progress_view(ui)
+    bound = functools.partial
+    ui.method.change(show_method, [ui.method], [ui.method_help, *ui.boxes], api_visibility="private")
+    ui.start.click(bound(do_start, studio), ui.inputs, [ui.run_id, ui.message], api_name="start_training")
+    ui.stop.click(bound(do_stop, studio), None, [ui.message], api_name="stop_training")
+    ui.resume.click(bound(do_resume, studio), [ui.run_id], [ui.run_id, ui.message], api_name="resume_training")
+    ui.estimate.click(bound(do_estimate, studio), ui.inputs, [ui.memory_note], api_name="estimate_memory")
+    ui.export.click(bound(do_export, studio), [ui.run_id], [ui.message], api_name="export_model")
+    ui.timer.tick(lambda rid: poll(studio, rid), [ui.run_id], [ui.progress, ui.loss_plot, ui.log_tail, ui.message],
+                  show_progress="hidden", api_name="training_status")
+    return bound(on_load, studio, len(ui.inputs)), [ui.run_id, *ui.inputs], "train_reattach"
 
 
 def current_run(studio, rid) -> int | None:
