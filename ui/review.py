@@ -209,8 +209,7 @@ def _metadata(store, row: dict) -> dict:
 
 
 # ---- layout and wiring ----------------------------------------------------------------------------
-def _layout() -> SimpleNamespace:
-    ui = SimpleNamespace()
+def _table_section(ui) -> None:
     with gr.Row():
         ui.search = gr.Textbox(label="Search tasks and responses", scale=3, elem_id="review-search")
         ui.status = gr.Dropdown(STATUS_CHOICES, value="all", label="Status", scale=1, elem_id="review-status")
@@ -232,6 +231,9 @@ def _layout() -> SimpleNamespace:
         ui.confirm = gr.Button("Confirm", variant="primary", size="sm", elem_id="review-confirm")
         ui.cancel = gr.Button("Cancel", size="sm", elem_id="review-cancel")
     ui.pending_bulk, ui.last_batch = gr.State(None), gr.State(None)
+
+
+def _detail_section(ui) -> None:
     gr.Markdown("### Selected generation (click a row)")
     with gr.Row():
         # a text box, not a number: an empty gr.Number shows 0, which reads as a generation id
@@ -253,6 +255,9 @@ def _layout() -> SimpleNamespace:
                 ui.save_edit = gr.Button("Save edit & approve", elem_id="review-save-edit")
             ui.message = gr.Markdown(elem_id="review-message")
             ui.meta = gr.JSON(label="Metadata")
+
+
+def _more_sections(ui) -> None:
     ui.calls = gr.Dataframe(pd.DataFrame(columns=CALL_COLUMNS), interactive=False, wrap=True, visible=False,
                             label="Tool calls", elem_id="review-calls")
     with gr.Accordion("Conversation and source (multi-turn rows, grounded answers)", open=False):
@@ -273,6 +278,13 @@ def _layout() -> SimpleNamespace:
             ui.export = gr.Button("Export", elem_id="review-export")
         ui.export_file = gr.File(label="Download", interactive=False)
         ui.export_message = gr.Markdown(elem_id="review-export-message")
+
+
+def _layout() -> SimpleNamespace:
+    ui = SimpleNamespace()
+    _table_section(ui)
+    _detail_section(ui)
+    _more_sections(ui)
     return ui
 
 
