@@ -62,7 +62,10 @@ _METHOD_OPTIONS = [
     (("--domains",), dict(type=_words, help="comma-separated domains (default: law, medicine, finance, science)"),
      "topics"),
     (("--per-call",), dict(type=int, help="tasks asked for per topic x skill x domain (default 5)"), "topics"),
-    (("--generation-ids",), dict(type=_ints, help="comma-separated generation ids to judge (default: all)"), "judge"),
+    (("--generation-ids",), dict(type=_ints, help="comma-separated generation ids to judge or critique "
+                                                  "(default: all)"), "judge constitution"),
+    (("--principles",), dict(help="constitution: the principles, one a line (default: helpful, honest, harmless, "
+                                  "concise)"), "constitution"),
     (("--rubric",), dict(help="the judge's rubric (default: templates/judge_rubric.j2)"), "judge compare self"),
     (("--pairs-per-task",), dict(type=int, help="pairs of responses compared per task (default 1)"), "compare"),
     (("--no-structured",), dict(action="store_false", dest="structured", default=None,

@@ -12,7 +12,7 @@ from curation.errors import ConfigError
 from models.resolve import BASE_STUDENT, BUNDLED_STUDENT  # the student names, where they are resolved
 METHODS = ("sft", "dpo", "kd", "kd_logprobs", "grpo")
 BATCHING = ("padding_free", "padded")
-PAIR_SOURCES = ("scores", "compare", "review")
+PAIR_SOURCES = ("scores", "compare", "review", "revisions")
 KD_LOSSES = ("forward_kl", "reverse_kl", "jsd")
 GRPO_REWARDS = ("checks", "judge", "both")
 
@@ -52,7 +52,8 @@ class DPOOptions:
 
     pairs: str = field(default="scores", metadata={
         "help": "where pairs come from: 'scores' (per task, the best- vs the worst-judged response), "
-                "'compare' (the judge's pairwise verdicts) or 'review' (approved vs hand-rejected responses)"})
+                "'compare' (the judge's pairwise verdicts), 'review' (approved vs hand-rejected responses) or 'revisions' "
+                "(the constitution method's revised answer vs its original)"})
     min_score_gap: float = field(default=2.0, metadata={
         "help": "'scores' only: the best response must beat the worst by at least this many points (1-10 scale)"})
     beta: float = field(default=0.1, metadata={

@@ -7,6 +7,8 @@ Pairs come from one of three sources (`DPOOptions.pairs`), each a pure function 
            ties are no pair
   review   the user's own choices: each approved response of a task vs each response of the same task
            rejected by hand (rejections a filter or dedupe made carry a reason and are not "worse")
+  revisions the constitution method's revised answer vs the original it revised (unless either was rejected
+           in review: a rejected revision is no "better", a rejected original is still the worse one)
 The reference model is the student with its adapter disabled (TRL does this when given a peft config),
 so DPO costs no second copy of the weights.
 """
@@ -77,6 +79,18 @@ def pairs_from_review(candidates: list[dict]) -> list[dict]:
     return pairs
 
 
+def pairs_from_revisions(links: list[dict], candidates: list[dict]) -> list[dict]:
+    """(revised, original) pairs; links: `Store.revision_links()`, both rows still train-split candidates and the
+    revision not rejected in review."""
+    by_id = {c["id"]: c for c in candidates}
+    pairs = []
+    for link in links:
+        chosen, rejected = by_id.get(link["revised_id"]), by_id.get(link["original_id"])
+        if chosen is not None and rejected is not None and chosen["status"] != "rejected":
+            pairs.append(_pair(chosen, rejected, "revisions", 1.0))
+    return pairs
+
+
 def why_no_pairs(options: DPOOptions, candidates: list[dict]) -> str:
     """The refusal when a source gives no pair: what was found and what to do."""
     head = "no preference pairs to train DPO on: "
@@ -91,6 +105,9 @@ def why_no_pairs(options: DPOOptions, candidates: list[dict]) -> str:
         return head + (f"{len(judged)} tasks have two or more judged responses, but the largest score gap is "
                        f"{max(gaps):g} (minimum gap {options.min_score_gap:g}). Lower the minimum score gap or "
                        "judge more answers")
+    if options.pairs == "revisions":
+        return head + ("no revised answer among the train-split responses. Run the constitution method on answers "
+                       "(Generate → constitution) first")
     if options.pairs == "compare":
         return head + ("no pairwise verdict with a winner among the train-split responses. Run the compare "
                        "method on tasks with two or more answers, or use pairs='scores' / 'review'")

@@ -73,6 +73,8 @@ def pair_rows(store, config: TrainConfig) -> list[dict]:
     candidates = store.preference_candidates()
     if options.pairs == "scores":
         pairs = dpo.pairs_from_scores(candidates, options.min_score_gap)
+    elif options.pairs == "revisions":
+        pairs = dpo.pairs_from_revisions(store.revision_links(), candidates)
     elif options.pairs == "compare":
         pairs = dpo.pairs_from_preferences(store.judgments_of(kind="compare"), candidates)
     else:

@@ -127,7 +127,7 @@ def test_configs_name_the_bad_field(cls, kwargs, field):
 
 def test_every_method_is_registered_with_its_config():
     assert set(METHODS) == {"label", "self-instruct", "evol", "topics", "judge", "compare", "logprobs", "self",
-                            "chat", "documents"}
+                            "chat", "documents", "tools", "constitution"}
     assert SelfInstructConfig().threshold == 0.7 and SelfInstructConfig(similarity="embedding").threshold == 0.9
     assert TopicsConfig(topics=["t"]).skills == ["instruction-following", "multi-turn", "rag", "reasoning", "code",
                                                    "nlu", "tool-use"]

@@ -36,7 +36,8 @@ GROUPS = {
     "seed": ("self-instruct", "evol"),
     "topics": ("topics",),
     "novelty": ("self-instruct", "topics"),
-    "judge": ("judge",),
+    "judge": ("judge", "constitution"),
+    "constitution": ("constitution",),
     "compare": ("compare",),
     "rubric": ("judge", "compare", "self"),
     "student": ("self",),
@@ -234,7 +235,20 @@ def _task_groups(groups: dict) -> dict:
         top_logprobs = gr.Slider(0, 20, value=5, step=1, label="Top logprobs kept per token")
     return dict(task_ids=task_ids, n=n, teacher_only_system=teacher_only, explain=explain, with_eval=with_eval,
                 system_prompt=system_prompt, top_logprobs=top_logprobs, **_chat_group(groups),
-                **_documents_group(groups), **tools_group(groups))
+                **_documents_group(groups), **tools_group(groups), **_constitution_group(groups))
+
+
+def _constitution_group(groups: dict) -> dict:
+    from curation.methods.constitution import default_principles
+
+    with gr.Group(visible=False) as groups["constitution"]:
+        gr.Markdown("The teacher critiques each answer against your principles (or says NO_CHANGE) and rewrites "
+                    "the ones it criticised; a revision is a new answer of the same task (train it with sft), and "
+                    "(revision, original) is a DPO pair (Train → dpo, pairs *revisions*). The embedded 135M teacher "
+                    "critiques weakly and often rewrites into something no better: use a stronger endpoint.")
+        principles = gr.Textbox(label="Principles (one a line)", value=default_principles(), lines=4,
+                                elem_id="gen-principles")
+    return dict(principles=principles)
 
 
 def _chat_group(groups: dict) -> dict:
@@ -302,8 +316,8 @@ def _new_task_groups(groups: dict) -> dict:
 
 def _feedback_groups(groups: dict) -> dict:
     with gr.Group(visible=False) as groups["judge"]:
-        generation_ids = gr.Textbox(label="Generation ids to judge (empty: those of the tasks above, or all)",
-                                    value="")
+        generation_ids = gr.Textbox(label="Generation ids (judge: empty = those of the tasks above, or all; "
+                                    "constitution: empty = every unrejected train answer)", value="")
     with gr.Group(visible=False) as groups["compare"]:
         pairs_per_task = gr.Slider(1, 45, value=1, step=1, label="Pairs compared per task (each in both orders)")
     with gr.Group(visible=False) as groups["rubric"]:

@@ -5,11 +5,12 @@
 from __future__ import annotations
 
 from curation.errors import StudioError
-from curation.methods import (chat, compare, documents, evol, judge, label, logprobs, self_instruct, self_knowledge, tools,
-                              topics)
+from curation.methods import (chat, compare, constitution, documents, evol, judge, label, logprobs, self_instruct,
+                              self_knowledge, tools, topics)
 from curation.methods.base import Call, Method, Stage, Writes, render
 from curation.methods.chat import ChatConfig
 from curation.methods.compare import CompareConfig, preferences
+from curation.methods.constitution import ConstitutionConfig
 from curation.methods.documents import DocumentsConfig
 from curation.methods.evol import EvolConfig
 from curation.methods.judge import JudgeConfig
@@ -22,7 +23,8 @@ from curation.methods.topics import SURVEY_DOMAINS, SURVEY_SKILLS, TopicsConfig
 
 METHODS: dict[str, Method] = {m.name: m for m in (
     label.METHOD, self_instruct.METHOD, evol.METHOD, topics.METHOD, judge.METHOD, compare.METHOD,
-    logprobs.METHOD, self_knowledge.METHOD, chat.METHOD, documents.METHOD, tools.METHOD)}
+    logprobs.METHOD, self_knowledge.METHOD, chat.METHOD, documents.METHOD, tools.METHOD,
+    constitution.METHOD)}
 
 
 def method_for(config) -> Method:
@@ -43,5 +45,5 @@ def get_method(name: str) -> Method:
 
 __all__ = ["METHODS", "method_for", "get_method", "Call", "Method", "Stage", "Writes", "render",
            "GenerateConfig", "LabelConfig", "SelfInstructConfig", "EvolConfig", "TopicsConfig", "JudgeConfig",
-           "CompareConfig", "LogprobsConfig", "ChatConfig", "DocumentsConfig", "ToolsConfig", "SelfConfig", "SURVEY_SKILLS", "SURVEY_DOMAINS", "build_messages",
-           "preferences"]
+           "CompareConfig", "LogprobsConfig", "ChatConfig", "DocumentsConfig", "ToolsConfig", "ConstitutionConfig",
+           "SelfConfig", "SURVEY_SKILLS", "SURVEY_DOMAINS", "build_messages", "preferences"]

@@ -107,6 +107,27 @@ class RunsMixin:
             r["messages"] = messages
         return rows
 
+    def revision_candidates(self, ids: list[int] | None = None) -> list[dict]:
+        """Answers the constitution method may critique: successful, not rejected, of train-split tasks, not
+        revisions themselves (the ids given, else all); id, task_id, messages (as trained on), response."""
+        where = "AND list_contains(?, g.id) " if ids is not None else ""
+        rows = self._fetchdicts(
+            f"SELECT g.id, g.task_id, g.messages, g.teacher_only_system, coalesce(l.edited_response, g.response) "
+            f"AS response FROM {_REVIEW_FROM} WHERE g.status = 'ok' AND t.split = 'train' AND "
+            f"coalesce(g.method, 'label') != 'constitution' AND {_REVIEW_STATUS_SQL} != 'rejected' {where}"
+            "ORDER BY g.id", [list(ids)] if ids is not None else [])
+        for r in rows:
+            messages = json.loads(r.pop("messages"))
+            r["messages"] = [m for m in messages if m["role"] != "system"] if r.pop("teacher_only_system") else messages
+        return rows
+
+    def revision_links(self) -> list[dict]:
+        """(original_id, revised_id) of every stored revision (the constitution method's ledger), oldest first."""
+        return self._fetchdicts(
+            "SELECT CAST(json_extract_string(context, '$.original_id') AS BIGINT) AS original_id, "
+            "generation_id AS revised_id FROM ledger WHERE method = 'constitution' AND stage = 'revise' "
+            "AND state = 'ok' AND generation_id IS NOT NULL ORDER BY generation_id")
+
     def record_run_rows(self, run_id: int, rows: list[tuple[str, str]]) -> None:
         """Store the (row id, content hash) of every row a training run was given, in one statement."""
         run_rows_frame = pd.DataFrame(rows, columns=["row_id", "content_hash"]).astype(str)
