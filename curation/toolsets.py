@@ -193,3 +193,12 @@ def check_text(tools: list[dict], text: str | None) -> list[dict]:
 def tools_prompt(tools: list[dict]) -> str:
     """The tools and the <tool_call> format as a system prompt (Hermes / Qwen 2.5)."""
     return TOOLS_PROMPT.format(tools="\n".join(json.dumps(t, ensure_ascii=False) for t in tools))
+
+
+def with_tools_prompt(messages: list[dict], tools: list[dict]) -> list[dict]:
+    """The chat with `tools_prompt` in its system message (appended to one it has), turns unchanged: how a
+    student whose chat template has no tool-call format sees its tools, in training and in evaluation."""
+    prompt = tools_prompt(tools)
+    if messages and messages[0]["role"] == "system":
+        return [{"role": "system", "content": f"{messages[0]['content']}\n\n{prompt}"}, *messages[1:]]
+    return [{"role": "system", "content": prompt}, *messages]

@@ -8,7 +8,7 @@ A row answered with a tool set carries `tools` (the OpenAI list) and an answer w
   `apply_chat_template(..., tools=...)`, so the student learns the format its template (and any server that
   parses its output) expects.
 - fallback: the template ignores tools or calls (the bundled SmolLM2's and the Gemma base template do): the
-  tools are written into the system message in the Hermes / Qwen 2.5 convention (`tools_prompt`: the
+  tools are written into the system message in the Hermes / Qwen 2.5 convention (`with_tools_prompt`: the
   signatures inside <tools></tools>, and how to write a call) and the answer stays the <tool_call> text. A
   student trained so writes calls that `parse_calls` reads back (evaluation does).
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import jinja2
 
-from curation.toolsets import parse_calls, tools_prompt
+from curation.toolsets import parse_calls, with_tools_prompt
 
 _PROBE_NAME, _PROBE_VALUE = "probe_tool_f7q", "probe_value_z9k"
 _PROBE_TOOLS = [{"type": "function", "function": {
@@ -36,14 +36,6 @@ def renders_tool_calls(tokenizer) -> bool:
     except (jinja2.TemplateError, TypeError, ValueError, KeyError, AttributeError):
         return False
     return _PROBE_NAME in prompt and _PROBE_VALUE in text  # the value is only in the call
-
-
-def fallback_messages(messages: list[dict], tools: list[dict]) -> list[dict]:
-    """The chat with the tools in its system message (appended to one it has); turns are unchanged."""
-    prompt = tools_prompt(tools)
-    if messages and messages[0]["role"] == "system":
-        return [{"role": "system", "content": f"{messages[0]['content']}\n\n{prompt}"}, *messages[1:]]
-    return [{"role": "system", "content": prompt}, *messages]
 
 
 def native_message(message: dict) -> dict:
@@ -66,4 +58,4 @@ def student_chat(tokenizer, messages: list[dict], tools: list[dict] | None) -> t
         return messages, None
     if renders_tool_calls(tokenizer):
         return [native_message(m) for m in messages], tools
-    return fallback_messages(messages, tools), None
+    return with_tools_prompt(messages, tools), None

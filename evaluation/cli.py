@@ -4,7 +4,8 @@ Evaluates a distilled student on the workspace's eval split: the teacher, the ba
 distilled student answer; the judge compares and scores them. Progress goes to stderr, one JSON line of
 metrics to stdout; the per-task report is the eval run dir's eval.jsonl. Exit 0 / 1 (the eval failed) /
 2 (bad usage). The flags are EvalConfig's fields (curation.config_args: the config's defaults, its field
-docs as help); the teacher and judge endpoints are given by URL and model.
+docs as help); the teacher and judge endpoints are given by URL and model. With --tools: the students' tool
+calls on the held-out tool tasks instead (evaluation/tool_calls.py), one JSON report.
 """
 from __future__ import annotations
 
@@ -34,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default="", help="teacher model name at --base-url")
     parser.add_argument("--judge-base-url", default="", help="judge endpoint (default: the teacher)")
     parser.add_argument("--judge-model", default="", help="judge model name at --judge-base-url")
+    parser.add_argument("--tools", action="store_true",
+                        help="instead: the students' tool calls on the held-out tool tasks (the tools method's), "
+                             "checked against their schemas and matched with the teacher's calls; no judge")
     return parser
 
 
@@ -54,7 +58,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     with store:
         try:
-            metrics = evaluate(store, config)
+            if args.tools:
+                from evaluation.tool_calls import run_tool_eval
+                metrics = run_tool_eval(store, config)
+            else:
+                metrics = evaluate(store, config)
         except StudioError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_FAILED

@@ -4,6 +4,8 @@ format or the <tool_call> fallback, and the real embedded teacher with the bundl
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -88,6 +90,16 @@ def test_calls_as_text_read_back_and_an_unreadable_block_is_an_invalid_call():
     assert check_text(TOOLS, "It is sunny.") == []
 
 
+def test_requests_are_read_from_json_a_list_cut_short_or_numbered_lines():
+    from curation.methods.tools import parse_requests
+    assert parse_requests('{"requests": ["Weather in Oslo?", " Convert 5 USD to EUR. "]}') == [
+        "Weather in Oslo?", "Convert 5 USD to EUR."]
+    assert parse_requests('{\n "requests": [\n  "Weather in Oslo?",\n  "date: 2022-12-23 09:30:00:00:0') == [
+        "Weather in Oslo?"]  # cut at max_tokens: the complete requests are kept
+    assert parse_requests("1. Weather in Oslo?\n2. Book lunch on Friday.") == ["Weather in Oslo?", "Book lunch on Friday."]
+    assert parse_requests('{"requests": ["unclosed') is None and parse_requests("") is None
+
+
 def test_the_tools_command_imports_lists_and_refuses_headless(tmp_path):
     ws, bad = tmp_path / "ws", tmp_path / "bad.json"
     out = curation_cli("--workspace", ws, "tools", "--bundled")
@@ -167,7 +179,8 @@ def test_the_invalid_calls_filter_rejects_broken_calls_and_a_fixed_call_stays(st
         run_method(store, _teacher(server), ToolsConfig(requests_per_tool=2), server.base_url)
     store.add_tasks([{"instruction": "plain"}])  # a row without tools is never removed
     store._fetchone("INSERT INTO generations (task_id, request_key, endpoint, model, messages, params, sample_index, "
-                    "response, status) VALUES (5, 'plain', 'e', 'm', '[]', '{}', 0, 'no calls here', 'ok') RETURNING id")
+                    "response, status) VALUES (5, 'plain', 'e', 'm', '[]', '{}', 0, 'no calls here', 'ok') "
+                    "RETURNING id")
     by_request = {r["instruction"]: r["id"] for r in store._fetchdicts(
         "SELECT g.id, t.instruction FROM generations g JOIN tasks t ON t.id = g.task_id")}
     lima = by_request["Is it cold in Lima, in fahrenheit?"]
@@ -275,6 +288,31 @@ def test_a_tool_row_trains_in_the_students_own_format_when_its_template_has_one(
         "<|im_start|>system\nTOOLS: get_weather convert_currency add_calendar_event<|im_end|>\n")
 
 
+# ---- evaluation --------------------------------------------------------------------------------------------
+def test_a_students_answer_is_scored_for_validity_and_against_the_teachers_call():
+    from evaluation.tool_calls import answer_text, score_answer, summarise
+    reference = calls_text("", [{"name": "get_weather", "arguments": {"city": "Oslo", "unit": "celsius"}}])
+    same_reordered = ('<tool_call>\n{"arguments": {"unit": "celsius", "city": "Oslo"}, "name": "get_weather"}\n'
+                      '</tool_call>')
+    other_city = calls_text("", [{"name": "get_weather", "arguments": {"city": "Bergen"}}])
+    wrong_unit = calls_text("", [{"name": "get_weather", "arguments": {"city": "Oslo", "unit": "kelvin"}}])
+    scores = [score_answer(TOOLS, reference, answer) for answer in
+              (same_reordered, other_city, wrong_unit, "It is sunny in Oslo.")]
+    assert scores == [{"calls": 1, "valid": True, "name_match": True, "exact_match": True},
+                      {"calls": 1, "valid": True, "name_match": True, "exact_match": False},
+                      {"calls": 1, "valid": False, "name_match": True, "exact_match": False},
+                      {"calls": 0, "valid": False, "name_match": False, "exact_match": False}]
+    assert summarise(scores) == {"tasks": 4, "with_calls": 3, "valid_rate": 0.5, "name_match_rate": 0.75,
+                                 "exact_match_rate": 0.25}
+    # the calls a server parsed from a native template, and a bare JSON call, read as <tool_call> text
+    parsed = {"response": "", "tool_calls": [{"name": "get_weather",
+                                              "arguments": '{"city": "Oslo", "unit": "celsius"}'}]}
+    assert score_answer(TOOLS, reference, answer_text(parsed))["exact_match"]
+    bare = {"response": '{"name": "get_weather", "parameters": {"city": "Oslo", "unit": "celsius"}}'}
+    assert score_answer(TOOLS, reference, answer_text(bare))["exact_match"]
+    assert answer_text({"response": "no call"}) == "no call"
+
+
 # ---- the real embedded teacher ------------------------------------------------------------------------------
 @pytest.mark.integration
 def test_the_bundled_tools_on_the_embedded_teacher_to_a_trained_student(tmp_path, teacher_url, tiny_student):
@@ -289,11 +327,13 @@ def test_the_bundled_tools_on_the_embedded_teacher_to_a_trained_student(tmp_path
                        "--call-mode", "structured", "--max-tokens", "128", "--base-url", teacher_url, "--model",
                        "smollm2-135m-instruct", "--concurrency", "3")
     summary = json.loads(out.stdout.strip().splitlines()[-1])
-    assert summary["failed"] == 0 and summary["new_tasks"] >= 1
+    assert summary["failed"] == 0 and summary["new_tasks"] >= 2
     from curation.store import Store
     with Store(ws) as store:
         rows = store._fetchdicts("SELECT response, tool_calls FROM generations WHERE status = 'ok'")
         frame = store.toolsets_frame()
+        held_out = store.tasks()[0]["id"]
+        store.set_split([held_out], "eval")  # answered with the others: the teacher's reference for the eval
     assert rows and all(r["tool_calls"] for r in rows)  # structured: every answer holds at least one call
     calls = [c for r in rows for c in json.loads(r["tool_calls"])]
     assert all(isinstance(c["valid"], bool) and (c["valid"] or c["error"]) for c in calls)
@@ -306,4 +346,16 @@ def test_the_bundled_tools_on_the_embedded_teacher_to_a_trained_student(tmp_path
         run = store.runs(kind="sft")[0]
     assert run["status"] == "completed"
     trained = [json.loads(line) for line in (Path(run["run_dir"]) / SNAPSHOT_NAME).read_text().splitlines()]
-    assert trained and all(row["tools"] == TOOLS for row in trained)
+    assert trained and all(row["tools"] == TOOLS for row in trained) and held_out not in [r["task_id"] for r in trained]
+
+    from evaluation.tool_calls import template_takes_tools
+    assert not template_takes_tools(teacher_url)  # SmolLM2's template: the students get the fallback prompt
+    evaluated = subprocess.run([sys.executable, "-m", "evaluation", "--workspace", str(ws), "--run", str(run["id"]),
+                                "--tools", "--max-tokens", "48"], capture_output=True, text=True, timeout=900,
+                               cwd=Path(__file__).resolve().parents[1])
+    assert evaluated.returncode == 0, evaluated.stderr
+    report = json.loads(evaluated.stdout.strip().splitlines()[-1])
+    assert report["tasks"] == 1 and report["format"] == "fallback" and report["rows"][0]["task_id"] == held_out
+    assert "<tool_call>" in report["rows"][0]["reference"]
+    for student in ("base", "distilled"):  # a 2-step tiny student writes no sensible call: the figures, not their value
+        assert report[student]["tasks"] == 1 and 0 <= report[student]["valid_rate"] <= 1

@@ -9,11 +9,12 @@ TEACHER_NOTE = (
     "Requests that need the tools of a tool set (Seeds tab → Tools), answered by the teacher with tool calls; each "
     "call is checked against its function's JSON Schema and an invalid one is marked (Review shows the calls as a "
     "table; the *invalid_calls* filter on the Curate tab rejects them). **What the embedded 135M teacher can and "
-    "cannot do:** its chat template takes no tools, so it is asked for calls as JSON held to the tools' schemas "
-    "(call mode *auto* does this for it): its calls are nearly always valid in form, and it often picks the right "
-    "tool and takes a city or an amount from the request, but its requests are often vague or off-topic and its "
-    "arguments often invented — review them, or use a stronger teacher endpoint (through the tools API) for data "
-    "worth training on.")
+    "cannot do:** its chat template takes no tools, so through the tools API it never calls one (0 calls in 30 "
+    "answers); call mode *auto* therefore asks it for calls as JSON held to the tools' schemas. Measured on the "
+    "bundled tools (bench/tools.py): all 30 of its calls were valid, 21 of 30 named the tool the request was "
+    "written for, but only 9 of 60 text arguments came from the request (it answers \"Paris\", \"USD\" to "
+    "anything), and many of its requests are not requests at all (\"Paris, France\", a date). Review them, or use "
+    "a stronger teacher endpoint (through the tools API) for data worth training on.")
 
 
 def tools_group(groups: dict) -> dict:

@@ -28,6 +28,7 @@ from curation.methods.label import Sampling, check_sampling
 from curation.toolsets import calls_text, parse_calls, validate_call
 
 CALL_MODES = ("auto", "api", "structured")
+_JSON_STRING = re.compile(r'"((?:[^"\\\n]|\\.)*)"')  # one complete JSON string (an unclosed one does not match)
 MAX_CALLS = 5
 
 
@@ -88,15 +89,26 @@ def calls_schema(tools: list[dict], max_calls: int = 1) -> dict:
 
 
 def parse_requests(text: str | None) -> list[str] | None:
-    """Requests from {"requests": [...]}, a JSON array or a numbered list; None when none can be read."""
+    """Requests from {"requests": [...]}, a JSON array or a numbered list; None when none can be read. A JSON
+    list cut short (max_tokens) gives its complete strings."""
     if text and text.strip().startswith("{"):
         try:
             found = json.loads(text[text.find("{"):text.rfind("}") + 1]).get("requests")
         except (ValueError, AttributeError):
-            found = None
+            found = _complete_strings(text[text.find("[") + 1:]) if '"requests"' in text else None
         if isinstance(found, list):
             return [r.strip() for r in found if isinstance(r, str)] or None
     return parse_questions(text)
+
+
+def _complete_strings(text: str) -> list[str]:
+    found = []
+    for raw in _JSON_STRING.findall(text):
+        try:
+            found.append(json.loads(f'"{raw}"'))
+        except ValueError:
+            continue
+    return found
 
 
 def answer_calls(result: dict) -> tuple[str, list[dict], str]:

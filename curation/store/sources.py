@@ -97,6 +97,17 @@ class SourcesMixin:
         frame["tools"] = [", ".join(t["function"]["name"] for t in json.loads(v)) for v in frame["tools"]]
         return frame
 
+    def tool_references(self) -> list[dict]:
+        """Eval-split tasks answered with a tool set: id, instruction, skill, tools, and the teacher's answer (the
+        tools method's first ok one, an edit winning; a rejected one is no reference) as `reference`."""
+        rows = self._fetchdicts(
+            "SELECT t.id, t.instruction, t.skill, ts.tools, coalesce(l.edited_response, g.response) AS reference "
+            "FROM tasks t JOIN toolsets ts ON ts.id = t.toolset_id JOIN generations g ON g.task_id = t.id "
+            "LEFT JOIN labels l ON l.generation_id = g.id WHERE t.split = 'eval' AND g.status = 'ok' "
+            "AND g.method = 'tools' AND coalesce(l.status, 'pending') != 'rejected' "
+            "QUALIFY row_number() OVER (PARTITION BY t.id ORDER BY g.id) = 1 ORDER BY t.id")
+        return [{**r, "tools": json.loads(r["tools"])} for r in rows]
+
     def add_conversations(self, conversations: list[list[dict]], source: str) -> tuple[list[int], int]:
         """Store each conversation (checked chat messages ending with the assistant) as a task (its first
         user turn, its system message) and a generation (every turn before the last answer + that answer,
