@@ -1,7 +1,7 @@
 """Headless curation: python -m curation --workspace DIR <command> ...
 
-Commands: import, seed-pack, split, documents, conversations; generate, judge, ledger, retry-failed, prices (the teacher); embed, dedupe,
-filter, rank, undo (the Curate tab); review, export, stats.
+Commands: import, seed-pack, split, documents, conversations (what you bring); generate, judge, ledger,
+retry-failed, prices (the teacher); embed, dedupe, filter, rank, undo (the Curate tab); review, export, stats.
 
 Every command builds the same config objects as the UI and works on the same workspace file.
 """
@@ -130,7 +130,8 @@ def cmd_stats(store, args) -> int:
 
 
 COMMANDS = {"import": cmd_import, "seed-pack": cmd_seed_pack, "split": cmd_split, **elicit_cli.COMMANDS,
-            **curate_cli.COMMANDS, **sources_cli.COMMANDS, "review": cmd_review, "export": cmd_export, "stats": cmd_stats}
+            **curate_cli.COMMANDS, **sources_cli.COMMANDS, "review": cmd_review, "export": cmd_export,
+            "stats": cmd_stats}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -55,8 +55,8 @@ class UnanswerableFilter(Filter):
 
     def evaluate(self, rows: Sequence[dict]) -> Evaluation:
         grounded = [r for r in rows if r.get("chunk_id")]
-        return Evaluation([self.removes(r) for r in rows],
-                          {"grounded_rows": len(grounded), "unjudged_kept": sum(verdict_of(r) is None for r in grounded)})
+        unjudged = sum(verdict_of(r) is None for r in grounded)
+        return Evaluation([self.removes(r) for r in rows], {"grounded_rows": len(grounded), "unjudged_kept": unjudged})
 
 
 @dataclass(frozen=True)
@@ -83,5 +83,5 @@ class UnfaithfulFilter(Filter):
 
     def evaluate(self, rows: Sequence[dict]) -> Evaluation:
         grounded = [r for r in rows if r.get("chunk_id")]
-        return Evaluation([self.removes(r) for r in rows],
-                          {"grounded_rows": len(grounded), "unjudged_kept": sum(verdict_of(r) is None for r in grounded)})
+        unjudged = sum(verdict_of(r) is None for r in grounded)
+        return Evaluation([self.removes(r) for r in rows], {"grounded_rows": len(grounded), "unjudged_kept": unjudged})

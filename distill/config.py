@@ -52,8 +52,8 @@ class DPOOptions:
 
     pairs: str = field(default="scores", metadata={
         "help": "where pairs come from: 'scores' (per task, the best- vs the worst-judged response), "
-                "'compare' (the judge's pairwise verdicts), 'review' (approved vs hand-rejected responses) or 'revisions' "
-                "(the constitution method's revised answer vs its original)"})
+                "'compare' (the judge's pairwise verdicts), 'review' (approved vs hand-rejected responses) or "
+                "'revisions' (the constitution method's revised answer vs its original)"})
     min_score_gap: float = field(default=2.0, metadata={
         "help": "'scores' only: the best response must beat the worst by at least this many points (1-10 scale)"})
     beta: float = field(default=0.1, metadata={
@@ -129,7 +129,8 @@ class GRPOOptions:
 
     def __post_init__(self):
         coerce_numbers(self)
-        check(self.reward in GRPO_REWARDS, "grpo.reward", f"must be one of {', '.join(GRPO_REWARDS)} (got {self.reward!r})")
+        check(self.reward in GRPO_REWARDS, "grpo.reward",
+              f"must be one of {', '.join(GRPO_REWARDS)} (got {self.reward!r})")
         check(2 <= self.num_generations <= 16, "grpo.num_generations", f"must be 2..16 (got {self.num_generations})")
         check(8 <= self.max_completion_length <= 4096, "grpo.max_completion_length",
               f"must be 8..4096 (got {self.max_completion_length})")
