@@ -4,6 +4,7 @@ Screenshots go to tests/artifacts/ (the README's pictures of these skills are co
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,21 @@ def test_documents_and_conversations_in_the_browser(browser, tmp_path):
                                                                timeout=30_000)
         expect(page.locator("#review-source")).to_contain_text("called hooch")
         _shot(page, "skills-grounded.png")
+
+
+def test_constitution_and_grpo_are_offered_in_the_browser(browser, tmp_path):
+    """Generate offers the constitution method with its principles; Train offers grpo with its reward."""
+    from playwright.sync_api import expect
+    with running_studio(tmp_path / "ws") as (studio, url):
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url)
+        page.get_by_role("tab", name="Generate").click()
+        page.locator("#gen-method input").click()
+        page.get_by_role("option", name="constitution", exact=True).click()
+        expect(page.locator("#gen-principles textarea")).to_have_value(re.compile("Be honest"), timeout=30_000)
+        _shot(page, "skills-constitution.png")
+        page.get_by_role("tab", name="Train").click()
+        page.locator("#train-method").get_by_text("grpo", exact=True).click()
+        expect(page.locator("#train-grpo-reward")).to_be_visible(timeout=30_000)
+        expect(page.get_by_text("reinforcement learning from feedback (GRPO")).to_be_visible()
+        _shot(page, "skills-grpo.png")
