@@ -90,3 +90,17 @@ def test_constitution_on_the_embedded_teacher(store, teacher_url):
     summary = run_method(store, TeacherConfig(concurrency=2), ConstitutionConfig(max_tokens=96), teacher_url)
     critiques = store.ledger_rows(states=("ok",))
     assert summary["failed"] == 0 and len([c for c in critiques if c["stage"] == "critique"]) == 3
+
+
+def test_revisions_train_a_dpo_student_headless(store, tiny_student):
+    from tests.test_train import run_cli
+
+    _answers(store)
+    with FaultServer([_script]) as server:
+        run_method(store, _teacher(server), ConstitutionConfig(), server.base_url)
+    workspace = store.workspace
+    store.close()
+    result = run_cli("train", "--workspace", str(workspace), "--student", str(tiny_student), "--method", "dpo",
+                     "--pairs", "revisions", "--max-steps", "2", "--batch-size", "1", "--lr", "1e-3")
+    assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-2000:]
+    assert "step 2/2" in result.stdout
