@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curation.errors import StudioError
+from curation.toolsets import openai_chat_row
 
 EXPORT_FORMATS = ("chat-jsonl", "alpaca-jsonl", "sharegpt-jsonl", "parquet")
 
@@ -37,7 +38,10 @@ def export_examples(examples: list[dict], path: str | os.PathLike, fmt: str = "c
         _write_atomically(target, lambda f: _write_parquet(examples, f))
     else:
         row_of = {"chat-jsonl": _chat_row, "alpaca-jsonl": _alpaca_row, "sharegpt-jsonl": _sharegpt_row}[fmt]
-        _write_atomically(target, lambda f: _write_jsonl([row_of(e["messages"]) for e in examples], f))
+        rows = [row_of(e["messages"]) for e in examples]
+        if fmt == "chat-jsonl":  # a tool-use row in OpenAI's format: its tools, and its calls as tool_calls
+            rows = [openai_chat_row(row, e.get("tools")) for row, e in zip(rows, examples)]
+        _write_atomically(target, lambda f: _write_jsonl(rows, f))
     return len(examples)
 
 

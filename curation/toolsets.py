@@ -195,6 +195,24 @@ def tools_prompt(tools: list[dict]) -> str:
     return TOOLS_PROMPT.format(tools="\n".join(json.dumps(t, ensure_ascii=False) for t in tools))
 
 
+def openai_chat_row(row: dict, tools: list[dict] | None) -> dict:
+    """A chat-JSONL row ({"messages": [...]}) in OpenAI's fine-tuning format for tool use: `tools` beside the
+    messages and each assistant turn's <tool_call> text as `tool_calls` (arguments a JSON text). Rows without
+    tools, and calls that are not a name with an object of arguments, are left as they are."""
+    if not tools:
+        return row
+    messages = []
+    for m in row["messages"]:
+        content, calls = parse_calls(m["content"]) if m["role"] == "assistant" else ("", [])
+        if calls and all(isinstance(c["name"], str) and isinstance(c["arguments"], dict) for c in calls):
+            m = {"role": "assistant", "content": content or None, "tool_calls": [
+                {"id": f"call_{i}", "type": "function",
+                 "function": {"name": c["name"], "arguments": json.dumps(c["arguments"], ensure_ascii=False)}}
+                for i, c in enumerate(calls)]}
+        messages.append(m)
+    return {**row, "messages": messages, "tools": tools}
+
+
 def with_tools_prompt(messages: list[dict], tools: list[dict]) -> list[dict]:
     """The chat with `tools_prompt` in its system message (appended to one it has), turns unchanged: how a
     student whose chat template has no tool-call format sees its tools, in training and in evaluation."""

@@ -232,6 +232,23 @@ def test_a_structured_answer_cut_short_is_an_invalid_call_that_says_why(store):
     assert call["name"] is None and not call["valid"] and call["error"].startswith("not a call")
 
 
+def test_a_tool_row_exports_in_openais_tool_format(store, tmp_path):
+    from curation import exporting
+    import_toolset(store, bundled_toolset())
+    with FaultServer([_script]) as server:
+        run_method(store, _teacher(server), ToolsConfig(requests_per_tool=2), server.base_url)
+    from curation.store import ReviewFilter
+    store.label_filter(ReviewFilter(), "approved")
+    out = tmp_path / "tools.jsonl"
+    assert exporting.export_examples(store.approved_examples(), out) == 4
+    rows = {json.loads(line)["messages"][0]["content"]: json.loads(line) for line in out.read_text().splitlines()}
+    oslo = rows["What's the weather in Oslo?"]
+    assert oslo["tools"] == TOOLS and oslo["messages"][-1] == {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_0", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]}
+    broken = rows["Change 20 dollars into euros."]["messages"][-1]  # arguments that never parsed stay text
+    assert "tool_calls" not in broken and broken["content"].startswith("<tool_call>")
+
+
 def test_without_a_tool_set_the_method_says_what_to_do(store):
     from curation.errors import StudioError
     with FaultServer([_script]) as server, pytest.raises(StudioError, match="import one first"):
