@@ -82,8 +82,11 @@ def _train(run_dir: Path, resume: bool, stop) -> dict:
     metrics = {**end_metrics(output.metrics, state, log), **peak, "method": config.method}
     if eval_loss.last_loss is not None:
         metrics.update(eval_loss=eval_loss.last_loss, eval_rows=len(heldout))
+    if trainer.is_fsdp_enabled:  # every rank takes part in gathering the sharded adapter; the main one writes it
+        trainer.save_model(str(adapter_dir))
     if is_main_process():
-        trainer.model.save_pretrained(adapter_dir, safe_serialization=True)
+        if not trainer.is_fsdp_enabled:
+            trainer.model.save_pretrained(adapter_dir, safe_serialization=True)
         # The tokenizer (with its chat template) travels with the adapter so it can be used on its own.
         trainer.processing_class.save_pretrained(adapter_dir)
         from distill.model_card import write_model_card

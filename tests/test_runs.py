@@ -220,6 +220,46 @@ def test_torchrun_two_cpu_ranks_train_through_the_same_entry(store, tiny_student
     assert_adapter_trained(run_dir)
 
 
+def test_the_fsdp_config_is_read_by_accelerate_as_fsdp2_with_a_whole_adapter():
+    """distill/fsdp.yaml through accelerate's own launch parsing, as `accelerate launch --config_file` reads it."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from accelerate.utils.launch import prepare_multi_gpu_env
+
+    args = launch_command_parser().parse_args(["--config_file", str(REPO_ROOT / "distill" / "fsdp.yaml"),
+                                               "--num_processes", "4", "-m", "distill", "train", "--run-dir", "X"])
+    args, _, _ = _validate_launch_command(args)
+    env = prepare_multi_gpu_env(args)
+    assert args.use_fsdp and env["ACCELERATE_USE_FSDP"] == "true" and args.num_processes == 4
+    saved = dict(os.environ)
+    try:
+        os.environ.update(env)
+        plugin = FullyShardedDataParallelPlugin()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    assert plugin.fsdp_version == 2 and plugin.reshard_after_forward is True
+    assert "FULL_STATE_DICT" in str(plugin.state_dict_type) and plugin.auto_wrap_policy is not None
+
+
+def test_accelerate_launch_with_the_fsdp_config_trains_two_cpu_ranks(store, tiny_student):
+    """The README's `accelerate launch --config_file distill/fsdp.yaml` runs the same entry; on CPU accelerate
+    runs it as DDP (its FSDP needs GPUs), so this proves the launch and the two ranks, not the sharding."""
+    seed_pairs(store)
+    config = TrainConfig(student=str(tiny_student), max_steps=2, batch_size=2, max_length=128, eval_rows=0)
+    run_dir = prepare_run_dir(snapshot.collect(store, config), config, store.workspace / "runs")
+    env = {**child_env(), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                             str(REPO_ROOT / "distill" / "fsdp.yaml"), "--num_processes", "2", "--main_process_port",
+                             str(_free_port()), "-m", "distill", "train", "--run-dir", str(run_dir)],
+                            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=2 * CHILD_TIMEOUT_S)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    start = events(run_dir, "start")
+    assert len(start) == 1 and start[0].get("world_size") == 2, start
+    assert len(events(run_dir, "end")) == 1
+    assert_adapter_trained(run_dir)
+
+
 def _free_port() -> int:
     from models.engine import free_port
     return free_port()
