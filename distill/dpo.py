@@ -121,16 +121,14 @@ def build_dpo_trainer(model_path: Path, rows: list[dict], config: TrainConfig, r
     from trl import DPOConfig, DPOTrainer
 
     from distill.data import prompt_and_full_ids
-    from distill.loading import load_student, load_tokenizer, lora_config, require_memory, trainer_args, use_liger
+    from distill.loading import load_tokenizer, prepare_student
 
     tokenizer = load_tokenizer(model_path, config.student)
     records = [{"prompt": r["prompt"], "chosen": [{"role": "assistant", "content": r["chosen"]}],
                 "rejected": [{"role": "assistant", "content": r["rejected"]}]} for r in rows]
     lengths = [max(len(prompt_and_full_ids(tokenizer, rec["prompt"] + rec[side])[1]) for side in ("chosen", "rejected"))
                for rec in records]
-    require_memory(config, model_path, lengths, run_dir, device)
-    model = load_student(model_path, config, device)
-    args = DPOConfig(**trainer_args(config, run_dir, device), beta=config.dpo.beta, max_length=config.max_length,
-                     use_liger_kernel=use_liger(device))
-    return DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(records), processing_class=tokenizer,
-                      peft_config=lora_config(config), callbacks=list(callbacks))
+    student = prepare_student(model_path, config, run_dir, device, lengths)
+    args = DPOConfig(**student.args, beta=config.dpo.beta, max_length=config.max_length)
+    return DPOTrainer(model=student.model, args=args, train_dataset=Dataset.from_list(records),
+                      processing_class=tokenizer, peft_config=student.peft_config, callbacks=list(callbacks))

@@ -119,20 +119,19 @@ def build_grpo_trainer(model_path: Path, rows: list[dict], config, run_dir: Path
     from trl import GRPOConfig, GRPOTrainer
 
     from distill.data import prompt_and_full_ids
-    from distill.loading import load_student, load_tokenizer, lora_config, require_memory, trainer_args
+    from distill.loading import load_tokenizer, prepare_student
 
     options = config.grpo
     tokenizer = load_tokenizer(model_path, config.student)
     lengths = [len(prompt_and_full_ids(tokenizer, r["messages"] + [{"role": "assistant", "content": ""}])[0])
                + options.max_completion_length for r in rows]
-    require_memory(config, model_path, lengths, run_dir, device)
-    model = load_student(model_path, config, device)
-    peft_config = lora_config(config)
+    student = prepare_student(model_path, config, run_dir, device, lengths, liger=False)
+    model, peft_config = student.model, student.peft_config
     if options.init_adapter:
         from peft import PeftModel
 
         model, peft_config = PeftModel.from_pretrained(model, options.init_adapter, is_trainable=True), None
-    args = GRPOConfig(**trainer_args(config, run_dir, device), num_generations=options.num_generations,
+    args = GRPOConfig(**student.args, num_generations=options.num_generations,
                       max_completion_length=options.max_completion_length, temperature=options.temperature,
                       beta=options.beta, log_completions=False)
     dataset = Dataset.from_list([{"prompt": r["messages"], "expected": r.get("expected") or ""} for r in rows])

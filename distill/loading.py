@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from curation.errors import StudioError
@@ -129,6 +130,31 @@ def require_memory(config: TrainConfig, model_path: Path, lengths: list[int], ru
     if not found.fits and not config.ignore_memory_estimate:
         raise StudioError(found.refusal())
     return found
+
+
+@dataclass
+class Prepared:
+    """What a TRL trainer takes besides its data: the loaded student, the shared training arguments (a dict the
+    method's own config class extends) and the fresh LoRA adapter's config."""
+
+    model: object
+    args: dict
+    peft_config: object
+
+
+def prepare_student(model_path: Path, config: TrainConfig, run_dir: Path, device: str, lengths: list[int] | None,
+                    liger: bool = True) -> Prepared:
+    """The one way from a config to a trainable student, for every method: the memory check on the examples' real
+    token `lengths` (refusing before any weight is read), the load, the trainer arguments and the LoRA config.
+    `lengths` None: no memory check (a caller that checked already). `liger`: let TRL use Liger's fused kernels
+    where they run (CUDA, installed)."""
+    if lengths is not None:
+        require_memory(config, model_path, lengths, run_dir, device)
+    model = load_student(model_path, config, device)
+    args = trainer_args(config, run_dir, device)
+    if liger:
+        args["use_liger_kernel"] = use_liger(device)
+    return Prepared(model, args, lora_config(config))
 
 
 def local_cuda_device() -> int:

@@ -191,8 +191,7 @@ def build_trainer(model_path: Path, examples: list[dict], config: TrainConfig, r
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from distill.loading import (device_of, load_student, load_tokenizer, lora_config, require_memory, trainer_args,
-                                 use_liger)
+    from distill.loading import device_of, load_tokenizer, prepare_student
 
     device = device or device_of()
     tokenizer = load_tokenizer(model_path, config.student)
@@ -201,19 +200,17 @@ def build_trainer(model_path: Path, examples: list[dict], config: TrainConfig, r
     if not tokenized:
         raise StudioError("every example was dropped during tokenization: its prompt alone fills max_length; "
                           "raise max_length")
-    if check_memory:
-        require_memory(config, model_path, [len(t["input_ids"]) for t in tokenized], run_dir, device)
-    model = load_student(model_path, config, device)
+    student = prepare_student(model_path, config, run_dir, device,
+                              [len(t["input_ids"]) for t in tokenized] if check_memory else None)
     padding_free = config.batching == "padding_free"
     if padding_free:
         from distill.attention import use_segments
 
-        use_segments(model)  # SDPA per example instead of one block-diagonal mask (see distill/attention.py)
-    args = SFTConfig(**trainer_args(config, run_dir, device), completion_only_loss=True,
-                     padding_free=padding_free, max_length=None if padding_free else config.max_length,
-                     use_liger_kernel=use_liger(device))
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(tokenized),
-                         processing_class=tokenizer, peft_config=lora_config(config), callbacks=list(callbacks))
+        use_segments(student.model)  # SDPA per example instead of one block-diagonal mask (see distill/attention.py)
+    args = SFTConfig(**student.args, completion_only_loss=True, padding_free=padding_free,
+                     max_length=None if padding_free else config.max_length)
+    trainer = SFTTrainer(model=student.model, args=args, train_dataset=Dataset.from_list(tokenized),
+                         processing_class=tokenizer, peft_config=student.peft_config, callbacks=list(callbacks))
     check_response_only_labels(trainer.train_dataset)
     return trainer
 
