@@ -130,7 +130,7 @@ def test_an_endpoint_without_logprobs_stops_the_job_with_a_clear_message(store, 
         with pytest.raises(TeacherError, match=f"does not return token logprobs: .*{why}"):
             run_method(store, teacher_for(server), LogprobsConfig(), server.base_url)
         assert len(server.requests) == 1  # stopped at the first answer
-    assert store.ledger_summary()["by_state"] == {"pending": 2, "ok": 0, "failed": 1, "retried": 0}
+    assert store.ledger_summary()["by_state"] == {"pending": 2, "ok": 0, "failed": 1, "retried": 0, "batched": 0}
     assert store.runs()[0]["status"] == "failed" and "logprobs" in store.runs()[0]["error"]
 
 
@@ -212,7 +212,7 @@ def test_killed_with_sigkill_then_rerun_sends_exactly_the_missing_calls(tmp_path
         proc.wait(timeout=10)
         with Store(ws) as store:
             assert store.stats()["generations"] == n
-            assert store.ledger_summary()["by_state"] == {"pending": m - n, "ok": n, "failed": 0, "retried": 0}
+            assert store.ledger_summary()["by_state"] == {"pending": m - n, "ok": n, "failed": 0, "retried": 0, "batched": 0}
         server.script = [{"text": "after the restart"}]
         before = len(server.requests)
         rerun = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120)

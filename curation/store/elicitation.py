@@ -19,7 +19,7 @@ class ElicitationMixin:
     _LEDGER_COLS = ("request_key", "run_id", "method", "stage", "task_id", "generation_id", "other_generation_id",
                     "endpoint", "model", "messages", "params", "sample_index", "context")
     _LEDGER_JSON = ("messages", "params", "context", "result")
-    LEDGER_STATES = ("pending", "ok", "failed", "retried")
+    LEDGER_STATES = ("pending", "ok", "failed", "retried", "batched")
 
     def done_request_keys(self, keys: list[str]) -> set[str]:
         """The subset of `keys` already answered: ok in the ledger, an ok generation, or a judgment."""
@@ -67,8 +67,9 @@ class ElicitationMixin:
         """
         ids: dict = {}
         with self.transaction() as con:
-            if generation is not None:
-                ids["generation_id"] = self._upsert_generation(con, generation)
+            if generation is not None:  # which farm member or batch answered: the call's, not the method's to say
+                ids["generation_id"] = self._upsert_generation(con, {**generation,
+                                                                     "answered_by": result.get("answered_by")})
             if judgment is not None:
                 found = con.execute("SELECT id FROM judgments WHERE request_key = ?", [request_key]).fetchone()
                 ids["judgment_id"] = found[0] if found else con.execute(
@@ -88,11 +89,12 @@ class ElicitationMixin:
             updated = con.execute(
                 "UPDATE ledger SET state = ?, attempts = attempts + ?, error = ?, raw_output = ?, result = ?, "
                 "prompt_tokens = ?, completion_tokens = ?, cost_usd = ?, latency_s = ?, updated_at = now(), "
-                "generation_id = coalesce(generation_id, ?) WHERE request_key = ? RETURNING request_key",
+                "answered_by = ?, generation_id = coalesce(generation_id, ?) WHERE request_key = ? "
+                "RETURNING request_key",
                 [state, result.get("attempts") or 1, result.get("error"), raw_output,
                  json.dumps(summary, ensure_ascii=False), result.get("prompt_tokens"),
                  result.get("completion_tokens"), result.get("cost_usd"), result.get("latency_s"),
-                 ids.get("generation_id"), request_key]).fetchall()
+                 result.get("answered_by"), ids.get("generation_id"), request_key]).fetchall()
             if not updated:
                 raise StudioError(f"call {request_key[:12]} was never planned; plan_ledger() it before sending")
         return ids
@@ -103,7 +105,7 @@ class ElicitationMixin:
         # row) inside the caller's transaction, with the method and logprobs columns.
         cols = ("task_id", "run_id", "request_key", "endpoint", "model", "messages", "params", "sample_index",
                 "teacher_only_system", "response", "finish_reason", "prompt_tokens", "completion_tokens",
-                "latency_s", "status", "error", "attempts", "method", "logprobs", "tool_calls")
+                "latency_s", "status", "error", "attempts", "method", "logprobs", "tool_calls", "answered_by")
         values = dict(zip(cols, (row.get(c) for c in cols)))
         values["messages"] = json.dumps(row["messages"], ensure_ascii=False)
         values["params"] = json.dumps(row["params"], sort_keys=True)

@@ -185,4 +185,34 @@ MIGRATIONS = [
     ALTER TABLE tasks ADD COLUMN toolset_id BIGINT;
     ALTER TABLE generations ADD COLUMN tool_calls VARCHAR;
     """,
+    # 7: scale (issue 17) — which member of a teacher farm (or which Batch API batch) answered each call, and
+    # the batches submitted to the OpenAI Batch API with their own states, so that a restart resumes polling
+    # the same batch and never submits twice.
+    """
+    ALTER TABLE ledger ADD COLUMN answered_by VARCHAR;
+    ALTER TABLE ledger ADD COLUMN batch_id BIGINT;
+    ALTER TABLE generations ADD COLUMN answered_by VARCHAR;
+    CREATE SEQUENCE batch_id_seq START 1;
+    CREATE TABLE batches (
+        id BIGINT PRIMARY KEY DEFAULT nextval('batch_id_seq'),
+        run_id BIGINT,
+        endpoint VARCHAR NOT NULL,
+        model VARCHAR NOT NULL,
+        method VARCHAR NOT NULL,
+        stage VARCHAR,
+        state VARCHAR NOT NULL DEFAULT 'planned',
+        remote_id VARCHAR,
+        input_file_id VARCHAR,
+        output_file_id VARCHAR,
+        error_file_id VARCHAR,
+        request_count INTEGER NOT NULL,
+        ok_count INTEGER,
+        failed_count INTEGER,
+        discount DOUBLE NOT NULL DEFAULT 0.5,
+        input_path VARCHAR,
+        error VARCHAR,
+        created_at TIMESTAMP NOT NULL DEFAULT now(),
+        updated_at TIMESTAMP NOT NULL DEFAULT now()
+    );
+    """,
 ]
