@@ -23,6 +23,7 @@ from curation.methods.base import Call, Writes, add_counts
 from curation.methods.label import GenerateConfig, build_messages  # noqa: F401  (the UI imports them from here)
 from curation.methods.context import RunContext
 from curation.store import Store
+from curation.farm import make_sender
 from curation.teacher import TeacherConfig, call_chat, call_cost_usd
 from models.students import StudentServers
 
@@ -66,6 +67,7 @@ class Progress:
     discarded: int = 0
     new_tasks: int = 0
     in_flight: int = 1  # calls sent at once (the teacher's concurrency)
+    endpoints: dict | None = None  # a farm's members: name -> sent, ok, failed, failed_over, in_flight, state
 
     @property
     def eta_s(self) -> float | None:
@@ -112,6 +114,7 @@ class _Job:
         self.stage, self.fatal, self.stop_reason = "", None, None
         self.writing = threading.Lock()
         self.in_flight = 1
+        self.sender = None  # what sends the teacher calls; a farm's counts per endpoint come from it
 
     async def diagnose(self) -> str | None:
         """After a connection error: did the server behind the endpoint die? (its description, or None)"""
@@ -170,7 +173,8 @@ class _Job:
     def progress(self) -> Progress:
         return Progress(self.done, self.planned, self.failed, self.completion_tokens, time.monotonic() - self.started,
                         self.prompt_tokens, self.cost_usd if self.price is not None else None, self.stage,
-                        sum(self.discarded.values()), self.new_tasks, self.in_flight)
+                        sum(self.discarded.values()), self.new_tasks, self.in_flight,
+                        self.sender.counts() if self.sender is not None else None)
 
     def summary(self, method: str) -> dict:
         elapsed = round(time.monotonic() - self.started, 3)
@@ -182,11 +186,12 @@ class _Job:
                 "cost_usd": round(self.cost_usd, 6) if self.price is not None else None,
                 "new_tasks": self.new_tasks, "discarded": dict(self.discarded), "stopped_reason": self.stop_reason,
                 "elapsed_s": elapsed, "tokens_per_s": round(self.completion_tokens / elapsed, 2) if elapsed else 0.0,
-                "store_ms_per_row": round(1000 * self.write_s / self.done, 3) if self.done else None}
+                "store_ms_per_row": round(1000 * self.write_s / self.done, 3) if self.done else None,
+                **({"endpoints": counts} if self.sender and (counts := self.sender.counts()) else {})}
 
 
-async def _send(job: _Job, ctx: RunContext, stage: Stage, calls: list[Call], client) -> None:
-    semaphore = asyncio.Semaphore(ctx.teacher.concurrency)  # the student's server batches as the teacher's does
+async def _send(job: _Job, ctx: RunContext, stage: Stage, calls: list[Call], sender) -> None:
+    semaphore = asyncio.Semaphore(ctx.teacher.in_flight_limit)  # the student's server batches as the teacher's does
     student_client = []
 
     async def ask_student(call: Call) -> dict:
@@ -202,8 +207,7 @@ async def _send(job: _Job, ctx: RunContext, stage: Stage, calls: list[Call], cli
             if job.should_stop():
                 return
             if stage.sender == "teacher":
-                result = await call_chat(client, call.model, call.messages, call.params, ctx.teacher.max_retries,
-                                         should_stop=job.should_stop, diagnose=job.diagnose)
+                result = await sender.send(call, job.should_stop, job.diagnose)
                 died = result.pop("server_died", None)
                 if died and not job.fatal:
                     job.fatal = died  # no more calls to a dead server; the job's owner may restart it and resume
@@ -227,23 +231,25 @@ async def _send(job: _Job, ctx: RunContext, stage: Stage, calls: list[Call], cli
 
 
 async def _run_stages(job: _Job, ctx: RunContext, stages: list[tuple[Stage, list[Call] | None]], base_url: str):
-    client = ctx.teacher.client(base_url) if any(s.sender == "teacher" for s, _ in stages) else None
+    sender = make_sender(ctx.teacher, base_url) if any(s.sender == "teacher" for s, _ in stages) else None
+    job.sender = sender
     try:
         for stage, calls in stages:
             job.stage = stage.name
             if calls is None:
                 calls = stage.plan(ctx)
-            done = ctx.store.done_request_keys([c.request_key for c in calls])
-            todo = [c for c in calls if c.request_key not in done]
+            keys = [c.request_key for c in calls]
+            done, batched = ctx.store.done_request_keys(keys), ctx.store.batched_request_keys(keys)
+            todo = [c for c in calls if c.request_key not in done and c.request_key not in batched]
             job.planned += len(todo)
-            job.skipped += len(calls) - len(todo)
+            job.skipped += len(calls) - len(todo)  # stored, or waiting in a submitted Batch API batch
             ctx.store.plan_ledger(job.run_id, [c.ledger_row() for c in todo])
-            await _send(job, ctx, stage, todo, client)
+            await _send(job, ctx, stage, todo, sender)
             if job.should_stop():
                 break
     finally:
-        if client is not None:
-            await client.close()
+        if sender is not None:
+            await sender.close()
 
 
 def execute_stages(store: Store, teacher: TeacherConfig, ctx: RunContext, method_name: str, run_config: dict,
@@ -268,10 +274,12 @@ def execute_stages(store: Store, teacher: TeacherConfig, ctx: RunContext, method
     and re-raised.
     """
     price = check_budget(store, teacher, budget)
+    if teacher.farm is not None:
+        teacher.farm.check_keys(teacher.api_key)  # a member's key variable unset: said before a run is recorded
     run_id = store.start_run("generate", run_config)
     ctx.run_id = run_id
     job = _Job(store, run_id, price, budget, cancel, on_progress, watch)
-    job.in_flight = teacher.concurrency
+    job.in_flight = teacher.in_flight_limit
     try:
         try:
             asyncio.run(_run_stages(job, ctx, stages, base_url))

@@ -21,6 +21,7 @@ from typing import Awaitable, Callable
 import openai
 
 from curation.errors import ConfigError
+from curation.farm_config import TeacherFarm
 
 EMBEDDED_ENDPOINT = "embedded"
 EMBEDDED_MODEL = "smollm2-135m-instruct"
@@ -47,6 +48,8 @@ class TeacherConfig:
         EMBEDDED_TIMEOUT_S (see `client`).
     max_retries: retries on connection errors, timeouts, 408/409/429/5xx, with exponential backoff
         honouring Retry-After / retry-after-ms (0..10). After the last one the row is stored as failed.
+    farm: several endpoints behind this teacher instead of base_url (curation/farm_config.py); model then
+        defaults to the farm's model, and concurrency is each endpoint's own.
     """
 
     base_url: str = ""
@@ -55,10 +58,13 @@ class TeacherConfig:
     concurrency: int = DEFAULT_CONCURRENCY
     timeout_s: float = 60.0
     max_retries: int = 3
+    farm: TeacherFarm | None = None
 
     def __post_init__(self):
         self.base_url = (self.base_url or "").strip().rstrip("/")
         self.model = (self.model or "").strip()
+        if self.farm is not None:
+            self._check_farm()
         if self.base_url and not self.base_url.startswith(("http://", "https://")):
             raise ConfigError(f"base_url must start with http:// or https:// (got {self.base_url!r})")
         if self.base_url and not self.model:
@@ -71,22 +77,42 @@ class TeacherConfig:
             raise ConfigError(f"max_retries must be between 0 and 10 (got {self.max_retries})")
         self.concurrency, self.max_retries, self.timeout_s = int(self.concurrency), int(self.max_retries), float(self.timeout_s)
 
+    def _check_farm(self):
+        if self.base_url:
+            raise ConfigError("give either a base_url or a teacher farm, not both")
+        self.model = self.model or self.farm.model
+        if not self.model:
+            raise ConfigError(f"teacher farm {self.farm.name!r} needs the model it serves (\"model\" in the farm "
+                              "file, or --model)")
+        if self.farm.model and self.farm.model != self.model:
+            raise ConfigError(f"the model {self.model!r} is not the farm's model {self.farm.model!r}; "
+                              "change one of them")
+
     @classmethod
     def from_env(cls, **overrides) -> "TeacherConfig":
-        """Base URL and key from OPENAI_BASE_URL / OPENAI_API_KEY unless given."""
-        values = {"base_url": os.environ.get("OPENAI_BASE_URL", ""), "model": os.environ.get("OPENAI_MODEL", "")}
+        """Base URL and key from OPENAI_BASE_URL / OPENAI_API_KEY unless given (a farm ignores OPENAI_BASE_URL)."""
+        farm = overrides.get("farm") is not None
+        values = {"base_url": "" if farm else os.environ.get("OPENAI_BASE_URL", ""),
+                  "model": "" if farm else os.environ.get("OPENAI_MODEL", "")}
         values.update({k: v for k, v in overrides.items() if v not in (None, "")})
         return cls(**values)
 
     @property
     def embedded(self) -> bool:
-        return not self.base_url
+        return not self.base_url and self.farm is None
 
     @property
     def endpoint_id(self) -> str:
         # The embedded server gets a new port each start; its identity must not, or every restart
-        # would make old answers look unpaid-for.
+        # would make old answers look unpaid-for. A farm's is its name, whichever member answers.
+        if self.farm is not None:
+            return f"farm:{self.farm.name}"
         return EMBEDDED_ENDPOINT if self.embedded else self.base_url
+
+    @property
+    def in_flight_limit(self) -> int:
+        """Calls the engine keeps in flight: the concurrency, or the sum of a farm's endpoints' concurrency."""
+        return self.farm.concurrency if self.farm is not None else self.concurrency
 
     @property
     def model_name(self) -> str:
@@ -95,7 +121,8 @@ class TeacherConfig:
     def public(self) -> dict:
         """What may be stored or shown: everything but the key."""
         return {"endpoint": self.endpoint_id, "model": self.model_name, "concurrency": self.concurrency,
-                "timeout_s": self.timeout_s, "max_retries": self.max_retries}
+                "timeout_s": self.timeout_s, "max_retries": self.max_retries,
+                **({"farm": self.farm.public()} if self.farm is not None else {})}
 
     def client(self, base_url: str) -> openai.AsyncOpenAI:
         """A client for the running event loop (an AsyncOpenAI must not cross loops). Retries are ours.
@@ -130,26 +157,53 @@ async def call_chat(client: openai.AsyncOpenAI, model: str, messages: list[dict]
     attempt = 0
     while True:
         attempt += 1
-        try:
-            raw = await client.chat.completions.with_raw_response.create(model=model, messages=messages, **params)
-            resp = raw.parse()
-        except openai.APIStatusError as exc:
-            error, retry, wait = _describe_error(exc), _retryable_status(exc.response), _retry_after(exc.response.headers)
-        except openai.APIConnectionError as exc:  # includes timeouts
-            error, retry, wait = _describe_error(exc), True, None
+        sent = await attempt_chat(client, model, messages, params)
+        if sent.result is not None:
+            return {**sent.result, "latency_s": time.monotonic() - started, "attempts": attempt}
+        if sent.kind in ("connection", "timeout"):
             died = await diagnose() if diagnose is not None else None
             if died:
-                return {"status": "error", "error": f"{died}\n(the call saw: {error})", "server_died": died,
+                return {"status": "error", "error": f"{died}\n(the call saw: {sent.error})", "server_died": died,
                         "latency_s": time.monotonic() - started, "attempts": attempt}
-        except (openai.APIError, ValueError) as exc:  # a 200 whose body is not a chat completion
-            error, retry, wait = f"the endpoint returned an unreadable answer: {_describe_error(exc)}", False, None
-        else:
-            return {**_read_completion(resp), "latency_s": time.monotonic() - started, "attempts": attempt}
-        if not retry or attempt > max_retries:
-            return {"status": "error", "error": error, "latency_s": time.monotonic() - started, "attempts": attempt}
+        if not sent.retry or attempt > max_retries:
+            return {"status": "error", "error": sent.error, "latency_s": time.monotonic() - started,
+                    "attempts": attempt}
         if should_stop is not None and should_stop():
-            return {"status": "cancelled", "error": error, "attempts": attempt}
-        await asyncio.sleep(backoff_s(attempt, wait))
+            return {"status": "cancelled", "error": sent.error, "attempts": attempt}
+        await asyncio.sleep(backoff_s(attempt, sent.wait))
+
+
+@dataclass
+class Attempt:
+    """What one request to an endpoint came to: its answer's fields, or why there is none.
+
+    kind: ok | connection (refused, reset, closed: no HTTP answer) | timeout | status (an HTTP error) |
+    unreadable (a 200 whose body is not a chat completion). retry: worth sending again; wait: the server's
+    Retry-After in seconds."""
+
+    result: dict | None = None
+    error: str = ""
+    retry: bool = False
+    wait: float | None = None
+    kind: str = "ok"
+    status: int | None = None
+
+
+async def attempt_chat(client: openai.AsyncOpenAI, model: str, messages: list[dict], params: dict) -> Attempt:
+    """One request, no retries; never raises for what the endpoint does."""
+    try:
+        raw = await client.chat.completions.with_raw_response.create(model=model, messages=messages, **params)
+        resp = raw.parse()
+    except openai.APIStatusError as exc:
+        return Attempt(error=_describe_error(exc), retry=_retryable_status(exc.response), kind="status",
+                       wait=_retry_after(exc.response.headers), status=exc.status_code)
+    except openai.APITimeoutError as exc:
+        return Attempt(error=_describe_error(exc), retry=True, kind="timeout")
+    except openai.APIConnectionError as exc:
+        return Attempt(error=_describe_error(exc), retry=True, kind="connection")
+    except (openai.APIError, ValueError) as exc:  # a 200 whose body is not a chat completion
+        return Attempt(error=f"the endpoint returned an unreadable answer: {_describe_error(exc)}", kind="unreadable")
+    return Attempt(result=_read_completion(resp))
 
 
 def backoff_s(attempt: int, retry_after: float | None) -> float:

@@ -8,8 +8,8 @@ Inside it, each thread reads on its own cursor without waiting; writes and trans
 their migrations) combines one mixin per area: records.py (tasks, generations, bulk inserts, training
 snapshot, stats), labels.py (labelling, label batches and their undo), review_pages.py (Review table pages,
 counts and matching ids), review_queue.py (one task at a time), runs.py (runs, evaluation, distillation),
-filtering.py (what filters, ranking and stats read), elicitation.py (ledger, prices), embeddings.py
-(embeddings and the rows a dedupe covers) and sources.py (documents, conversations, tool sets); review.py
+filtering.py (what filters, ranking and stats read), elicitation.py (ledger, prices), batches.py (Batch API
+batches), embeddings.py (embeddings and the rows a dedupe covers) and sources.py (documents, conversations, tool sets); review.py
 holds the review SQL they share. Import from `curation.store`; a test that patches a helper patches it where it
 is defined.
 """

@@ -15,6 +15,7 @@ import duckdb
 import pandas as pd
 
 from curation.errors import NeedsRecovery, StudioError, WorkspaceInUse
+from curation.store.batches import BatchesMixin
 from curation.store.elicitation import ElicitationMixin
 from curation.store.embeddings import EmbeddingsMixin
 from curation.store.filtering import FilteringMixin
@@ -30,7 +31,7 @@ DB_NAME = "studio.duckdb"
 
 
 class Store(RecordsMixin, LabelsMixin, ReviewPagesMixin, RunsMixin, FilteringMixin, ElicitationMixin,
-            EmbeddingsMixin, ReviewQueueMixin, SourcesMixin):
+            EmbeddingsMixin, ReviewQueueMixin, SourcesMixin, BatchesMixin):
     """An open workspace, safe to share between threads.
 
     Each thread runs its statements on its own cursor of `con` (a DuckDB cursor is a second connection to
