@@ -10,6 +10,7 @@ import json
 import sys
 
 from curation.errors import ConfigError, StudioError
+from curation.farm_config import load_farm
 from curation.generate import Budget, Progress, preview, retry_failed, run_method
 from curation.importing import parse_ids
 from curation.jobs import run_on_teacher
@@ -104,7 +105,10 @@ _METHOD_OPTIONS = [
 def add_teacher_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base-url", default="", help="OpenAI-compatible base URL (default: $OPENAI_BASE_URL, "
                    "else the embedded llama.cpp teacher); the key comes from $OPENAI_API_KEY")
-    p.add_argument("--model", default="", help="model name at --base-url")
+    p.add_argument("--model", default="", help="model name at --base-url (with --teacher-farm: the farm's model)")
+    p.add_argument("--teacher-farm", metavar="FARM.json", help="several OpenAI-compatible endpoints behind one "
+                   "teacher, from a JSON or YAML file (name, model, endpoints: base_url, concurrency, rpm, tpm, "
+                   "api_key_env); instead of --base-url")
     p.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY,
                    help=f"calls in flight at once (default {DEFAULT_CONCURRENCY})")
     p.add_argument("--timeout", type=float, default=60.0, help="per-call timeout in seconds (default 60)")
@@ -134,7 +138,8 @@ def add_commands(sub) -> None:
 
     p = sub.add_parser("ledger", help="every planned teacher call with its state, attempts, error and cost")
     p.add_argument("--run", type=int, help="only calls of this run")
-    p.add_argument("--state", choices=["pending", "ok", "failed", "retried"], help="only calls in this state")
+    p.add_argument("--state", choices=["pending", "ok", "failed", "retried", "batched"],
+                   help="only calls in this state")
     p.add_argument("--method", choices=list(METHODS), help="only calls of this method")
     p.add_argument("--limit", type=int, default=50, help="rows to show (default 50)")
     p.add_argument("--json", action="store_true", help="one JSON object: summary and rows")
@@ -151,8 +156,9 @@ def add_commands(sub) -> None:
 
 
 def _teacher(args) -> TeacherConfig:
+    farm = load_farm(args.teacher_farm) if getattr(args, "teacher_farm", None) else None
     return TeacherConfig.from_env(base_url=args.base_url, model=args.model, concurrency=args.concurrency,
-                                  timeout_s=args.timeout, max_retries=args.max_retries)
+                                  timeout_s=args.timeout, max_retries=args.max_retries, farm=farm)
 
 
 def _budget(args) -> Budget | None:
@@ -247,7 +253,9 @@ def cmd_prices(store, args) -> int:
 def print_progress(p: Progress):
     eta = f"{p.eta_s:.0f}s" if p.eta_s is not None else "?"
     cost = f", ${p.cost_usd:.4f}" if p.cost_usd else ""
-    print(f"\r{p.stage} {p.done}/{p.total} calls, {p.failed} failed, {p.tokens} tokens{cost}, eta {eta}   ",
+    members = " · " + ", ".join(f"{name} {c['ok']} ok{' (' + c['state'] + ')' if c['state'] != 'up' else ''}"
+                                for name, c in p.endpoints.items()) if p.endpoints else ""
+    print(f"\r{p.stage} {p.done}/{p.total} calls, {p.failed} failed, {p.tokens} tokens{cost}, eta {eta}{members}   ",
           end="" if p.done < p.total else "\n", file=sys.stderr, flush=True)
 
 

@@ -198,3 +198,52 @@ def test_a_farm_with_every_member_down_stops_the_job_and_a_rerun_resumes(store):
         summary = run_method(store, revived, GenerateConfig(), "")  # same farm name: same keys
         assert (summary["ok"], summary["failed"]) == (6, 0)
         assert len(alive.requests) == 6
+
+
+def test_the_cli_runs_a_job_on_a_farm_file_and_its_ledger_says_who_answered(tmp_path):
+    from curation.store import Store
+    from tests.conftest import curation_cli
+    ws = tmp_path / "ws"
+    with Store(ws) as store:
+        store.add_tasks([{"instruction": f"Q{i}"} for i in range(8)])
+    with FaultServer([{"text": "a", "delay": 0.05}]) as a, FaultServer([{"text": "b", "delay": 0.05}]) as b:
+        farm = tmp_path / "farm.yaml"
+        farm.write_text(f"name: local\nmodel: scripted\nendpoints:\n  - {{base_url: '{a.base_url}', name: a, "
+                        f"concurrency: 2}}\n  - {{base_url: '{b.base_url}', name: b, concurrency: 2, rpm: 1000}}\n")
+        out = curation_cli("--workspace", ws, "generate", "--teacher-farm", farm, "--max-tokens", 8)
+        summary = json.loads(out.stdout)
+        assert summary["ok"] == 8 and summary["endpoints"]["a"]["ok"] == len(a.requests) > 0
+        assert summary["endpoints"]["b"]["ok"] == len(b.requests) > 0
+        assert "a " in out.stderr and "b " in out.stderr  # per-endpoint counts in the progress line
+        bad = curation_cli("--workspace", ws, "generate", "--teacher-farm", farm, "--base-url", a.base_url,
+                           check=False)
+        assert bad.returncode != 0 and "either a base_url or a teacher farm" in bad.stderr
+
+
+def test_two_embedded_llama_servers_as_a_farm_one_killed_mid_job(store, teacher_url, tmp_path):
+    """The real engine on both members: the bundled SmolLM2 on llama.cpp's server, twice."""
+    from curation.local_server import LocalTeacherServer
+    from curation.teacher import EMBEDDED_MODEL
+    second = LocalTeacherServer(tmp_path / "logs", parallel=4)
+    try:
+        second_url = second.ensure_started()
+        store.add_tasks([{"instruction": f"Name the number {i}."} for i in range(16)])
+        teacher = TeacherConfig(farm=farm_of(EndpointConfig(teacher_url, name="first", concurrency=4),
+                                             EndpointConfig(second_url, name="second", concurrency=4),
+                                             model=EMBEDDED_MODEL), max_retries=0, timeout_s=120)
+        at_kill = {}
+
+        def kill_second(progress):
+            if progress.done >= 4 and not at_kill:
+                at_kill.update(progress.endpoints["second"])
+                os.killpg(second.pid, signal.SIGKILL)
+
+        summary = run_method(store, teacher, GenerateConfig(max_tokens=8), "", on_progress=kill_second)
+    finally:
+        second.stop()
+    assert (summary["ok"], summary["failed"]) == (16, 0)
+    assert at_kill and summary["endpoints"]["second"]["state"] == "down"
+    assert summary["endpoints"]["second"]["failed_over"] >= at_kill["in_flight"] > 0  # more may go before the kill
+    counts = dict(store._fetchall("SELECT answered_by, count(*) FROM generations GROUP BY 1"))
+    assert counts[teacher_url] + counts.get(second_url, 0) == 16 and counts.get(second_url, 0) >= 1
+    assert run_method(store, teacher, GenerateConfig(max_tokens=8), "")["planned"] == 0

@@ -20,6 +20,7 @@ from curation.teacher import DEFAULT_CONCURRENCY, TeacherConfig
 from ui import ledger
 from ui.common import fmt_seconds, guarded, progress_html
 from ui.generate_tools import tools_group
+from ui.teacher_farm import endpoint_detail, farm_of, farm_section
 
 # Which option group each method shows. A group holds fields several methods share, so one field is
 # one component (the config dataclasses say which fields each method takes).
@@ -62,7 +63,8 @@ def teacher_config(form: dict, judge: bool = False) -> TeacherConfig:
     if judge and (form.get("judge_base_url") or "").strip():
         settings.update(base_url=form["judge_base_url"], model=form.get("judge_model") or "",
                         api_key=form.get("judge_api_key") or "")
-    return TeacherConfig(**settings)
+        return TeacherConfig(**settings)
+    return TeacherConfig(**settings, farm=farm_of(form))
 
 
 def method_config(method: str, form: dict):
@@ -100,7 +102,7 @@ def start_job(studio, form: dict) -> str:
     method = form["method"]
     teacher = teacher_config(form, judge=method in JUDGED)
     planned = studio.generation.start(teacher, method_config(method, form), budget_of(form))
-    where = "the embedded teacher" if teacher.embedded else teacher.base_url
+    where = "the embedded teacher" if teacher.embedded else teacher.base_url or teacher.endpoint_id
     return f"started: {planned} calls to {where} ({teacher.model_name}) · {method}"
 
 
@@ -129,7 +131,8 @@ def job_status(studio) -> tuple[str, str]:
     eta = ""
     if status.state == "running":
         eta = f" · ETA {fmt_seconds(p.eta_s)}" if p.eta_s is not None else " · ETA after the first answers"
-    detail = f"· {status.method} {p.stage} · {p.prompt_tokens + p.tokens} tokens{cost} · {p.failed} failed{eta}"
+    detail = (f"· {status.method} {p.stage} · {p.prompt_tokens + p.tokens} tokens{cost} · {p.failed} failed{eta}"
+              + endpoint_detail(p.endpoints))
     return progress_html(p.done, p.total, detail, state=status.state), status_note(status)
 
 
@@ -204,8 +207,9 @@ def _teacher_section() -> dict:
             concurrency = gr.Slider(1, 64, value=DEFAULT_CONCURRENCY, step=1, label="Concurrent calls")
             timeout_s = gr.Number(value=60, label="Per-call timeout (s)", minimum=1, maximum=600)
             max_retries = gr.Number(value=3, label="Max retries", minimum=0, maximum=10, precision=0)
+        farm = farm_section()
     return dict(base_url=base_url, model=model, api_key=api_key, concurrency=concurrency, timeout_s=timeout_s,
-                max_retries=max_retries)
+                max_retries=max_retries, **farm)
 
 
 def _judge_endpoint_section() -> tuple[gr.Accordion, dict]:

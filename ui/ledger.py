@@ -56,7 +56,7 @@ def ledger_view(store, run: str, state: str, method: str, page: int):
 def retry(studio, form: dict, teacher_of, keys: list[str] | None) -> str:
     teacher = teacher_of(form, judge=form.get("retry_with") == "judge endpoint")
     n = studio.generation.retry_failed(teacher, keys)
-    where = "the embedded teacher" if teacher.embedded else teacher.base_url
+    where = "the embedded teacher" if teacher.embedded else teacher.base_url or teacher.endpoint_id
     return (f"retrying {n} failed call{'s' if n != 1 else ''} with {where} ({teacher.model_name}); "
             "the ledger updates when it is done")
 
