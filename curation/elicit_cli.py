@@ -1,4 +1,5 @@
-"""The elicitation commands of `python -m curation`: generate (any method), judge, ledger, retry-failed, prices.
+"""The elicitation commands of `python -m curation`: generate (any method, live or --batch), judge, ledger,
+retry-failed, prices, batch-status, batch-collect.
 
 Thin: argparse options map one to one onto the method's config fields; the configs check the values.
 """
@@ -9,6 +10,7 @@ import dataclasses
 import json
 import sys
 
+from curation.batch import advance, collect, open_batches, submit_batch, wait_and_collect
 from curation.errors import ConfigError, StudioError
 from curation.farm_config import load_farm
 from curation.generate import Budget, Progress, preview, retry_failed, run_method
@@ -130,6 +132,8 @@ def add_commands(sub) -> None:
             p.add_argument("--method", choices=list(METHODS), default="label", help="elicitation method (default label)")
         p.add_argument("--preview", type=int, nargs="?", const=3, default=None, metavar="N",
                        help="print the exact messages of the first N calls (default 3) and send nothing")
+        p.add_argument("--batch", action="store_true", help="submit the next stage's calls as one OpenAI Batch API "
+                       "batch (half price, answered within 24 h) and return; batch-collect stores the results")
         add_teacher_options(p)
         for flags, kwargs, applies in _METHOD_OPTIONS:
             if fixed and applies != "*" and fixed not in applies.split():
@@ -149,6 +153,17 @@ def add_commands(sub) -> None:
     keys.add_argument("--key", action="append", dest="keys", help="request key of a failed call (repeatable)")
     keys.add_argument("--all", action="store_true", help="every failed call made to this teacher")
     add_teacher_options(p)
+
+    for name, text in (("batch-status", "poll this teacher's Batch API batches (resuming any submission a restart "
+                                        "cut short)"),
+                       ("batch-collect", "store the results of this teacher's ended batches (--wait: poll until)")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--id", type=int, help="only this batch (default: every open batch of this teacher)")
+        add_teacher_options(p)
+        if name == "batch-collect":
+            p.add_argument("--wait", action="store_true", help="poll until the provider ends each batch, then collect")
+            p.add_argument("--poll-s", type=float, default=30.0, help="seconds between polls with --wait (default 30)")
+            p.add_argument("--timeout-s", type=float, help="give up waiting after this long (default: never)")
 
     p = sub.add_parser("prices", help="the per-model price table (USD per million tokens) used for cost and budgets")
     p.add_argument("--set", nargs=3, metavar=("MODEL", "INPUT_USD_PER_MTOK", "OUTPUT_USD_PER_MTOK"))
@@ -203,6 +218,12 @@ def cmd_generate(store, args) -> int:
         for call in preview(store, teacher, config, limit=max(1, args.preview)):
             print(json.dumps(call, ensure_ascii=False))
         return 0
+    if args.batch:
+        if budget is not None:
+            raise StudioError("a budget stops a live job between calls; a batch is priced before it is submitted: "
+                              "leave --budget-* out of --batch")
+        print(json.dumps(_batch_row(submit_batch(store, teacher, config))))
+        return 0
     store.mark_interrupted_runs()  # we own the workspace: a run still 'running' belonged to a dead process
     summary = _with_teacher(store, teacher, lambda url, watch: run_method(
         store, teacher, config, url, on_progress=print_progress, budget=budget, watch=watch))
@@ -218,6 +239,35 @@ def cmd_retry_failed(store, args) -> int:
         watch=watch))
     print(json.dumps(summary))
     return 0 if summary["failed"] == 0 else 1
+
+
+def _batch_ids(store, args, teacher) -> list[int]:
+    ids = [args.id] if args.id is not None else open_batches(store, teacher)
+    if not ids:
+        print(f"no open batches for {teacher.endpoint_id}", file=sys.stderr)
+    return ids
+
+
+def _batch_row(row: dict) -> dict:
+    keys = ("id", "state", "remote_id", "request_count", "remote_status", "request_counts", "error")
+    return {k: row[k] for k in keys if k in row}
+
+
+def cmd_batch_status(store, args) -> int:
+    teacher = _teacher(args)
+    for batch_id in _batch_ids(store, args, teacher):
+        print(json.dumps(_batch_row(advance(store, teacher, batch_id))))
+    return 0
+
+
+def cmd_batch_collect(store, args) -> int:
+    teacher, code = _teacher(args), 0
+    for batch_id in _batch_ids(store, args, teacher):
+        summary = (wait_and_collect(store, teacher, batch_id, args.poll_s, args.timeout_s) if args.wait
+                   else collect(store, teacher, batch_id))
+        print(json.dumps(summary))
+        code = max(code, 0 if summary["collected"] and not summary.get("failed") else 1)
+    return code
 
 
 def cmd_ledger(store, args) -> int:
@@ -260,4 +310,5 @@ def print_progress(p: Progress):
 
 
 COMMANDS = {"generate": cmd_generate, "judge": cmd_generate, "ledger": cmd_ledger,
-            "retry-failed": cmd_retry_failed, "prices": cmd_prices}
+            "retry-failed": cmd_retry_failed, "prices": cmd_prices, "batch-status": cmd_batch_status,
+            "batch-collect": cmd_batch_collect}

@@ -79,11 +79,12 @@ class Progress:
 
 
 def plan_calls(store: Store, teacher: TeacherConfig, config) -> tuple[list[Call], int]:
-    """The first stage's calls still to make, and how many already have a stored answer."""
+    """The first stage's calls still to make (not stored, not waiting in a batch), and how many are stored."""
     ctx = RunContext(store, teacher, config)
     calls = method_for(config).stages(config)[0].plan(ctx)
-    done = store.done_request_keys([c.request_key for c in calls])
-    return [c for c in calls if c.request_key not in done], len(done)
+    keys = [c.request_key for c in calls]
+    done, batched = store.done_request_keys(keys), store.batched_request_keys(keys)
+    return [c for c in calls if c.request_key not in done and c.request_key not in batched], len(done)
 
 
 def preview(store: Store, teacher: TeacherConfig, config, limit: int = 3) -> list[dict]:
@@ -323,6 +324,29 @@ def run_method(store: Store, teacher: TeacherConfig, config, base_url: str,
 run_generation = run_method  # the name the labeling-only engine had
 
 
+def record_results(store: Store, teacher: TeacherConfig, run_config: dict,
+                   answered: list[tuple[Stage, Call, dict]], price: tuple[float, float] | None) -> dict:
+    """Store calls answered outside a live job (a Batch API batch's results) through the path a live job
+    stores its answers by, as one recorded run; returns its summary. price: what the answers cost per million
+    tokens (the batch price); the calls must be in the ledger."""
+    ctx = RunContext(store, teacher)
+    ctx.run_id = run_id = store.start_run("generate", run_config)
+    job = _Job(store, run_id, price, None, None, None)
+    job.planned = len(answered)
+    try:
+        for stage, call, result in answered:
+            job.stage = stage.name
+            job.store_result(ctx, stage, call, result)
+    except BaseException as exc:
+        store.update_run(run_id, status="failed", error=f"{type(exc).__name__}: {exc}",
+                         metrics=job.summary("batch"))
+        raise
+    summary = job.summary(run_config.get("method", "batch"))
+    store.set_run_usage(run_id, job.prompt_tokens, job.completion_tokens, summary["cost_usd"])
+    store.update_run(run_id, status="completed", metrics=summary)
+    return summary
+
+
 def retry_failed(store: Store, teacher: TeacherConfig, base_url: str, keys: list[str] | None = None,
                  on_progress: Callable[[Progress], None] | None = None, cancel: threading.Event | None = None,
                  budget: Budget | None = None, watch: Callable[[float], str | None] | None = None) -> dict:
@@ -360,4 +384,5 @@ def retry_failed(store: Store, teacher: TeacherConfig, base_url: str, keys: list
 
 
 __all__ = ["Budget", "Progress", "RunContext", "METHODS", "GenerateConfig", "build_messages", "plan_calls",
-           "preview", "run_method", "run_generation", "retry_failed", "check_budget", "execute_stages"]
+           "preview", "run_method", "run_generation", "retry_failed", "check_budget", "execute_stages",
+           "record_results"]

@@ -203,7 +203,7 @@ async def attempt_chat(client: openai.AsyncOpenAI, model: str, messages: list[di
         return Attempt(error=_describe_error(exc), retry=True, kind="connection")
     except (openai.APIError, ValueError) as exc:  # a 200 whose body is not a chat completion
         return Attempt(error=f"the endpoint returned an unreadable answer: {_describe_error(exc)}", kind="unreadable")
-    return Attempt(result=_read_completion(resp))
+    return Attempt(result=read_completion(resp))
 
 
 def backoff_s(attempt: int, retry_after: float | None) -> float:
@@ -242,7 +242,8 @@ def _retry_after(headers) -> float | None:
     return seconds if math.isfinite(seconds) else None
 
 
-def _read_completion(resp) -> dict:
+def read_completion(resp) -> dict:
+    """The result fields of a stored row from a ChatCompletion (live, or a Batch API result line's body)."""
     choice = resp.choices[0] if getattr(resp, "choices", None) else None
     if choice is None or choice.message is None:
         return {"status": "error", "error": "the endpoint returned no choices"}
