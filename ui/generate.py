@@ -17,7 +17,7 @@ from curation.methods import METHODS, SURVEY_DOMAINS, SURVEY_SKILLS, get_method
 from curation.methods.evol import OPERATIONS
 from curation.methods.judge import default_rubric
 from curation.teacher import DEFAULT_CONCURRENCY, TeacherConfig
-from ui import ledger
+from ui import batches, ledger
 from ui.common import fmt_seconds, guarded, progress_html
 from ui.generate_tools import tools_group
 from ui.teacher_farm import endpoint_detail, farm_of, farm_section
@@ -387,4 +387,5 @@ def build(studio):
     stop.click(lambda: stop_job(studio), None, [message], api_name="stop_generation")
     timer.tick(lambda: job_status(studio), None, [progress, message], show_progress="hidden",
                api_name="generation_status")
+    batches.build(studio, form, teacher_config, method_config)
     ledger.build(studio, {**teacher, **judge}, teacher_config, timer)
