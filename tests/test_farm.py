@@ -41,7 +41,8 @@ def test_a_farm_file_loads_from_json_and_yaml_and_names_what_is_wrong(tmp_path):
                           {"base_url": "http://gpu2:8000/v1", "name": "gpu2", "api_key_env": "GPU2_KEY"}]}
     (tmp_path / "farm.json").write_text(json.dumps(spec))
     (tmp_path / "farm.yaml").write_text("name: vllm\nmodel: llama-8b\ncooldown_s: 5\nendpoints:\n"
-                                        "  - {base_url: 'http://gpu1:8000/v1/', concurrency: 32, rpm: 600, tpm: 90000}\n"
+                                        "  - {base_url: 'http://gpu1:8000/v1/', concurrency: 32, rpm: 600, "
+                                        "tpm: 90000}\n"
                                         "  - {base_url: 'http://gpu2:8000/v1', name: gpu2, api_key_env: GPU2_KEY}\n")
     farm = load_farm(tmp_path / "farm.json")
     assert farm == load_farm(tmp_path / "farm.yaml")
