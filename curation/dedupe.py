@@ -18,6 +18,7 @@ from curation.dedupe_groups import (groups_from_labels, key_labels, marked_count
                                     representatives, semantic_labels)
 from curation.embed import embedder_key
 from curation.errors import ConfigError, StudioError
+from curation.neighbours import neighbour_graph
 
 TARGETS = ("tasks", "responses")
 METHODS = ("exact", "normalised", "semantic")
@@ -134,15 +135,15 @@ def _row_weights(rows: pd.DataFrame) -> np.ndarray:
 
 
 def _labels_by_threshold(config: DedupeConfig, rows: pd.DataFrame, vectors: np.ndarray | None,
-                         thresholds: list[float], rank: np.ndarray) -> dict[float, np.ndarray]:
+                         thresholds: list[float], rank: np.ndarray, search=None) -> dict[float, np.ndarray]:
     """int64[n] cluster labels of `rows` for each threshold (one neighbour search for all of them);
     `vectors` float32[n, d] are the rows' embeddings and `rank` int[n] their `preference_rank`, both
-    needed by the semantic method only."""
+    needed by the semantic method only; `search` replaces the single-machine neighbour search."""
     if config.method != "semantic":
         keys = rows["text"].tolist() if config.method == "exact" else [normalise(t) for t in rows["text"]]
         labels = key_labels(keys)
         return {t: labels for t in thresholds}
-    return semantic_labels(rows["text"].tolist(), vectors, thresholds, rank)
+    return semantic_labels(rows["text"].tolist(), vectors, thresholds, rank, search=search or neighbour_graph)
 
 
 def row_vectors(store, config: DedupeConfig, rows: pd.DataFrame) -> np.ndarray:
@@ -158,11 +159,13 @@ def row_vectors(store, config: DedupeConfig, rows: pd.DataFrame) -> np.ndarray:
     return vectors[pos]
 
 
-def plan_dedupe(store, config: DedupeConfig) -> DedupePlan:
+def plan_dedupe(store, config: DedupeConfig, search=None) -> DedupePlan:
     """The clusters `config` finds in the workspace, largest first, each with the member its rule keeps.
 
     Covers train-split tasks and their successful, not yet rejected generations. Method 'semantic'
     needs up-to-date embeddings (`curation.embed.embed_items`) and raises StudioError otherwise.
+    `search(vectors, min_similarity) -> NeighbourGraph` replaces the single-machine neighbour search
+    (curation.ray_dedupe passes one that runs on a Ray cluster); the plan is built the same either way.
     """
     mark = store.last_label_batch()  # read before the rows: a label made while planning counts as a change
     mark = -1 if mark is None else int(mark)
@@ -171,7 +174,7 @@ def plan_dedupe(store, config: DedupeConfig) -> DedupePlan:
         return DedupePlan(config, (), 0, 0, 0, (f"no {config.target} to compare",), label_mark=mark)
     vectors = row_vectors(store, config, rows) if config.method == "semantic" else None
     rank, notes = preference_rank(rows, config.representative)
-    labels = _labels_by_threshold(config, rows, vectors, [config.threshold], rank)[config.threshold]
+    labels = _labels_by_threshold(config, rows, vectors, [config.threshold], rank, search)[config.threshold]
     keep = representatives(labels, rank)
     weights = _row_weights(rows)
     # Cosine to the kept row shows the reviewer how close each member is (at least the threshold, until

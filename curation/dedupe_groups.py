@@ -93,18 +93,19 @@ def _graph_labels(graph: NeighbourGraph, threshold: float, rank: np.ndarray) -> 
 
 
 def semantic_labels(texts: list[str], vectors: np.ndarray, thresholds: list[float],
-                    rank: np.ndarray | None = None) -> dict[float, np.ndarray]:
+                    rank: np.ndarray | None = None, search=neighbour_graph) -> dict[float, np.ndarray]:
     """For each threshold, int64[n] cluster labels of n texts with unit vectors float32[n, d]: identical
     texts always together; the others join the best-ranked row (rank int[n], default: row order) they
     have cosine >= threshold with (`leader_labels`). One neighbour search serves all thresholds (it
-    runs at the lowest)."""
+    runs at the lowest); `search(vectors, min_similarity) -> NeighbourGraph` is that search (on a Ray
+    cluster: curation.ray_search)."""
     # Identical texts are one point: fewer rows to search, and no block of copies can crowd out a
     # row's real neighbours. A point ranks as its best copy.
     _, first, point = np.unique(key_labels(list(texts)), return_index=True, return_inverse=True)
     rank = np.arange(len(point)) if rank is None else np.asarray(rank, dtype=np.int64)
     point_rank = np.full(len(first), np.iinfo(np.int64).max)
     np.minimum.at(point_rank, point, rank)
-    graph = neighbour_graph(np.asarray(vectors)[first], min(thresholds))
+    graph = search(np.asarray(vectors)[first], min(thresholds))
     return {t: _graph_labels(graph, t, point_rank)[point] for t in thresholds}
 
 
