@@ -40,6 +40,12 @@ def add_commands(sub) -> None:
                                    "(each member's id, text and similarity to the kept row) and changes nothing.")
     p.set_defaults(config_fields=add_config_arguments(
         p, DedupeConfig, choices={"target": TARGETS, "method": METHODS, "representative": REPRESENTATIVE_RULES}))
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="embed and search on a Ray cluster: 'auto' (the one `ray start` began on this machine), "
+                        "HOST:PORT of its head node, or 'local' (a Ray started for this command)")
+    p.add_argument("--snapshot-dir", default=None, metavar="DIR",
+                   help="with --ray-address: where the Parquet snapshots go; every node must reach it on a "
+                        "multi-node cluster (default: WORKSPACE/ray-snapshots/<time>)")
     _common(p)
 
     p = sub.add_parser("filter", help="reject the rows a filter removes (--dry-run: only count and show them)")
@@ -76,17 +82,33 @@ def cmd_embed(store, args) -> int:
                               f"({result['reused']} already up to date)")
 
 
+def _dedupe_plan(store, config: DedupeConfig, args):
+    """The plan, made here or (--ray-address) with embedding and search on a Ray cluster; and the snapshot
+    folder of a Ray run (None here)."""
+    if not args.ray_address:
+        if config.method == "semantic":
+            embed_items(store, config.item_kind, config.model)
+        return plan_dedupe(store, config), None
+    from curation import ray_dedupe  # Ray is imported only by a command that uses it
+
+    snapshot = args.snapshot_dir or ray_dedupe.default_snapshot_dir(store)
+    with ray_dedupe.ray_connection(args.ray_address):
+        if config.method == "semantic":
+            ray_dedupe.embed_on_ray(store, config.item_kind, config.model, snapshot)
+        return ray_dedupe.plan_dedupe_on_ray(store, config, snapshot), snapshot
+
+
 def cmd_dedupe(store, args) -> int:
     config = config_from_args(DedupeConfig, args, args.config_fields)
-    if config.method == "semantic":
-        embed_items(store, config.item_kind, config.model)
-    plan = plan_dedupe(store, config)
+    plan, snapshot = _dedupe_plan(store, config, args)
     clusters = [{"cluster": c.index, "kept": c.representative, "rows_marked": c.rows_marked,
                  "members": [{"id": m.id, "text": m.text, "similarity": round(float(m.similarity), 4),
                               "kept": m.id == c.representative, "generations": list(m.generation_ids)}
                              for m in c.members]} for c in plan.clusters]
     out = {"config": vars(config), "items": plan.items_total, "rows": plan.rows_total,
            "rows_marked": plan.rows_marked, "clusters": clusters, "notes": list(plan.notes), "dry_run": args.dry_run}
+    if snapshot:
+        out["ray_snapshot"] = snapshot
     lines = [f"{len(clusters)} clusters; {plan.rows_marked} of {plan.rows_total} generations would be marked"]
     for c in clusters:
         lines.append(f"cluster {c['cluster']} (keeps {c['kept']}):")
