@@ -106,13 +106,15 @@ def search_cell(group: pd.DataFrame, shared: list, min_similarity: float, k: int
     radius = float(_angles(centroids[cell] @ member_vectors).max())
     bound = math.acos(max(-1.0, min(1.0, min_similarity - SIMILARITY_SLACK))) + radius + ANGLE_SLACK
     found = []
-    # Contiguous row blocks of all points, masked to the cell's queries: when most points are queries (high
-    # dimensions, wide cells) this is one plain matrix product per block instead of gathering rows.
     for start in range(0, len(vectors), QUERY_CHUNK):
         block = vectors[start:start + QUERY_CHUNK]
         allowed = _angles(block @ centroids[cell]) <= bound
-        if allowed.any():
-            rows = np.arange(start, start + len(block), dtype=np.int64)
+        rows = np.arange(start, start + len(block), dtype=np.int64)
+        # When most points are queries (high dimensions, wide cells) the whole block is one plain matrix product,
+        # masked; only when the bound prunes most of it are the queries gathered first.
+        if allowed.sum() < len(block) // 2:
+            block, rows, allowed = block[allowed], rows[allowed], allowed[allowed]
+        if len(rows):
             found.append(top_pairs(block @ member_vectors, rows, members, min_similarity, k, allowed))
     if not found:
         return pd.DataFrame({"query": np.zeros(0, np.int64), "member": np.zeros(0, np.int64),
