@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -60,6 +61,8 @@ def ray_connection(address: str | None):
               "log_to_driver": False}
     if address in (None, "", "local"):
         address, kwargs["include_dashboard"] = "local", False
+    else:
+        _check_reachable(address)
     try:
         ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -69,6 +72,18 @@ def ray_connection(address: str | None):
         yield
     finally:
         ray.shutdown()
+
+
+def _check_reachable(address: str) -> None:
+    """Fail at once when nothing listens at a HOST:PORT address: ray.init would retry for minutes."""
+    host, sep, port = address.rpartition(":")
+    if "://" in address or not sep or not port.isdigit():
+        return  # 'auto', or a ray:// client address: ray.init says what is wrong soon enough
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise RayClusterError(f"no Ray head node answers at {address} ({exc.strerror or exc}): start one there "
+                              "with `ray start --head --port=6379`, or check the address `ray start` printed") from None
 
 
 class _Encoder:

@@ -138,3 +138,8 @@ def test_cli_on_ray_prints_the_single_machine_clusters_and_applies_as_one_undoab
     curation_cli("--workspace", tmp_path / "ws", "undo", applied["batch"])
     with Store(tmp_path / "ws") as store:
         assert store.stats()["by_status"]["rejected"] == 0
+
+
+def test_an_address_where_no_ray_head_answers_fails_at_once_with_what_to_do(tmp_path):
+    proc = curation_cli("--workspace", tmp_path / "ws", "dedupe", "--ray-address", "127.0.0.1:1", check=False)
+    assert proc.returncode == 2 and "ray start --head" in proc.stderr
