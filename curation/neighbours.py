@@ -19,6 +19,8 @@ NEIGHBOURS_PER_ROW = 32
 # cells, each row compared with the rows of its nearest cells) keeps 100k rows in seconds.
 EXACT_SEARCH_MAX_ROWS = 5_000
 CELLS_PROBED = 24  # 8 lost ~1.5% of pairs at 100k rows; 24 finds as many as semhash at ~1.8x our time
+# faiss's own IndexIVFFlat + range_search over the same cells and probes finds the same pairs, 4-5x slower on
+# 2 cores (bench/neighbours.py), so this search stays ours.
 CELL_FACTOR = 2.0
 KMEANS_ITERATIONS = 4
 KMEANS_SAMPLE_PER_CELL = 32
@@ -47,6 +49,12 @@ def neighbour_graph(vectors: np.ndarray, min_similarity: float, k: int = NEIGHBO
     per row (the most similar). Exact below EXACT_SEARCH_MAX_ROWS rows, inverted-file search above."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n = len(vectors)
+    # A zero row is similar to nothing (cosine 0): it is left out of the search instead of crowding a cell.
+    # The static+minilm model (curation.hybrid) gives one to every row without a static look-alike.
+    live = np.flatnonzero(np.einsum("ij,ij->i", vectors, vectors) > 0)
+    if len(live) < n:
+        graph = neighbour_graph(vectors[live], min_similarity, k)
+        return NeighbourGraph(n, live[graph.pairs].reshape(-1, 2), graph.sims)
     if n < 2:
         return NeighbourGraph(n, np.zeros((0, 2), np.int64), np.zeros(0, np.float32))
     if n <= EXACT_SEARCH_MAX_ROWS:

@@ -17,8 +17,10 @@ import pandas as pd
 from curation.cluster_map import MAP_COLOURINGS, map_frame, rows_in_band
 from curation.dedupe import (METHODS, REPRESENTATIVE_RULES, TARGETS, DedupeConfig, apply_dedupe, plan_dedupe,
                              preview_counts)
-from curation.embed import embed_items
+from curation.embed import embed_items, embedder_key
 from curation.errors import StudioError
+from curation.hybrid import is_hybrid
+from curation.static_embed import STATIC_EMBEDDER, first_use_note
 from ui.common import guarded
 
 THRESHOLDS = [round(0.5 + i / 100, 2) for i in range(51)]  # the slider's stops
@@ -97,6 +99,13 @@ def keep_choices(cluster, keep: int) -> gr.update:
     return gr.update(choices=choices, value=keep)
 
 
+def loading_note(store, model) -> str:
+    """The progress line while the model loads: the static one is distilled on first use, which takes minutes."""
+    if embedder_key(model) == STATIC_EMBEDDER or is_hybrid(model):
+        return first_use_note(Path(store.workspace) / "models") or "loading the embedding model"
+    return "loading the embedding model"
+
+
 # ---- handlers: each takes the store first (bound in `build`), then the form's values ----------------
 def counts_for(store, config: DedupeConfig, cache: dict | None) -> dict:
     """The slider's counts for `config`'s settings: the cached ones, or one `preview_counts` call."""
@@ -115,7 +124,7 @@ def count_text(config: DedupeConfig, cache: dict) -> str:
 def preview(store, target, method, model, rule, threshold, cache, progress=gr.Progress()):
     config = dedupe_config(target, method, model, rule, threshold)
     if config.method == "semantic":  # embed what is new first (a no-op when every vector is fresh), with a bar
-        progress(0, desc="loading the embedding model")
+        progress(0, desc=loading_note(store, config.model))
         embed_items(store, config.item_kind, config.model,
                     on_progress=lambda done, total: progress((done, total), desc="embedding", unit="rows"))
     cache = counts_for(store, config, cache)
@@ -186,7 +195,7 @@ def undo(store, batch):
 @guarded
 def embed(store, target, model, progress=gr.Progress()):
     config = dedupe_config(target, "semantic", model, "earliest", 0.9)
-    progress(0, desc="loading the embedding model")
+    progress(0, desc=loading_note(store, config.model))
     result = embed_items(store, config.item_kind, config.model,
                          on_progress=lambda done, total: progress((done, total), desc="embedding", unit="rows"))
     return (f"embedded {result['encoded']} {config.target} with {result['model']} "
@@ -238,6 +247,8 @@ def _layout() -> SimpleNamespace:
         ui.rule = gr.Dropdown([(RULE_WORDS[r], r) for r in REPRESENTATIVE_RULES], value=DEFAULT.representative,
                               label="Each cluster keeps the", elem_id="dedupe-rule")
         ui.model = gr.Textbox(DEFAULT.model or "", label="Embedding model (empty: bundled all-MiniLM-L6-v2)",
+                              info="'static': ~100x faster, finds fewer paraphrases (its best threshold ~0.81); "
+                                   "'static+minilm': static finds look-alikes, MiniLM judges them",
                               elem_id="dedupe-model")
     with gr.Row():
         ui.threshold = gr.Slider(THRESHOLDS[0], THRESHOLDS[-1], value=DEFAULT.threshold, step=0.01, scale=3,
