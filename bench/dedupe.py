@@ -1,6 +1,10 @@
 """Dedupe benchmark: ours (faiss + union-find) vs semhash 0.5.x on a corpus with planted near-duplicates.
 
     python bench/dedupe.py [--sizes 10000,100000] [--threshold 0.9] [--repeats 3] [--cache-dir DIR]
+    python bench/dedupe.py --encoder static --sizes 1000000 --threshold 0.82 --workspace-rows 1000000
+
+The second form is the fast path end to end at a million rows (bench/dedupe_scale.py says what it times). The
+first, described below, shares MiniLM vectors between the tools.
 
 Both tools get the same MiniLM vectors: each corpus is encoded once (semhash 0.5 takes precomputed
 vectors through `SemHash.from_embeddings`), so the encode time is shared, reported on its own and
@@ -30,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 # Each family is one meaning written several ways; a paraphrase variant swaps the template and keeps
@@ -231,11 +236,60 @@ def size_result(n, planted, encode_s, best, labels) -> dict:
     }
 
 
+def run_static(args, sizes: list[int]) -> dict:
+    """The fast path end to end (bench/dedupe_scale.py): ours vs semhash with the same static model, per size."""
+    from dedupe_scale import hybrid_cost, load, minilm_rate, ours as ours_static, semhash_end_to_end, static_folder
+    from dedupe_scale import workspace
+    from dedupe_threshold import compare_models
+
+    folder = static_folder(args.models_dir)
+    line = {"bench": "dedupe", "encoder": "static (curation.static_embed), the same folder for both tools",
+            "threshold": args.threshold, "semhash": importlib.metadata.version("semhash"),
+            "faiss": importlib.metadata.version("faiss-cpu"), "cpus": os.cpu_count(), "machine": platform.machine(),
+            "load_avg_1m_start": load(), "labelled": compare_models(args.models_dir), "sizes": []}
+    for n in sizes:
+        texts, planted = make_corpus(n)
+        labels, ours_s, vectors = ours_static(texts, args.threshold, folder)
+        semhash_labels, semhash_s = semhash_end_to_end(texts, args.threshold, folder)
+        rate = minilm_rate(texts, min(args.minilm_sample, n), args.batch_size)
+        line["sizes"].append({
+            "rows": n, "planted_pairs": _pairs(pd.Series(planted).value_counts()),
+            "ours": {**ours_s, **pair_scores(labels, planted)},
+            "semhash": {**semhash_s, **pair_scores(semhash_labels, planted)},
+            "ratio_total": round(ours_s["total_s"] / semhash_s["total_s"], 3),
+            "minilm": {**rate, "encode_s_extrapolated": round(rate["s_per_row"] * n, 1)},
+            "static_plus_minilm": hybrid_cost(vectors[:args.hybrid_rows], rate["s_per_row"], ours_s, n)})
+        del vectors
+    if args.workspace_rows:
+        line["workspace"] = workspace(make_corpus(args.workspace_rows)[0], args.threshold, folder)
+    line["goals"] = {"static_recall_within_0.03": line["labelled"]["static"]["within_0.03"],
+                     "static_plus_minilm_recall_within_0.03": line["labelled"]["static+minilm"]["within_0.03"]}
+    if line["sizes"]:
+        big = line["sizes"][-1]
+        line["goals"].update(rows=big["rows"], ours_total_le_600s=big["ours"]["total_s"] <= 600,
+                             ratio_total_le_0_5=big["ratio_total"] <= 0.5)
+    if "workspace" in line:
+        line["goals"].update(review_p95_le_50ms=line["workspace"]["review_page"]["p95_ms"] <= 50,
+                             slider_answer_le_1s=line["workspace"]["slider_answer_ms"] <= 1000)
+    line["load_avg_1m_end"] = load()
+    return line
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000", help="comma-separated corpus sizes (default %(default)s)")
     parser.add_argument("--threshold", type=float, default=0.9,
                         help="cosine threshold for both tools (both default to 0.9)")
+    parser.add_argument("--encoder", choices=("minilm", "static"), default="minilm",
+                        help="minilm: both tools get the same MiniLM vectors; static: each tool encodes with the same "
+                             "static model, timed end to end (bench/dedupe_scale.py)")
+    parser.add_argument("--models-dir", type=Path, default=Path.home() / ".cache" / "distill-studio" / "models",
+                        help="static only: where the static model is distilled the first time")
+    parser.add_argument("--minilm-sample", type=int, default=2000, help="static only: rows MiniLM encodes for its rate")
+    parser.add_argument("--hybrid-rows", type=int, default=100_000,
+                        help="static only: rows searched for static+minilm candidates (their share is carried to all)")
+    parser.add_argument("--workspace-rows", type=int, default=0,
+                        help="static only: also time the studio on a workspace of this many responses (0: skip)")
     parser.add_argument("--repeats", type=int, default=3, help="dedupe runs per tool and size; the fastest counts")
     parser.add_argument("--batch-size", type=int, default=128, help="encoder batch size")
     parser.add_argument("--cache-dir", type=Path, default=None,
@@ -244,6 +298,9 @@ def main(argv=None) -> int:
     import torch
 
     sizes = [int(s) for s in args.sizes.split(",") if s]
+    if args.encoder == "static":
+        print(json.dumps({**run_static(args, sizes), "torch_threads": torch.get_num_threads()}))
+        return 0
     made = {n: make_corpus(n) for n in sizes}
     corpora = {n: texts for n, (texts, _) in made.items()}
     load = {"start": os.getloadavg()[0]}
