@@ -25,8 +25,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curation.dedupe import DedupeConfig, DedupePlan, plan_dedupe
-from curation.embed import KINDS, embedder_key, load_embedder, normalize_rows
+from curation.embed import KINDS, embed_items, embedder_key, load_embedder, normalize_rows
 from curation.errors import StudioError
+from curation.hybrid import is_hybrid
 from curation.ray_search import make_dir, ray_neighbour_graph
 
 # Texts per Ray Data batch of the embedding job: large enough that each batch is mostly encoding.
@@ -110,11 +111,15 @@ def embed_on_ray(store, kind: str, model_name: str | None = None, snapshot_dir: 
     """`embed_items` with the encoding done by a Ray Data job on the connected cluster: every task or response
     whose text is new or changed is encoded and its vector stored in the workspace under
     `embedder_key(model_name)`, where the single-machine dedupe finds it too. `actors`: encoders (default:
-    one per CPU of the cluster, less one for reading and writing). Returns {"encoded", "reused", "model"}."""
+    one per CPU of the cluster, less one for reading and writing). Returns {"encoded", "reused", "model"}.
+    Model "static+minilm" is embedded on this machine by `embed_items` (its second model encodes only the rows
+    the first picks); the search of its vectors still runs on Ray."""
     import ray
 
     if kind not in KINDS:
         raise StudioError(f"embedding kind must be task or response (got {kind!r})")
+    if is_hybrid(model_name):  # two models, the second only for some rows: it runs here; the search on Ray
+        return embed_items(store, kind, model_name)
     key = embedder_key(model_name)
     total, stale = store.items_to_embed(kind, key)
     if not stale:

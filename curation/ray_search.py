@@ -156,6 +156,11 @@ def ray_neighbour_graph(vectors: np.ndarray, min_similarity: float, snapshot_dir
 
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n = len(vectors)
+    # A zero row is similar to nothing (cosine 0), as in neighbour_graph: left out rather than widening a cell.
+    live = np.flatnonzero(np.einsum("ij,ij->i", vectors, vectors) > 0)
+    if len(live) < n:
+        graph = ray_neighbour_graph(vectors[live], min_similarity, snapshot_dir, k)
+        return NeighbourGraph(n, live[graph.pairs].reshape(-1, 2), graph.sims)
     if n < 2:
         return NeighbourGraph(n, np.zeros((0, 2), np.int64), np.zeros(0, np.float32))
     run = f"{snapshot_dir}/search-{uuid.uuid4().hex[:8]}"
