@@ -246,5 +246,7 @@ def test_two_embedded_llama_servers_as_a_farm_one_killed_mid_job(store, teacher_
     assert at_kill and summary["endpoints"]["second"]["state"] == "down"
     assert summary["endpoints"]["second"]["failed_over"] >= at_kill["in_flight"] > 0  # more may go before the kill
     counts = dict(store._fetchall("SELECT answered_by, count(*) FROM generations GROUP BY 1"))
-    assert counts[teacher_url] + counts.get(second_url, 0) == 16 and counts.get(second_url, 0) >= 1
+    # Whether the second answered any before its kill depends on the two servers' pace (none, on a loaded machine);
+    # what matters is that every call is stored once, by one of them.
+    assert counts[teacher_url] + counts.get(second_url, 0) == 16 and set(counts) <= {teacher_url, second_url}
     assert run_method(store, teacher, GenerateConfig(max_tokens=8), "")["planned"] == 0
