@@ -15,7 +15,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from tests.fault_server import completion
+from tests.fault_server import completion, write_body
 
 STEPS = ("validating", "in_progress", "finalizing")
 
@@ -137,12 +137,7 @@ class BatchServer:
 
     @staticmethod
     def send(handler, payload: dict, status: int = 200):
-        body = json.dumps(payload).encode()
-        handler.send_response(status)
-        handler.send_header("content-type", "application/json")
-        handler.send_header("content-length", str(len(body)))
-        handler.end_headers()
-        handler.wfile.write(body)
+        write_body(handler, status, json.dumps(payload).encode())
 
     def __enter__(self):
         self._thread.start()

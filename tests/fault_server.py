@@ -35,6 +35,17 @@ def completion(text: str = "scripted answer", prompt_tokens: int = 7, completion
                       "total_tokens": prompt_tokens + completion_tokens}}
 
 
+def write_body(handler, status: int, body: bytes, headers: dict | None = None) -> None:
+    """One HTTP response of JSON `body` bytes (scripted: they need not parse) from a BaseHTTPRequestHandler."""
+    handler.send_response(status)
+    handler.send_header("content-type", "application/json")
+    for key, value in (headers or {}).items():
+        handler.send_header(key, value)
+    handler.send_header("content-length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 class FaultServer:
     def __init__(self, script: list):
         self.script = list(script)
@@ -79,13 +90,7 @@ class FaultServer:
             status, headers = (step, {}) if isinstance(step, int) else step
             payload = completion() if status == 200 else {"error": {"message": f"scripted {status}", "type": "x"}}
             body = json.dumps(payload).encode()
-        handler.send_response(status)
-        handler.send_header("content-type", "application/json")
-        for key, value in headers.items():
-            handler.send_header(key, value)
-        handler.send_header("content-length", str(len(body)))
-        handler.end_headers()
-        handler.wfile.write(body)
+        write_body(handler, status, body, headers)
 
     def __enter__(self):
         self._thread.start()
