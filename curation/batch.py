@@ -9,21 +9,27 @@ whatever state the workspace last recorded — so a studio restarted between any
 
 Never submitted twice: a batch's calls leave 'pending' in the same transaction that records it, a live job and a
 second submit skip 'batched' calls, and a batch whose creation may have reached the provider before the studio
-recorded it is looked up there (by its input file) before it is created again.
+recorded it is looked up there (by its input file) before it is created again; within the studio, one thread
+at a time uploads or creates (`store.batch_steps`).
+
+A job over the provider's limits per batch (`BatchLimits`: OpenAI's 50,000 requests and 200 MB) is split into
+several batches at submit. `cancel` asks the provider to stop a batch and then collects it like any other: what it
+had answered is stored, the rest goes back to 'pending'. Collectors may race (the UI's timer, a click, the CLI's
+--wait): each answer is stored by whichever reaches the ledger first, once (`commit_call(batch_id=...)`).
 """
 from __future__ import annotations
 
 import json
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 import openai
 from openai.types.chat import ChatCompletion
 
-from curation.errors import ConfigError, StudioError, TeacherError
+from curation.errors import BatchTooLarge, ConfigError, StudioError, TeacherError
 from curation.generate import record_results
 from curation.methods import get_method, method_for
 from curation.methods.base import Call, Stage
@@ -36,6 +42,48 @@ BATCH_DISCOUNT = 0.5  # OpenAI's Batch API price: half the live one
 BATCH_URL = "/v1/chat/completions"
 PROVIDER_ENDS = ("completed", "failed", "expired", "cancelled")
 UNANSWERED = ("batch_expired", "batch_cancelled")  # not the call's failure: it goes back to 'pending'
+POLLED = ("submitted", "cancelling")  # at the provider, not yet ended there
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """What the provider takes in one batch; a job over them is split into several batches when submitted."""
+
+    max_requests: int = 50_000  # OpenAI: an input file holds up to 50,000 requests
+    max_bytes: int = 200_000_000  # OpenAI: an input file is up to 200 MB
+
+    def __post_init__(self):
+        if int(self.max_requests) < 1:
+            raise ConfigError(f"max_requests per batch must be at least 1 (got {self.max_requests})")
+        if int(self.max_bytes) < 1:
+            raise ConfigError(f"max_bytes per batch input file must be at least 1 (got {self.max_bytes})")
+
+
+def request_line(key: str, model: str, messages: list, params: dict) -> bytes:
+    """One line of a batch input file: the call as a live job would send it, found again by its request key."""
+    line = {"custom_id": key, "method": "POST", "url": BATCH_URL, "body": {"model": model, "messages": messages,
+                                                                            **params}}
+    return (json.dumps(line, ensure_ascii=False) + "\n").encode()
+
+
+def split_for_limits(calls: list[Call], limits: BatchLimits) -> list[list[Call]]:
+    """The calls in order, cut into parts that each fit one batch (requests and input-file bytes).
+    BatchTooLarge, naming the request, when one call alone is over the file limit."""
+    parts: list[list[Call]] = [[]]
+    size = 0
+    for call in calls:
+        n = len(request_line(call.request_key, call.model, call.messages, call.params))
+        if n > limits.max_bytes:
+            raise BatchTooLarge(
+                f"request {call.request_key[:12]} (task {call.task_id}, stage {call.stage}) is {n:,} bytes as a "
+                f"batch line, over the {limits.max_bytes:,}-byte limit of one batch input file: no batch can take "
+                "it. Shorten its input or run this job live; nothing was submitted")
+        if parts[-1] and (len(parts[-1]) >= limits.max_requests or size + n > limits.max_bytes):
+            parts.append([])
+            size = 0
+        parts[-1].append(call)
+        size += n
+    return parts
 
 
 def batch_client(teacher: TeacherConfig) -> openai.OpenAI:
@@ -71,41 +119,83 @@ def _next_stage(store: Store, teacher: TeacherConfig, config) -> tuple:
 
 
 def submit_batch(store: Store, teacher: TeacherConfig, config, discount: float = BATCH_DISCOUNT,
-                 client: openai.OpenAI | None = None) -> dict:
-    """Plan the method's next stage as a batch and submit it; returns the batch's row (state 'submitted', or
-    where a failed step left it: `advance` resumes from there)."""
+                 client: openai.OpenAI | None = None, limits: BatchLimits = BatchLimits()) -> list[dict]:
+    """Plan the method's next stage as batches and submit them: one batch, or several where the calls are over
+    the provider's `limits` per batch. Returns their rows, each 'submitted' or where a failed step left it
+    (`advance` resumes from there)."""
     if not 0 < float(discount) <= 1:
         raise ConfigError(f"the batch discount must be more than 0 and at most 1 (got {discount})")
     client = client or batch_client(teacher)
     method, stage, calls = _next_stage(store, teacher, config)
+    parts = split_for_limits(calls, limits)  # before anything is written: a request no batch takes changes nothing
     run_config = {"method": method.name, "mode": "batch", "stage": stage.name, "teacher": teacher.public(),
                   **asdict(config)}
     run_id = store.start_run("generate", run_config)
     store.plan_ledger(run_id, [c.ledger_row() for c in calls])
-    batch_id = store.create_batch(teacher.endpoint_id, teacher.model_name, method.name, stage.name,
-                                  [c.request_key for c in calls], float(discount), run_id)
-    store.update_run(run_id, status="completed", metrics={"mode": "batch", "batch_id": batch_id, "method": method.name,
+    ids = store.create_batches(teacher.endpoint_id, teacher.model_name, method.name, stage.name,
+                               [[c.request_key for c in part] for part in parts], float(discount), run_id)
+    store.update_run(run_id, status="completed", metrics={"mode": "batch", "batch_ids": ids, "method": method.name,
                                                           "stage": stage.name, "planned": len(calls)})
-    return advance(store, teacher, batch_id, client)
+    return [advance(store, teacher, batch_id, client) for batch_id in ids]
 
 
 def advance(store: Store, teacher: TeacherConfig, batch_id: int, client: openai.OpenAI | None = None) -> dict:
     """Take a batch as far as it can go now: upload, create, or poll; returns its row with the provider's
     status ('remote_status') and request counts when it was polled."""
-    batch = _ours(store, teacher, batch_id)
+    _ours(store, teacher, batch_id)
     client = client or batch_client(teacher)
     try:
-        if batch["state"] == "planned":
-            _upload(store, batch, client)
-        if store.batch(batch_id)["state"] == "uploaded":
-            _create(store, store.batch(batch_id), client)
-        if store.batch(batch_id)["state"] == "submitted":
-            return {**store.batch(batch_id), **_poll(store, store.batch(batch_id), client)}
+        if store.batch(batch_id)["state"] in ("planned", "uploaded"):
+            with store.batch_steps:  # re-read under the lock: another thread may have just taken these steps
+                if store.batch(batch_id)["state"] == "planned":
+                    _upload(store, store.batch(batch_id), client)
+                if store.batch(batch_id)["state"] == "uploaded":
+                    _create(store, store.batch(batch_id), client)
+        if store.batch(batch_id)["state"] in POLLED:
+            polled = _poll(store, store.batch(batch_id), client)
+            return {**store.batch(batch_id), **polled}  # the row as the poll left it (ended, perhaps)
     except openai.APIError as exc:
         raise TeacherError(f"batch {batch_id}: the Batch API at {teacher.base_url} refused or did not answer "
                            f"({type(exc).__name__}: {exc}); nothing was lost — run batch-status again to resume"
                            ) from exc
     return store.batch(batch_id)
+
+
+def cancel(store: Store, teacher: TeacherConfig, batch_id: int, client: openai.OpenAI | None = None) -> dict:
+    """Cancel an open batch: the provider is asked to stop it (state 'cancelling' until it says 'cancelled');
+    once it has, what the batch had answered is stored and its other calls go back to 'pending'. A batch not yet
+    created at the provider is cancelled at once. Returns `collect`'s summary ('collected': False while the
+    provider is still cancelling: poll or collect it later)."""
+    batch = _ours(store, teacher, batch_id)
+    if batch["state"] not in BATCH_OPEN:
+        raise StudioError(f"batch {batch_id} has already ended ({batch['state']}): nothing to cancel"
+                          + ("" if batch["state"] == "collected" else "; collect it with batch-collect"))
+    client = client or batch_client(teacher)
+    try:
+        with store.batch_steps:  # no upload or create may run meanwhile
+            batch = store.batch(batch_id)
+            if batch["state"] == "uploaded":
+                _adopt(store, batch, client)  # a create whose answer was lost: that batch must be cancelled
+                batch = store.batch(batch_id)
+            if batch["state"] in ("planned", "uploaded"):  # nothing at the provider to stop
+                store.update_batch(batch_id, state="cancelled")
+        if batch["state"] == "submitted":
+            _cancel_remote(store, batch, client)
+    except openai.APIError as exc:
+        raise TeacherError(f"batch {batch_id}: the Batch API at {teacher.base_url} did not take the cancel "
+                           f"({type(exc).__name__}: {exc}); nothing changed — try again") from exc
+    return collect(store, teacher, batch_id, client)
+
+
+def _cancel_remote(store: Store, batch: dict, client: openai.OpenAI) -> None:
+    try:
+        remote = client.batches.cancel(batch["remote_id"])
+    except openai.APIStatusError:
+        remote = client.batches.retrieve(batch["remote_id"])  # it may have ended first: then it is collected as is
+        if remote.status not in PROVIDER_ENDS:
+            raise
+    store.update_batch(batch["id"], state="cancelling")
+    _record_end(store, batch["id"], remote)
 
 
 def _ours(store: Store, teacher: TeacherConfig, batch_id: int) -> dict:
@@ -117,10 +207,8 @@ def _ours(store: Store, teacher: TeacherConfig, batch_id: int) -> dict:
 
 
 def _upload(store: Store, batch: dict, client: openai.OpenAI) -> None:
-    lines = [json.dumps({"custom_id": row["request_key"], "method": "POST", "url": BATCH_URL,
-                         "body": {"model": row["model"], "messages": row["messages"], **row["params"]}},
-                        ensure_ascii=False) for row in store.batch_calls(batch["id"])]
-    data = ("\n".join(lines) + "\n").encode()
+    data = b"".join(request_line(row["request_key"], row["model"], row["messages"], row["params"])
+                    for row in store.batch_calls(batch["id"]))
     path = Path(store.workspace) / "batches" / f"batch-{batch['id']}.jsonl"  # kept: what was sent, to inspect
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
@@ -128,12 +216,19 @@ def _upload(store: Store, batch: dict, client: openai.OpenAI) -> None:
     store.update_batch(batch["id"], state="uploaded", input_file_id=uploaded.id, input_path=str(path))
 
 
-def _create(store: Store, batch: dict, client: openai.OpenAI) -> None:
-    # A create whose answer was lost (the studio died, the connection dropped) may have made the batch: adopt it.
+def _adopt(store: Store, batch: dict, client: openai.OpenAI) -> bool:
+    """A create whose answer was lost (the studio died, the connection dropped) may have made the batch: adopt
+    the provider's batch of this input file, if there is one."""
     for remote in client.batches.list(limit=100).data:
         if remote.input_file_id == batch["input_file_id"]:
             store.update_batch(batch["id"], state="submitted", remote_id=remote.id)
-            return
+            return True
+    return False
+
+
+def _create(store: Store, batch: dict, client: openai.OpenAI) -> None:
+    if _adopt(store, batch, client):
+        return
     remote = client.batches.create(input_file_id=batch["input_file_id"], endpoint=BATCH_URL,
                                    completion_window="24h", metadata={"distill_studio_batch": str(batch["id"])})
     store.update_batch(batch["id"], state="submitted", remote_id=remote.id)
@@ -141,24 +236,28 @@ def _create(store: Store, batch: dict, client: openai.OpenAI) -> None:
 
 def _poll(store: Store, batch: dict, client: openai.OpenAI) -> dict:
     remote = client.batches.retrieve(batch["remote_id"])
-    if remote.status in PROVIDER_ENDS:
-        errors = "; ".join(f"{e.code}: {e.message}" for e in (remote.errors.data or [])) if remote.errors else ""
-        store.update_batch(batch["id"], state=remote.status, output_file_id=remote.output_file_id,
-                           error_file_id=remote.error_file_id, error=errors or None)
+    _record_end(store, batch["id"], remote)
     counts = remote.request_counts
     return {"remote_status": remote.status,
             "request_counts": counts.model_dump() if counts is not None else None}
 
 
+def _record_end(store: Store, batch_id: int, remote) -> None:
+    if remote.status in PROVIDER_ENDS:
+        errors = "; ".join(f"{e.code}: {e.message}" for e in (remote.errors.data or [])) if remote.errors else ""
+        store.update_batch(batch_id, state=remote.status, output_file_id=remote.output_file_id,
+                           error_file_id=remote.error_file_id, error=errors or None)
+
+
 def collect(store: Store, teacher: TeacherConfig, batch_id: int, client: openai.OpenAI | None = None) -> dict:
     """Store the results of a batch the provider has ended: each answer and error by its custom_id, at the batch
     price; calls it left unanswered (expired, cancelled, missing) go back to 'pending'. Returns a summary.
-    A batch still running is polled and its state returned ('collected': False). Collecting twice is harmless."""
+    A batch still running is polled and its state returned ('collected': False). Collecting twice is harmless,
+    and so are two collectors at once: the ledger stores each answer once, for whichever comes first."""
     client = client or batch_client(teacher)
     batch = advance(store, teacher, batch_id, client)
     if batch["state"] in BATCH_OPEN or batch["state"] == "collected":
-        return {"batch_id": batch_id, "state": batch["state"], "collected": batch["state"] == "collected",
-                **{k: batch.get(k) for k in ("remote_status", "request_counts", "ok_count", "failed_count")}}
+        return _not_collected(batch)
     try:
         output, error = _download(client, batch["output_file_id"]), _download(client, batch["error_file_id"])
     except openai.APIError as exc:
@@ -166,6 +265,8 @@ def collect(store: Store, teacher: TeacherConfig, batch_id: int, client: openai.
                            "again") from exc
     lines, unreadable = output[0] + error[0], output[1] + error[1]
     waiting = {row["request_key"]: row for row in store.batch_calls(batch_id)}
+    if not waiting and store.batch(batch_id)["state"] == "collected":
+        return _not_collected(store.batch(batch_id))  # another collector stored it all meanwhile
     stage = Stage(batch["stage"], plan=lambda ctx: [], write=get_method(batch["method"]).writers[batch["stage"]])
     answered = []
     for line in lines:
@@ -177,11 +278,20 @@ def collect(store: Store, teacher: TeacherConfig, batch_id: int, client: openai.
     price = (price[0] * batch["discount"], price[1] * batch["discount"]) if price else None
     run_config = {"method": batch["method"], "mode": "batch-collect", "batch_id": batch_id,
                   "remote_id": batch["remote_id"], "discount": batch["discount"], "teacher": teacher.public()}
-    summary = record_results(store, teacher, run_config, answered, price)
-    released = store.release_batched(batch_id)
-    store.update_batch(batch_id, state="collected", ok_count=summary["ok"], failed_count=summary["failed"])
-    return {**summary, "batch_id": batch_id, "state": "collected", "collected": True, "provider_state": batch["state"],
-            "returned_to_pending": released, "unreadable_lines": unreadable}
+    summary = record_results(store, teacher, run_config, answered, price, batch_id=batch_id)
+    finished = store.finish_batch(batch_id)  # None: another collector finished it first
+    done = store.batch(batch_id)
+    # ok / failed: the batch's, from the ledger; stored_*: what this collector stored (less, had another raced it)
+    return {**summary, "stored_ok": summary["ok"], "stored_failed": summary["failed"], "ok": done["ok_count"],
+            "failed": done["failed_count"], "batch_id": batch_id, "state": "collected", "collected": True,
+            "provider_state": batch["state"], "returned_to_pending": finished["returned_to_pending"] if finished else 0,
+            "unreadable_lines": unreadable}
+
+
+def _not_collected(batch: dict) -> dict:
+    """collect's answer for a batch it had nothing to store for: still open, or already collected."""
+    return {"batch_id": batch["id"], "state": batch["state"], "collected": batch["state"] == "collected",
+            **{k: batch.get(k) for k in ("remote_status", "request_counts", "ok_count", "failed_count")}}
 
 
 def _download(client: openai.OpenAI, file_id: str | None) -> tuple[list[dict], int]:

@@ -1,5 +1,5 @@
 """The elicitation commands of `python -m curation`: generate (any method, live or --batch), judge, ledger,
-retry-failed, prices, batch-status, batch-collect.
+retry-failed, prices, batch-status, batch-collect, batch-cancel.
 
 Thin: argparse options map one to one onto the method's config fields; the configs check the values.
 """
@@ -10,7 +10,7 @@ import dataclasses
 import json
 import sys
 
-from curation.batch import advance, collect, open_batches, submit_batch, wait_and_collect
+from curation.batch import BatchLimits, advance, cancel, collect, open_batches, submit_batch, wait_and_collect
 from curation.errors import ConfigError, StudioError
 from curation.farm_config import load_farm
 from curation.generate import Budget, Progress, preview, retry_failed, run_method
@@ -134,6 +134,12 @@ def add_commands(sub) -> None:
                        help="print the exact messages of the first N calls (default 3) and send nothing")
         p.add_argument("--batch", action="store_true", help="submit the next stage's calls as one OpenAI Batch API "
                        "batch (half price, answered within 24 h) and return; batch-collect stores the results")
+        p.add_argument("--batch-max-requests", type=int, default=BatchLimits.max_requests, metavar="N",
+                       help="with --batch: requests per batch; more are split into several batches (default "
+                       f"{BatchLimits.max_requests:,}, OpenAI's limit)")
+        p.add_argument("--batch-max-bytes", type=int, default=BatchLimits.max_bytes, metavar="N",
+                       help=f"with --batch: input file bytes per batch (default {BatchLimits.max_bytes:,}, OpenAI's "
+                       "200 MB)")
         add_teacher_options(p)
         for flags, kwargs, applies in _METHOD_OPTIONS:
             if fixed and applies != "*" and fixed not in applies.split():
@@ -154,6 +160,15 @@ def add_commands(sub) -> None:
     keys.add_argument("--all", action="store_true", help="every failed call made to this teacher")
     add_teacher_options(p)
 
+    _add_batch_commands(sub)
+
+    p = sub.add_parser("prices", help="the per-model price table (USD per million tokens) used for cost and budgets")
+    p.add_argument("--set", nargs=3, metavar=("MODEL", "INPUT_USD_PER_MTOK", "OUTPUT_USD_PER_MTOK"))
+    p.add_argument("--delete", metavar="MODEL")
+
+
+def _add_batch_commands(sub) -> None:
+    """batch-status, batch-collect and batch-cancel (generate --batch submits)."""
     for name, text in (("batch-status", "poll this teacher's Batch API batches (resuming any submission a restart "
                                         "cut short)"),
                        ("batch-collect", "store the results of this teacher's ended batches (--wait: poll until)")):
@@ -165,9 +180,13 @@ def add_commands(sub) -> None:
             p.add_argument("--poll-s", type=float, default=30.0, help="seconds between polls with --wait (default 30)")
             p.add_argument("--timeout-s", type=float, help="give up waiting after this long (default: never)")
 
-    p = sub.add_parser("prices", help="the per-model price table (USD per million tokens) used for cost and budgets")
-    p.add_argument("--set", nargs=3, metavar=("MODEL", "INPUT_USD_PER_MTOK", "OUTPUT_USD_PER_MTOK"))
-    p.add_argument("--delete", metavar="MODEL")
+    p = sub.add_parser("batch-cancel", help="cancel an open batch: what it answered is stored, the rest of its calls "
+                       "go back to pending (--wait: poll until the provider has cancelled it, then collect)")
+    p.add_argument("id", type=int, help="the batch id (batch-status lists them)")
+    p.add_argument("--wait", action="store_true", help="poll until the provider has cancelled it, then collect")
+    p.add_argument("--poll-s", type=float, default=30.0, help="seconds between polls with --wait (default 30)")
+    p.add_argument("--timeout-s", type=float, help="give up waiting after this long (default: never)")
+    add_teacher_options(p)
 
 
 def _teacher(args) -> TeacherConfig:
@@ -222,7 +241,9 @@ def cmd_generate(store, args) -> int:
         if budget is not None:
             raise StudioError("a budget stops a live job between calls; a batch is priced before it is submitted: "
                               "leave --budget-* out of --batch")
-        print(json.dumps(_batch_row(submit_batch(store, teacher, config))))
+        limits = BatchLimits(args.batch_max_requests, args.batch_max_bytes)
+        for row in submit_batch(store, teacher, config, limits=limits):
+            print(json.dumps(_batch_row(row)))
         return 0
     store.mark_interrupted_runs()  # we own the workspace: a run still 'running' belonged to a dead process
     summary = _with_teacher(store, teacher, lambda url, watch: run_method(
@@ -270,6 +291,15 @@ def cmd_batch_collect(store, args) -> int:
     return code
 
 
+def cmd_batch_cancel(store, args) -> int:
+    teacher = _teacher(args)
+    summary = cancel(store, teacher, args.id)
+    if args.wait and not summary["collected"]:
+        summary = wait_and_collect(store, teacher, args.id, args.poll_s, args.timeout_s)
+    print(json.dumps(summary))
+    return 0 if summary["collected"] else 1
+
+
 def cmd_ledger(store, args) -> int:
     frame, total = store.ledger_page(run_id=args.run, state=args.state or "", method=args.method or "",
                                      page_size=max(1, min(args.limit, 500)))
@@ -311,4 +341,4 @@ def print_progress(p: Progress):
 
 COMMANDS = {"generate": cmd_generate, "judge": cmd_generate, "ledger": cmd_ledger,
             "retry-failed": cmd_retry_failed, "prices": cmd_prices, "batch-status": cmd_batch_status,
-            "batch-collect": cmd_batch_collect}
+            "batch-collect": cmd_batch_collect, "batch-cancel": cmd_batch_cancel}

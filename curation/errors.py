@@ -27,6 +27,10 @@ class TeacherError(StudioError):
     """The teacher endpoint cannot be used at all (not: one call failed; that becomes a failed row)."""
 
 
+class BatchTooLarge(StudioError):
+    """One request is over what a provider takes in a whole batch: it cannot be sent as a batch. Nothing changed."""
+
+
 class TrainingBusy(StudioError):
     def __init__(self, run_id):
         self.run_id = run_id

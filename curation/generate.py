@@ -116,6 +116,7 @@ class _Job:
         self.writing = threading.Lock()
         self.in_flight = 1
         self.sender = None  # what sends the teacher calls; a farm's counts per endpoint come from it
+        self.batch_id = None  # collecting a Batch API batch: store only calls still waiting in it
 
     async def diagnose(self) -> str | None:
         """After a connection error: did the server behind the endpoint die? (its description, or None)"""
@@ -155,8 +156,11 @@ class _Job:
                             result={**result, "status": "error",
                                     "error": f"the answer could not be stored: {type(exc).__name__}: {exc}"})
         final = writes.result or result
-        self.store.commit_call(call.request_key, final, generation=writes.generation, judgment=writes.judgment,
-                               new_tasks=writes.new_tasks, outcome=writes.outcome, raw_output=writes.raw_output)
+        stored = self.store.commit_call(call.request_key, final, generation=writes.generation,
+                                        judgment=writes.judgment, new_tasks=writes.new_tasks, outcome=writes.outcome,
+                                        raw_output=writes.raw_output, batch_id=self.batch_id)
+        if stored is None:  # another collector stored this batch's answer first: not this run's to count
+            return
         self.write_s += time.perf_counter() - started
         self.done += 1
         self.ok += final["status"] == "ok"
@@ -325,13 +329,16 @@ run_generation = run_method  # the name the labeling-only engine had
 
 
 def record_results(store: Store, teacher: TeacherConfig, run_config: dict,
-                   answered: list[tuple[Stage, Call, dict]], price: tuple[float, float] | None) -> dict:
+                   answered: list[tuple[Stage, Call, dict]], price: tuple[float, float] | None,
+                   batch_id: int | None = None) -> dict:
     """Store calls answered outside a live job (a Batch API batch's results) through the path a live job
     stores its answers by, as one recorded run; returns its summary. price: what the answers cost per million
-    tokens (the batch price); the calls must be in the ledger."""
+    tokens (the batch price); the calls must be in the ledger. With `batch_id`, only calls still waiting in that
+    batch are stored (and counted): a second collector racing this one stores none twice."""
     ctx = RunContext(store, teacher)
     ctx.run_id = run_id = store.start_run("generate", run_config)
     job = _Job(store, run_id, price, None, None, None)
+    job.batch_id = batch_id
     job.planned = len(answered)
     try:
         for stage, call, result in answered:

@@ -1,10 +1,16 @@
-"""A scripted OpenAI Batch API on a real socket: /v1/files, /v1/batches, /v1/batches/{id}, /v1/files/{id}/content.
+"""A scripted OpenAI Batch API on a real socket: /v1/files, /v1/batches, /v1/batches/{id}, /v1/batches/{id}/cancel,
+/v1/files/{id}/content.
 
 A batch is 'validating' when created and moves one step each time it is retrieved (in_progress, finalizing,
 then `end`: completed by default, or expired / cancelled / failed). When it ends, each input line is answered by
 `answer(custom_id, body)`: a text (a 200 chat completion in the output file), an int status (an HTTP error
 line in the error file), or None (left unanswered: in the error file as batch_expired). The server counts what
 it was asked, so a test can check that nothing was uploaded or created twice.
+
+A cancel moves a running batch to 'cancelling' (for `cancelling_polls` retrieves), then to 'cancelled' with the
+first `done_before_cancel` input lines answered as above and the others in the error file as batch_cancelled; an
+ended batch refuses a cancel (400). `delay_s` holds each upload and each file download that long (outside the server's
+lock), so that two clients' requests overlap.
 """
 from __future__ import annotations
 
@@ -25,8 +31,12 @@ def echo(custom_id: str, body: dict):
 
 
 class BatchServer:
-    def __init__(self, answer=echo, end: str = "completed"):
+    def __init__(self, answer=echo, end: str = "completed", done_before_cancel: int = 0, delay_s: float = 0.0,
+                 cancelling_polls: int = 1):
         self.answer, self.end = answer, end
+        self.done_before_cancel, self.delay_s, self.cancelling_polls = done_before_cancel, delay_s, cancelling_polls
+        self.cancels = 0
+        self.cancelling: dict[str, int] = {}  # batch id: retrieves left that still answer 'cancelling'
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict] = {}
         self.created = self.uploads = 0
@@ -39,10 +49,14 @@ class BatchServer:
 
             def do_POST(self):
                 raw = self.rfile.read(int(self.headers.get("content-length", 0)))
+                if self.path == "/v1/files":
+                    time.sleep(server.delay_s)
                 with server.lock:
                     server.route_post(self, raw)
 
             def do_GET(self):
+                if self.path.endswith("/content"):
+                    time.sleep(server.delay_s)
                 with server.lock:
                     server.route_get(self)
 
@@ -74,6 +88,14 @@ class BatchServer:
                                       "error_file_id": None,
                                       "request_counts": {"total": 0, "completed": 0, "failed": 0}}
             return self.send(handler, self.batches[batch_id])
+        if handler.path.startswith("/v1/batches/") and handler.path.endswith("/cancel"):
+            batch = self.batches[handler.path.split("/")[3]]
+            if batch["status"] not in STEPS:
+                return self.send(handler, {"error": {"message": f"cannot cancel a batch that is {batch['status']}",
+                                                     "type": "invalid_request_error"}}, 400)
+            self.cancels += 1
+            batch["status"], self.cancelling[batch["id"]] = "cancelling", self.cancelling_polls
+            return self.send(handler, batch)
         self.send(handler, {"error": {"message": f"no route {handler.path}"}}, 404)
 
     def route_get(self, handler):
@@ -94,7 +116,11 @@ class BatchServer:
 
     # ---- the batch's life -----------------------------------------------------------------------------
     def step(self, batch: dict) -> dict:
-        if batch["status"] in STEPS:
+        if batch["status"] == "cancelling":
+            self.cancelling[batch["id"]] -= 1
+            if self.cancelling[batch["id"]] < 0:
+                self.finish(batch, "cancelled")
+        elif batch["status"] in STEPS:
             following = STEPS.index(batch["status"]) + 1
             if following < len(STEPS):
                 batch["status"] = STEPS[following]
@@ -102,16 +128,20 @@ class BatchServer:
                 self.finish(batch)
         return batch
 
-    def finish(self, batch: dict) -> None:
-        batch["status"] = self.end
-        if self.end == "failed":
+    def finish(self, batch: dict, end: str | None = None) -> None:
+        batch["status"] = end = end or self.end
+        if end == "failed":
             batch["errors"] = {"object": "list", "data": [{"code": "invalid_json_line", "message": "scripted"}]}
             return
         output, errors = [], []
         for n, text in enumerate(self.files[batch["input_file_id"]].decode().splitlines()):
             request = json.loads(text)
-            answer = self.answer(request["custom_id"], request["body"])
             line = {"id": f"batch_req_{n}", "custom_id": request["custom_id"]}
+            if end == "cancelled" and n >= self.done_before_cancel:
+                errors.append({**line, "response": None,
+                               "error": {"code": "batch_cancelled", "message": "the batch was cancelled"}})
+                continue
+            answer = self.answer(request["custom_id"], request["body"])
             if isinstance(answer, str):
                 output.append({**line, "response": {"status_code": 200, "request_id": f"req_{n}",
                                                     "body": completion(answer, 11, 5)}, "error": None})

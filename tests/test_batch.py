@@ -36,7 +36,7 @@ def test_a_batch_is_collected_with_its_partial_failure_at_the_batch_price(store)
     store.set_price(MODEL, 1000.0, 2000.0)
     with BatchServer(scripted) as server:
         teacher = TeacherConfig(base_url=server.base_url, model=MODEL)
-        row = submit_batch(store, teacher, GenerateConfig())
+        (row,) = submit_batch(store, teacher, GenerateConfig())
         assert (row["state"], row["remote_id"], row["request_count"]) == ("submitted", "batch_1", 5)
         assert store.ledger_summary()["by_state"]["batched"] == 5
         sent = [json.loads(x) for x in server.files["file-1"].decode().splitlines()]
@@ -69,7 +69,7 @@ def test_a_batch_is_collected_with_its_partial_failure_at_the_batch_price(store)
         runs = len(store.runs("generate"))
         assert collect(store, teacher, row["id"])["collected"] and len(store.runs("generate")) == runs
 
-        again = submit_batch(store, teacher, GenerateConfig())  # only what has no answer: the refused, the expired
+        (again,) = submit_batch(store, teacher, GenerateConfig())  # only what has no answer: the refused, the expired
         assert (again["request_count"], server.created) == (2, 2)
         lines = server.files[store.batch(again["id"])["input_file_id"]].decode().splitlines()
         assert sorted(json.loads(x)["body"]["messages"][-1]["content"] for x in lines) == ["Task 2.", "Task 3."]
@@ -79,7 +79,7 @@ def test_a_batch_the_provider_failed_returns_every_call_to_pending(store):
     store.add_tasks([{"instruction": "Task 0."}, {"instruction": "Task 1."}])
     with BatchServer(end="failed") as server:
         teacher = TeacherConfig(base_url=server.base_url, model=MODEL)
-        row = submit_batch(store, teacher, GenerateConfig())
+        (row,) = submit_batch(store, teacher, GenerateConfig())
         summary = wait_and_collect(store, teacher, row["id"], poll_s=0, sleep=no_sleep)
     assert (summary["provider_state"], summary["ok"], summary["returned_to_pending"]) == ("failed", 0, 2)
     assert "invalid_json_line" in store.batch(row["id"])["error"]

@@ -52,6 +52,9 @@ class Store(RecordsMixin, LabelsMixin, ReviewPagesMixin, RunsMixin, FilteringMix
         self.workspace.mkdir(parents=True, exist_ok=True)
         self._lock_file = _acquire_workspace_lock(self.workspace)
         self._lock = threading.RLock()  # held by every write and transaction
+        # Held while a Batch API batch is uploaded or created: two threads (the UI's timer and a click) must not
+        # make two batches of one; the workspace's file lock already keeps other processes out.
+        self.batch_steps = threading.Lock()
         self._local = threading.local()  # this thread's cursor and whether it is inside a transaction
         self._cursors: dict[threading.Thread, duckdb.DuckDBPyConnection] = {}  # every thread's, to close them
         self._cursors_lock = threading.Lock()  # guards _cursors only; a reader never waits for a writer on it

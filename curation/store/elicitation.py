@@ -58,15 +58,22 @@ class ElicitationMixin:
 
     def commit_call(self, request_key: str, result: dict, generation: dict | None = None,
                     judgment: dict | None = None, new_tasks: list[dict] | None = None,
-                    outcome: dict | None = None, raw_output: str | None = None) -> dict:
+                    outcome: dict | None = None, raw_output: str | None = None,
+                    batch_id: int | None = None) -> dict | None:
         """Store one finished call atomically: its ledger row (ok / failed, attempts, error, usage, cost)
         and what the method made of it — a generation, a judgment, new tasks. Returns the new ids.
 
         The ledger row must have been planned (`plan_ledger`). A judgment whose request key is already
-        stored is not stored twice; an ok generation is never overwritten.
+        stored is not stored twice; an ok generation is never overwritten. With `batch_id` (a Batch API
+        result) nothing is stored and None is returned unless the call still waits in that batch: when two
+        collectors race, the ledger row decides which one stores it, once.
         """
         ids: dict = {}
         with self.transaction() as con:
+            if batch_id is not None and con.execute(
+                    "SELECT count(*) FROM ledger WHERE request_key = ? AND state = 'batched' AND batch_id = ?",
+                    [request_key, batch_id]).fetchone()[0] == 0:
+                return None
             if generation is not None:  # which farm member or batch answered: the call's, not the method's to say
                 ids["generation_id"] = self._upsert_generation(con, {**generation,
                                                                      "answered_by": result.get("answered_by")})
