@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from curation.dedupe_groups import (groups_from_labels, key_labels, marked_count, normalise, preference_rank,
-                                    representatives, semantic_labels)
+                                    representatives, semantic_labels, semantic_marked)
 from curation.embed import DEFAULT_EMBEDDER, embedder_key
 from curation.errors import ConfigError, StudioError
 from curation.hybrid import fine_vectors, is_hybrid
@@ -208,10 +208,11 @@ def _members(rows: pd.DataFrame, groups: list[list[int]], similarity: np.ndarray
             for group in groups for r in group}
 
 
-def preview_counts(store, config: DedupeConfig, thresholds: list[float]) -> dict[float, int]:
+def preview_counts(store, config: DedupeConfig, thresholds: list[float], search=None) -> dict[float, int]:
     """Generations `config` would mark at each threshold, from one neighbour search at the lowest
     threshold: a UI computes this once and moves its slider over the answer. For the exact and
-    normalised methods every threshold gets the same count."""
+    normalised methods every threshold gets the same count. `search` as in `plan_dedupe`: pass the same
+    `curation.neighbours.ReusedSearch` to both and a plan at any of these thresholds searches no more."""
     thresholds = sorted({float(t) for t in thresholds})
     if not thresholds or thresholds[0] < MIN_THRESHOLD or thresholds[-1] > 1.0:
         raise StudioError(f"preview thresholds must lie in [{MIN_THRESHOLD}, 1.0] (got {thresholds})")
@@ -220,9 +221,11 @@ def preview_counts(store, config: DedupeConfig, thresholds: list[float]) -> dict
         return {t: 0 for t in thresholds}
     rank, _ = preference_rank(rows, config.representative)
     weights = _row_weights(rows)
-    vectors = row_vectors(store, config, rows) if config.method == "semantic" else None
-    return {t: marked_count(labels, rank, weights)
-            for t, labels in _labels_by_threshold(config, rows, vectors, thresholds, rank).items()}
+    if config.method == "semantic":
+        return semantic_marked(rows["text"].tolist(), row_vectors(store, config, rows), thresholds, rank, weights,
+                               search=search or neighbour_graph)
+    labels = _labels_by_threshold(config, rows, None, thresholds[:1], rank)[thresholds[0]]
+    return dict.fromkeys(thresholds, marked_count(labels, rank, weights))
 
 
 def dedupe_reason(config: DedupeConfig, cluster_index: int, kept_id: int) -> str:

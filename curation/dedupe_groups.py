@@ -12,7 +12,8 @@ import unicodedata
 import numpy as np
 import pandas as pd
 
-from curation.neighbours import NeighbourGraph, neighbour_graph
+from curation.leaders import adjacency, leader_labels_at, marked_at
+from curation.neighbours import SIMILARITY_SLACK, neighbour_graph
 
 
 @functools.cache
@@ -66,30 +67,17 @@ def leader_labels(n: int, pairs: np.ndarray, rank: np.ndarray) -> np.ndarray:
     cluster's leader, the row the cluster keeps. Joining pairs transitively instead (union-find) chains
     a ~ b ~ c into one cluster and would mark c although c is not close to the kept a.
     """
-    label = np.arange(n, dtype=np.int64)
-    if len(pairs) == 0:
-        return label
-    src = np.concatenate([pairs[:, 0], pairs[:, 1]])
-    dst = np.concatenate([pairs[:, 1], pairs[:, 0]])
-    order = np.argsort(src, kind="stable")
-    src, dst = src[order], dst[order]
-    starts = np.searchsorted(src, np.arange(n + 1))
-    linked = np.unique(src)  # only rows with a pair can lead or join; the rest stay alone
-    taken = np.zeros(n, dtype=bool)
-    for leader in linked[np.argsort(np.asarray(rank)[linked], kind="stable")].tolist():
-        if taken[leader]:
-            continue
-        taken[leader] = True
-        members = dst[starts[leader]:starts[leader + 1]]
-        members = members[~taken[members]]
-        taken[members] = True
-        label[members] = leader
-    return label
+    return leader_labels_at(adjacency(n, pairs), rank, 0.0)
 
 
-def _graph_labels(graph: NeighbourGraph, threshold: float, rank: np.ndarray) -> np.ndarray:
-    """int64[n] cluster label per row (`leader_labels`) over the pairs with sim >= threshold."""
-    return leader_labels(graph.n, graph.pairs_at(threshold), rank)
+def _points(texts: list[str], rank: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Identical texts as one point: (int64[p] a row of each point, int64[n] each row's point, int64[p] each
+    point's rank: its best copy's)."""
+    _, first, point = np.unique(key_labels(list(texts)), return_index=True, return_inverse=True)
+    rank = np.arange(len(point)) if rank is None else np.asarray(rank, dtype=np.int64)
+    point_rank = np.full(len(first), np.iinfo(np.int64).max)
+    np.minimum.at(point_rank, point, rank)
+    return first, point, point_rank
 
 
 def semantic_labels(texts: list[str], vectors: np.ndarray, thresholds: list[float],
@@ -101,12 +89,26 @@ def semantic_labels(texts: list[str], vectors: np.ndarray, thresholds: list[floa
     cluster: curation.ray_search)."""
     # Identical texts are one point: fewer rows to search, and no block of copies can crowd out a
     # row's real neighbours. A point ranks as its best copy.
-    _, first, point = np.unique(key_labels(list(texts)), return_index=True, return_inverse=True)
-    rank = np.arange(len(point)) if rank is None else np.asarray(rank, dtype=np.int64)
-    point_rank = np.full(len(first), np.iinfo(np.int64).max)
-    np.minimum.at(point_rank, point, rank)
+    first, point, point_rank = _points(texts, rank)
     graph = search(np.asarray(vectors)[first], min(thresholds))
-    return {t: _graph_labels(graph, t, point_rank)[point] for t in thresholds}
+    adj = adjacency(graph.n, graph.pairs, graph.sims)
+    return {t: leader_labels_at(adj, point_rank, t - SIMILARITY_SLACK)[point] for t in thresholds}
+
+
+def semantic_marked(texts: list[str], vectors: np.ndarray, thresholds: list[float], rank: np.ndarray,
+                    weights: np.ndarray, search=neighbour_graph) -> dict[float, int]:
+    """For each threshold, the weight (weights int[n], e.g. generations per row) `semantic_labels` would mark:
+    every row but the best-ranked (rank int[n]) of each cluster. Equal to `marked_count` over those labels, at a
+    compiled pass per threshold instead of a label array and a sort: the dedupe panel's 51 slider stops."""
+    first, point, point_rank = _points(texts, rank)
+    weights = np.asarray(weights, dtype=np.int64)
+    best = np.lexsort((np.asarray(rank), point))  # rows by point, best copy first
+    starts = np.flatnonzero(np.r_[True, point[best][1:] != point[best][:-1]])
+    kept_weight = weights[best[starts]]  # the weight each point keeps when it leads: its best copy's
+    graph = search(np.asarray(vectors)[first], min(thresholds))
+    adj = adjacency(graph.n, graph.pairs, graph.sims)
+    counts = marked_at(adj, point_rank, [t - SIMILARITY_SLACK for t in thresholds], int(weights.sum()), kept_weight)
+    return dict(zip(thresholds, counts.tolist()))
 
 
 def near_duplicate_groups(vectors: np.ndarray, threshold: float, rank: np.ndarray | None = None) -> list[list[int]]:
@@ -114,7 +116,9 @@ def near_duplicate_groups(vectors: np.ndarray, threshold: float, rank: np.ndarra
     (`leader_labels`; rank int[n], default: row order), as in `groups_from_labels`. Uses a faiss index,
     never all pairs in Python."""
     rank = np.arange(len(vectors)) if rank is None else rank
-    return groups_from_labels(_graph_labels(neighbour_graph(vectors, threshold), threshold, rank))
+    graph = neighbour_graph(vectors, threshold)
+    return groups_from_labels(leader_labels_at(adjacency(graph.n, graph.pairs, graph.sims), rank,
+                                               threshold - SIMILARITY_SLACK))
 
 
 # ---- representatives ------------------------------------------------------------------------------

@@ -4,11 +4,14 @@ Pure array code on float32[n, d] unit vectors, using faiss; `curation.dedupe` cl
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import faiss
+import numba
 import numpy as np
 from threadpoolctl import threadpool_limits
 
@@ -24,8 +27,11 @@ CELLS_PROBED = 24  # 8 lost ~1.5% of pairs at 100k rows; 24 finds as many as sem
 CELL_FACTOR = 2.0
 KMEANS_ITERATIONS = 4
 KMEANS_SAMPLE_PER_CELL = 32
+# Cells scanned between two trims of their pairs to k per row: bounds the memory of a low threshold
+# (a million rows at 0.5 needed more than 24 GiB untrimmed).
+CELLS_PER_TRIM = 128
 # Cosines of identical texts come out a hair under 1.0 in float32.
-_SIMILARITY_SLACK = 1e-5
+SIMILARITY_SLACK = 1e-5
 
 
 @dataclass(frozen=True)
@@ -41,7 +47,43 @@ class NeighbourGraph:
 
     def pairs_at(self, threshold: float) -> np.ndarray:
         """int64[m', 2]: the pairs with sim >= threshold."""
-        return self.pairs[self.sims >= threshold - _SIMILARITY_SLACK]
+        return self.pairs[self.sims >= threshold - SIMILARITY_SLACK]
+
+    def at_least(self, threshold: float) -> "NeighbourGraph":
+        """The graph of the pairs with sim >= threshold: what a search at `threshold` finds, since each row keeps
+        its most similar rows whatever the threshold."""
+        keep = self.sims >= threshold - SIMILARITY_SLACK
+        return NeighbourGraph(self.n, self.pairs[keep], self.sims[keep])
+
+
+class ReusedSearch:
+    """`neighbour_graph` that keeps its last graph: asked again for the same vectors at the same or a higher
+    threshold, it cuts that graph instead of searching. The dedupe panel's Preview searches once at the slider's
+    lowest stop for its counts; the clusters at whatever stop the slider is let go then come from that graph in
+    a second, not from a new search (minutes at a million rows). One per browser session (a gr.State); the
+    graph it holds is about 20 bytes a pair."""
+
+    def __init__(self):
+        self.searches = 0
+        """Searches actually run (a test reads it)."""
+        self._key: tuple | None = None
+        self._floor = 1.0
+        self._graph: NeighbourGraph | None = None
+        self._lock = threading.Lock()  # the slider and Preview of one session may ask at once
+
+    def __call__(self, vectors: np.ndarray, min_similarity: float) -> NeighbourGraph:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        key = (vectors.shape, hashlib.blake2b(vectors.data, digest_size=16).digest())
+        with self._lock:
+            return self._search(vectors, min_similarity, key)
+
+    def _search(self, vectors, min_similarity, key) -> NeighbourGraph:
+        if self._graph is None or key != self._key or min_similarity < self._floor:
+            self._graph, self._key, self._floor = None, None, 1.0  # free the old graph before the new search
+            self._graph = neighbour_graph(vectors, min_similarity)
+            self._key, self._floor = key, float(min_similarity)
+            self.searches += 1
+        return self._graph.at_least(min_similarity)
 
 
 def neighbour_graph(vectors: np.ndarray, min_similarity: float, k: int = NEIGHBOURS_PER_ROW) -> NeighbourGraph:
@@ -70,7 +112,7 @@ def _exact_neighbours(vectors, min_similarity, k):
     sims, cols = index.search(vectors, min(k + 1, len(vectors)))
     rows = np.repeat(np.arange(len(vectors)), cols.shape[1])
     cols, sims = cols.ravel(), sims.ravel()
-    keep = (cols >= 0) & (sims >= min_similarity - _SIMILARITY_SLACK)
+    keep = (cols >= 0) & (sims >= min_similarity - SIMILARITY_SLACK)
     return rows[keep], cols[keep], sims[keep]
 
 
@@ -94,14 +136,54 @@ def _cell_neighbours(vectors, min_similarity, k):
         members_by_cell = _rows_by_cell(probes[:, 0], n_cells)
         queries_by_cell = _rows_by_cell(probes.ravel(), n_cells, row_of=lambda flat: flat // probes.shape[1])
 
+        # A row that already holds k neighbours needs no entry below its k-th: the scans skip those.
+        kth = np.full(n, -np.inf, np.float32)
+
         def scan(cell):
             members, queries = members_by_cell[cell], queries_by_cell[cell]
             sims = vectors[queries] @ vectors[members].T  # float32[|queries|, |members|]
-            return _top_pairs(sims, queries, members, min_similarity, k)
+            return _top_pairs(sims, queries, members, min_similarity, k, kth[queries])
 
+        cells = [c for c in range(n_cells) if len(members_by_cell[c])]
+        kept = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            found = list(pool.map(scan, [c for c in range(n_cells) if len(members_by_cell[c])]))
-    return tuple(np.concatenate(parts) for parts in zip(*found))
+            for at in range(0, len(cells), CELLS_PER_TRIM):
+                found = list(pool.map(scan, cells[at:at + CELLS_PER_TRIM]))
+                rows, cols, sims = (np.concatenate([mine, *parts]) for mine, *parts in zip(kept, *found))
+                keep, kth[:] = _top_k(n, rows, sims, k)
+                kept = rows[keep], cols[keep], sims[keep]
+    return kept
+
+
+@numba.njit(nogil=True)
+def _top_k(n, rows, sims, k):
+    """(bool mask of the entries to keep, float32[n] each row's k-th similarity kept, -inf below k entries).
+
+    Each row keeps only its k most similar entries (ties: the earlier), so a row has about k neighbours in all,
+    not k per cell: at a low threshold a million rows would otherwise find billions of pairs. A row's k most
+    similar at a lower threshold, cut at a higher one, are its k most similar there, so a graph built for the
+    lowest threshold serves every higher one exactly (NeighbourGraph.at_least). Compiled: numpy's lexsort over
+    a hundred million entries took minutes per cut at a million rows."""
+    starts = np.zeros(n + 1, np.int64)
+    for r in rows:
+        starts[r + 1] += 1
+    for r in range(n):
+        starts[r + 1] += starts[r]
+    fill = starts[:-1].copy()
+    by_row = np.empty(len(rows), np.int64)
+    for e in range(len(rows)):  # entries grouped by row, in input order
+        by_row[fill[rows[e]]] = e
+        fill[rows[e]] += 1
+    keep = np.ones(len(rows), np.bool_)
+    kth = np.full(n, -np.inf, np.float32)
+    for r in range(n):
+        if starts[r + 1] - starts[r] >= k:
+            entries = by_row[starts[r]:starts[r + 1]]
+            ranked = np.argsort(-sims[entries], kind="mergesort")  # stable: ties by position
+            for j in range(k, len(entries)):
+                keep[entries[ranked[j]]] = False
+            kth[r] = sims[entries[ranked[k - 1]]]
+    return keep, kth
 
 
 def _rows_by_cell(cells: np.ndarray, n_cells: int, row_of=None) -> list[np.ndarray]:
@@ -112,15 +194,17 @@ def _rows_by_cell(cells: np.ndarray, n_cells: int, row_of=None) -> list[np.ndarr
     return [rows[bounds[c]:bounds[c + 1]] for c in range(n_cells)]
 
 
-def _top_pairs(sims, queries, members, min_similarity, k):
-    """(query rows, member rows, sims) of the entries >= min_similarity, about k at most per query
-    row (its k most similar; ties at the k-th value are all kept)."""
-    hits = sims >= np.float32(min_similarity - _SIMILARITY_SLACK)
+def _top_pairs(sims, queries, members, min_similarity, k, row_floor):
+    """(query rows, member rows, sims) of the entries >= min_similarity and above the query row's floor
+    (float32[|queries|]), a row never paired with itself, about k at most per query row (its k most similar;
+    ties at the k-th value are all kept)."""
+    hits = (sims >= np.float32(min_similarity - SIMILARITY_SLACK)) & (sims > row_floor[:, None])
+    hits &= queries[:, None] != members[None, :]
     crowded = np.flatnonzero(np.count_nonzero(hits, axis=1) > k)
     if len(crowded):  # few rows at useful thresholds: only they pay for finding their k-th value
-        part = sims[crowded]
+        part = np.where(hits[crowded], sims[crowded], -np.inf)
         kth = np.partition(part, part.shape[1] - k, axis=1)[:, part.shape[1] - k]
-        hits[crowded] = part >= kth[:, None]
+        hits[crowded] &= part >= kth[:, None]
     rows, cols = np.nonzero(hits)
     return queries[rows], members[cols], sims[rows, cols]
 

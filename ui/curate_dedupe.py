@@ -1,7 +1,8 @@
 """Curate › Dedupe: plan duplicates, review the clusters, pick what each keeps, mark the rest, undo.
 
 The threshold slider reads counts that `preview_counts` computed once per setting (target, method,
-model, rule) and that sit in a gr.State, so dragging it costs a dictionary lookup, not a search.
+model, rule) and that sit in a gr.State, so dragging it costs a dictionary lookup, not a search; letting it go
+re-clusters at that stop from the neighbour graph the counts were computed from (curation.neighbours.ReusedSearch).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from curation.dedupe import (METHODS, REPRESENTATIVE_RULES, TARGETS, DedupeConfi
 from curation.embed import embed_items, embedder_key
 from curation.errors import StudioError
 from curation.hybrid import is_hybrid
+from curation.neighbours import ReusedSearch
 from curation.static_embed import STATIC_EMBEDDER, first_use_note
 from ui.common import guarded
 
@@ -108,10 +110,13 @@ def loading_note(store, model) -> str:
 
 # ---- handlers: each takes the store first (bound in `build`), then the form's values ----------------
 def counts_for(store, config: DedupeConfig, cache: dict | None) -> dict:
-    """The slider's counts for `config`'s settings: the cached ones, or one `preview_counts` call."""
+    """The slider's counts for `config`'s settings: the cached ones, or one `preview_counts` call. The cache also
+    keeps that call's neighbour graph (a ReusedSearch), so the clusters at any stop come without a new search."""
     if cache and cache["key"] == settings_key(config):
         return cache
-    return {"key": settings_key(config), "counts": preview_counts(store, config, THRESHOLDS)}
+    search = ReusedSearch()
+    return {"key": settings_key(config), "counts": preview_counts(store, config, THRESHOLDS, search=search),
+            "search": search}
 
 
 def count_text(config: DedupeConfig, cache: dict) -> str:
@@ -127,8 +132,10 @@ def preview(store, target, method, model, rule, threshold, cache, progress=gr.Pr
         progress(0, desc=loading_note(store, config.model))
         embed_items(store, config.item_kind, config.model,
                     on_progress=lambda done, total: progress((done, total), desc="embedding", unit="rows"))
+    progress(0.5, desc="finding near duplicates at every stop of the slider")
     cache = counts_for(store, config, cache)
-    plan = plan_dedupe(store, config)
+    progress(0.9, desc="clustering at the chosen threshold")
+    plan = plan_dedupe(store, config, search=cache["search"])
     first = plan.clusters[0] if plan.clusters else None
     return (count_text(config, cache), plan_summary(plan, {}), clusters_frame(plan, {}),
             first.index if first else None, members_html(first, first.representative) if first else "",
