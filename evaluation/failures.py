@@ -10,6 +10,7 @@ import threading
 from dataclasses import asdict, dataclass
 
 from curation.errors import ConfigError
+from curation.farm_config import TeacherFarm, farm_from_dict
 from curation.generate import execute_stages
 from curation.methods.context import RunContext
 from curation.methods import get_method
@@ -47,11 +48,25 @@ class FailureSeedConfig:
         self.per_failure, self.threshold = int(self.per_failure), float(self.threshold)
 
 
-def teacher_of_run(store: Store, eval_run_id: int) -> TeacherConfig:
-    """The teacher an eval run used (its key, never stored, comes from OPENAI_API_KEY)."""
+def teacher_of_run(store: Store, eval_run_id: int, farm: TeacherFarm | None = None) -> TeacherConfig:
+    """The teacher an eval run used, rebuilt from what the run stored: the embedded server, an endpoint URL and
+    model, or a teacher farm (a run stores its farm's members, their keys only by variable name). Keys are never
+    stored: they come from OPENAI_API_KEY, or each farm member's api_key_env. `farm` stands in for the farm when
+    the run did not store its members; it must have the run's farm name, which its request keys carry."""
     run = store.run(int(eval_run_id))
     public = (run or {}).get("config", {}).get("teacher") or {}
     endpoint = public.get("endpoint", "embedded")
+    if endpoint.startswith("farm:"):
+        name = endpoint.removeprefix("farm:")
+        if farm is None and not public.get("farm"):
+            raise ConfigError(f"eval run {eval_run_id}'s teacher was the farm {name!r}, whose endpoints the run did "
+                              f"not store: pass that farm (teacher_of_run(..., farm=load_farm('FARM.json')), or "
+                              f"failures_to_seeds(..., teacher=TeacherConfig(farm=load_farm('FARM.json'))))")
+        farm = farm or farm_from_dict(public["farm"])
+        if farm.name != name:
+            raise ConfigError(f"eval run {eval_run_id}'s teacher was the farm {name!r}, not {farm.name!r}: pass the "
+                              "farm file of that name (its name is in every request key)")
+        return TeacherConfig(farm=farm, model=public.get("model", ""))
     return TeacherConfig(base_url="" if endpoint == "embedded" else endpoint,
                          model="" if endpoint == "embedded" else public.get("model", ""))
 
