@@ -43,9 +43,14 @@ def add_commands(sub) -> None:
     p.add_argument("--ray-address", default=None, metavar="ADDR",
                    help="embed and search on a Ray cluster: 'auto' (the one `ray start` began on this machine), "
                         "HOST:PORT of its head node, or 'local' (a Ray started for this command)")
+    p.add_argument("--ray-search", choices=("approximate", "exact"), default="approximate",
+                   help="with --ray-address: 'approximate' (default) runs the single-machine search on the cluster "
+                        "(each row against the rows of its nearest k-means cells: the same pairs as without Ray); "
+                        "'exact' finds every pair at or above the threshold, at close to all-pairs cost")
     p.add_argument("--snapshot-dir", default=None, metavar="DIR",
-                   help="with --ray-address: where the Parquet snapshots go; every node must reach it on a "
-                        "multi-node cluster (default: WORKSPACE/ray-snapshots/<time>)")
+                   help="with --ray-address: where the Parquet snapshots go, kept after the run; every node must "
+                        "reach it on a multi-node cluster (default: a folder under WORKSPACE/ray-snapshots, "
+                        "removed when the run ends)")
     _common(p)
 
     p = sub.add_parser("filter", help="reject the rows a filter removes (--dry-run: only count and show them)")
@@ -84,18 +89,18 @@ def cmd_embed(store, args) -> int:
 
 def _dedupe_plan(store, config: DedupeConfig, args):
     """The plan, made here or (--ray-address) with embedding and search on a Ray cluster; and the snapshot
-    folder of a Ray run (None here)."""
+    folder a Ray run kept (None: none, or removed when the run ended)."""
     if not args.ray_address:
         if config.method == "semantic":
             embed_items(store, config.item_kind, config.model)
         return plan_dedupe(store, config), None
     from curation import ray_dedupe  # Ray is imported only by a command that uses it
 
-    snapshot = args.snapshot_dir or ray_dedupe.default_snapshot_dir(store)
-    with ray_dedupe.ray_connection(args.ray_address):
+    with ray_dedupe.ray_connection(args.ray_address), ray_dedupe.run_snapshot(store, args.snapshot_dir) as folder:
         if config.method == "semantic":
-            ray_dedupe.embed_on_ray(store, config.item_kind, config.model, snapshot)
-        return ray_dedupe.plan_dedupe_on_ray(store, config, snapshot), snapshot
+            ray_dedupe.embed_on_ray(store, config.item_kind, config.model, folder)
+        plan = ray_dedupe.plan_dedupe_on_ray(store, config, folder, search_mode=args.ray_search)
+    return plan, args.snapshot_dir
 
 
 def cmd_dedupe(store, args) -> int:
@@ -107,9 +112,11 @@ def cmd_dedupe(store, args) -> int:
                              for m in c.members]} for c in plan.clusters]
     out = {"config": vars(config), "items": plan.items_total, "rows": plan.rows_total,
            "rows_marked": plan.rows_marked, "clusters": clusters, "notes": list(plan.notes), "dry_run": args.dry_run}
-    if snapshot:
-        out["ray_snapshot"] = snapshot
     lines = [f"{len(clusters)} clusters; {plan.rows_marked} of {plan.rows_total} generations would be marked"]
+    if args.ray_address:
+        out["ray_search"], out["ray_snapshot"] = args.ray_search, snapshot
+        lines.append(f"Ray snapshots kept in {snapshot} (--snapshot-dir)" if snapshot
+                     else "Ray snapshots removed (pass --snapshot-dir DIR to keep them)")
     for c in clusters:
         lines.append(f"cluster {c['cluster']} (keeps {c['kept']}):")
         lines += [f"  {'*' if m['kept'] else ' '} {m['id']:>6}  {m['similarity']:.3f}  {_line(m['text'])}"

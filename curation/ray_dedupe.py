@@ -1,11 +1,12 @@
-"""Dedupe on a Ray cluster: the same `DedupeConfig`, embedding and near-duplicate search as Ray Data jobs.
+"""Dedupe on a Ray cluster: the same `DedupeConfig`, embedding and near-duplicate search as Ray jobs.
 
 The workspace stays the one DuckDB file on the machine that runs this (the driver). Each job reads a Parquet
 snapshot of what it needs under a snapshot folder, and writes its result there as Parquet for the driver to
 read back: the texts to embed -> their vectors (stored in the workspace as `embed_items` stores them); the
-points to compare -> their cells and pairs (curation.ray_search); and the clusters planned from the pairs. The
-plan is made by `plan_dedupe` itself with the Ray search in place of the single-machine one, so the clusters,
-representatives, `apply_dedupe`, review and undo are the single-machine code paths.
+points to compare, sorted by k-means cell -> the pairs (curation.ray_search, "approximate" as the single-machine
+search or "exact"). The plan is made by `plan_dedupe` itself with the Ray search in place of the single-machine
+one, so the clusters, representatives, `apply_dedupe`, review and undo are the single-machine code paths.
+A run's snapshot folder is removed when it ends unless the caller named one (`run_snapshot`).
 
 On a real cluster the snapshot folder must be readable and writable by every node (a shared mount, or an
 object store URI such as s3://bucket/prefix that pyarrow understands), and every node needs this project's
@@ -16,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import tempfile
 import socket
 import time
 from pathlib import Path
@@ -28,7 +30,7 @@ from curation.dedupe import DedupeConfig, DedupePlan, plan_dedupe
 from curation.embed import KINDS, embed_items, embedder_key, load_embedder, normalize_rows
 from curation.errors import StudioError
 from curation.hybrid import is_hybrid
-from curation.ray_search import make_dir, ray_neighbour_graph
+from curation.ray_search import SEARCH_MODES, make_dir, ray_neighbour_graph, remove_dir
 
 # Texts per Ray Data batch of the embedding job: large enough that each batch is mostly encoding.
 EMBED_BATCH_ROWS = 1024
@@ -41,7 +43,25 @@ class RayClusterError(StudioError):
 def default_snapshot_dir(store) -> str:
     """A new folder for this run's Parquet snapshots inside the workspace (fine for a cluster on this machine;
     a multi-node cluster needs a shared path instead)."""
-    return str(Path(store.workspace) / "ray-snapshots" / time.strftime("%Y%m%d-%H%M%S"))
+    parent = Path(store.workspace) / "ray-snapshots"
+    parent.mkdir(parents=True, exist_ok=True)
+    return tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=parent)
+
+
+@contextlib.contextmanager
+def run_snapshot(store, snapshot_dir: str | None):
+    """The snapshot folder of one run: `snapshot_dir` when given (kept after the run, for inspection or for a
+    cluster's shared path), else a new one under the workspace that is removed when the run ends, whether it
+    succeeded or failed (a 10M-row run leaves gigabytes of Parquet)."""
+    if snapshot_dir:
+        make_dir(snapshot_dir)
+        yield snapshot_dir
+        return
+    folder = default_snapshot_dir(store)
+    try:
+        yield folder
+    finally:
+        remove_dir(folder)
 
 
 @contextlib.contextmanager
@@ -124,16 +144,17 @@ def embed_on_ray(store, kind: str, model_name: str | None = None, snapshot_dir: 
     total, stale = store.items_to_embed(kind, key)
     if not stale:
         return {"encoded": 0, "reused": total, "model": key}
-    run = _run_dir(snapshot_dir or default_snapshot_dir(store), "embed")
     actors = actors or max(1, int(ray.cluster_resources().get("CPU", 1)) - 1)
     rows_per_file = min(EMBED_BATCH_ROWS, -(-len(stale) // (2 * actors)))
-    files = _write_texts(f"{run}/texts", stale, rows_per_file)
-    # Loaded here and shipped as an object: the nodes need neither the model files nor the workspace.
-    shared = [ray.put(load_embedder(model_name, Path(store.workspace) / "models"))]
-    ray.data.read_parquet(f"{run}/texts", override_num_blocks=files).map_batches(
-        _Encoder, fn_constructor_args=(shared,), batch_size=rows_per_file, batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1).write_parquet(f"{run}/vectors")
-    table = pq.read_table(f"{run}/vectors")
+    with run_snapshot(store, snapshot_dir) as snapshot:
+        run = _run_dir(snapshot, "embed")
+        files = _write_texts(f"{run}/texts", stale, rows_per_file)
+        # Loaded here and shipped as an object: the nodes need neither the model files nor the workspace.
+        shared = [ray.put(load_embedder(model_name, Path(store.workspace) / "models"))]
+        ray.data.read_parquet(f"{run}/texts", override_num_blocks=files).map_batches(
+            _Encoder, fn_constructor_args=(shared,), batch_size=rows_per_file, batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1).write_parquet(f"{run}/vectors")
+        table = pq.read_table(f"{run}/vectors")
     vectors = np.stack(table.column("vector").to_numpy(zero_copy_only=False)).astype(np.float32)
     store.put_embeddings(kind, key, table.column("id").to_numpy().tolist(),
                          table.column("content_hash").to_pylist(), vectors)
@@ -155,17 +176,23 @@ def _write_texts(folder: str, stale: list[tuple[int, str, str]], rows_per_file: 
     return -(-len(stale) // rows_per_file)
 
 
-def plan_dedupe_on_ray(store, config: DedupeConfig, snapshot_dir: str | None = None) -> DedupePlan:
-    """`plan_dedupe` with the neighbour search run on the connected Ray cluster (curation.ray_search: exact, so
-    for the same vectors it finds every pair the single-machine search finds). The plan's clusters are also
-    written to <snapshot>/clusters.parquet. The exact and normalised methods are a hash of each text: they
-    run here, on the driver."""
-    snapshot = snapshot_dir or default_snapshot_dir(store)
-    make_dir(snapshot)
-    search = functools.partial(ray_neighbour_graph, snapshot_dir=snapshot) if config.method == "semantic" else None
-    plan = plan_dedupe(store, config, search=search)
-    frame = plan.to_frame()
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), f"{snapshot}/clusters.parquet")
+def plan_dedupe_on_ray(store, config: DedupeConfig, snapshot_dir: str | None = None,
+                       search_mode: str = "approximate") -> DedupePlan:
+    """`plan_dedupe` with the neighbour search run on the connected Ray cluster (curation.ray_search):
+    `search_mode` "approximate" is the single-machine search spread over the cluster (the same pairs for the same
+    vectors), "exact" finds every pair at or above the threshold. With a `snapshot_dir` the plan's clusters
+    are also written to <snapshot_dir>/clusters.parquet and the folder is kept; without one, the snapshots go to
+    a folder that is removed when this returns or fails. The exact and normalised methods are a hash of each
+    text: they run here, on the driver."""
+    if search_mode not in SEARCH_MODES:
+        raise StudioError(f"Ray search mode must be one of {', '.join(SEARCH_MODES)} (got {search_mode!r})")
+    with run_snapshot(store, snapshot_dir) as snapshot:
+        search = (functools.partial(ray_neighbour_graph, snapshot_dir=snapshot, mode=search_mode)
+                  if config.method == "semantic" else None)
+        plan = plan_dedupe(store, config, search=search)
+        if snapshot_dir:
+            frame = plan.to_frame()
+            pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), f"{snapshot}/clusters.parquet")
     return plan
 
 

@@ -1,8 +1,9 @@
 """Dedupe on a real local Ray cluster: a head and two worker nodes on this machine (each its own raylet and
-worker processes, one CPU each), offline. On 20k rows of a real workspace the Ray clusters equal the
-single-machine plan's with an exact search, and contain every pair the default single-machine search finds;
-embedding on Ray stores the vectors single-machine embedding stores; the CLI twin prints the single-machine
-CLI's clusters and its apply is undone like any other."""
+worker processes, one CPU each), offline. On 20k rows of a real workspace the exact Ray search's clusters equal
+the single-machine plan's with an exact search, and the approximate Ray search (the default) finds exactly the
+pairs and clusters of the default single-machine search; embedding on Ray stores the vectors single-machine
+embedding stores; the CLI twin prints the single-machine CLI's clusters and its apply is undone like any other;
+a run's snapshots are removed when it ends, unless the user named the folder."""
 from __future__ import annotations
 
 import json
@@ -13,9 +14,10 @@ import pytest
 
 from bench.dedupe import make_corpus
 from bench.ray_dedupe import TOKEN_MEAN, build_workspace, cluster_sets, exact_search, local_cluster
-from curation.dedupe import DedupeConfig, plan_dedupe
+from curation.dedupe import DedupeConfig, plan_dedupe, row_vectors
 from curation.embed import DEFAULT_EMBEDDER, embed_items, load_embedder
 from curation.neighbours import neighbour_graph
+from curation.errors import StudioError
 from curation.ray_dedupe import embed_on_ray, plan_dedupe_on_ray, ray_connection
 from curation.ray_search import ray_neighbour_graph
 from curation.store import Store
@@ -57,12 +59,12 @@ def pair_set(graph, threshold) -> set[tuple[int, int]]:
     return set(map(tuple, graph.pairs_at(threshold).tolist()))
 
 
-def test_ray_clusters_on_20k_rows_equal_the_exact_single_machine_ones(ray_address, workspace_20k, tmp_path):
+def test_exact_ray_clusters_on_20k_rows_equal_the_exact_single_machine_ones(ray_address, workspace_20k, tmp_path):
     config = DedupeConfig(model=TOKEN_MEAN, representative="earliest")
     graphs = {"exact": [], "single": []}
     with Store(workspace_20k) as store:
         with ray_connection(ray_address):
-            on_ray = plan_dedupe_on_ray(store, config, str(tmp_path / "snap"))
+            on_ray = plan_dedupe_on_ray(store, config, str(tmp_path / "snap"), search_mode="exact")
         exact = plan_dedupe(store, config, search=recording(exact_search, graphs["exact"]))
         single = plan_dedupe(store, config, search=recording(neighbour_graph, graphs["single"]))
     assert on_ray.items_total == 20_000 and len(on_ray.clusters) > 3000
@@ -79,6 +81,24 @@ def test_ray_clusters_on_20k_rows_equal_the_exact_single_machine_ones(ray_addres
           f"{len(same)} of {len(on_ray.clusters)} Ray clusters identical to its clusters")
 
 
+def test_approximate_ray_search_on_20k_rows_finds_the_single_machine_pairs_and_clusters(ray_address, workspace_20k):
+    config = DedupeConfig(model=TOKEN_MEAN, representative="earliest", threshold=0.8)
+    with Store(workspace_20k) as store:
+        vectors = row_vectors(store, config, store.dedupe_items(config.target))
+        with ray_connection(ray_address):
+            on_ray = plan_dedupe_on_ray(store, config)  # approximate is the default
+            graph = ray_neighbour_graph(vectors, config.threshold, str(store.workspace / "snap"))
+        single = plan_dedupe(store, config)
+        snapshots = store.workspace / "ray-snapshots"
+        assert not snapshots.exists() or not any(snapshots.iterdir())  # the unnamed snapshot folder is gone
+    # Same centroids, same probes: the very pairs of neighbour_graph's inverted-file search (not the exact ones).
+    expected = neighbour_graph(vectors, config.threshold)
+    assert len(expected.pairs) > 5000 and pair_set(graph, 0.8) == pair_set(expected, 0.8)
+    assert pair_set(graph, 0.8) != pair_set(exact_search(vectors, 0.8), 0.8)
+    np.testing.assert_allclose(np.sort(graph.sims), np.sort(expected.sims), atol=1e-5)
+    assert cluster_sets(on_ray) == cluster_sets(single) and on_ray.rows_marked == single.rows_marked
+
+
 def test_ray_graph_equals_exact_search_where_cells_prune_and_the_per_row_cap_binds(ray_address, tmp_path):
     # Low-dimensional points in tight bunches: the cell bound prunes most pairs, and many rows have more than
     # k=4 partners, so the cap across cells is exercised too; and some zero rows.
@@ -88,7 +108,7 @@ def test_ray_graph_equals_exact_search_where_cells_prune_and_the_per_row_cap_bin
     vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
     vectors[::100] = 0  # zero rows (static+minilm gives them) are similar to nothing
     with ray_connection(ray_address):
-        on_ray = ray_neighbour_graph(vectors, 0.97, str(tmp_path), k=4)
+        on_ray = ray_neighbour_graph(vectors, 0.97, str(tmp_path), k=4, mode="exact")
     exact = exact_search(vectors, 0.97, k=4)
     assert len(exact.pairs) > 10_000
     assert pair_set(on_ray, 0.97) == pair_set(exact, 0.97)
@@ -130,15 +150,29 @@ def test_cli_on_ray_prints_the_single_machine_clusters_and_applies_as_one_undoab
     single = json.loads(curation_cli(*flags, "--dry-run").stdout)
     on_ray = json.loads(curation_cli(*flags, "--dry-run", "--ray-address", ray_address,
                                      "--snapshot-dir", tmp_path / "snap").stdout)
-    assert on_ray.pop("ray_snapshot") == str(tmp_path / "snap")
+    assert on_ray.pop("ray_snapshot") == str(tmp_path / "snap") and on_ray.pop("ray_search") == "approximate"
     assert len(single["clusters"]) > 100 and on_ray == single
+    assert any((tmp_path / "snap").rglob("*.parquet"))  # a named snapshot folder is kept
     applied = json.loads(curation_cli(*flags, "--ray-address", ray_address).stdout)
+    assert applied["ray_snapshot"] is None and list((tmp_path / "ws" / "ray-snapshots").iterdir()) == []
     assert applied["marked"] == single["rows_marked"] and applied["batch"]
     with Store(tmp_path / "ws") as store:
         assert store.stats()["by_status"]["rejected"] == single["rows_marked"]
     curation_cli("--workspace", tmp_path / "ws", "undo", applied["batch"])
     with Store(tmp_path / "ws") as store:
         assert store.stats()["by_status"]["rejected"] == 0
+
+
+def test_a_failed_ray_run_removes_its_snapshots_and_a_named_folder_is_kept(ray_address, tmp_path):
+    build_workspace(tmp_path / "ws", make_corpus(200, seed=9)[0])
+    text = curation_cli("--workspace", tmp_path / "ws", "dedupe", "--model", TOKEN_MEAN, "--dry-run",
+                        "--ray-address", ray_address, "--snapshot-dir", tmp_path / "kept").stdout
+    assert f"Ray snapshots kept in {tmp_path / 'kept'}" in text and any((tmp_path / "kept").iterdir())
+    with Store(tmp_path / "ws") as store, ray_connection(ray_address):
+        # No vectors from this model: the plan fails after its snapshot folder was made, and the folder goes.
+        with pytest.raises(StudioError, match="no up-to-date embedding"):
+            plan_dedupe_on_ray(store, DedupeConfig(model="never-embedded"))
+    assert list((tmp_path / "ws" / "ray-snapshots").iterdir()) == []
 
 
 def test_an_address_where_no_ray_head_answers_fails_at_once_with_what_to_do(tmp_path):
