@@ -12,8 +12,9 @@ Timed in one process run on the corpus of bench/dedupe.py (templated instruction
 - static+minilm (curation.hybrid): the candidate rows (a static look-alike at CANDIDATE_THRESHOLD) found among all
   rows, timed; their MiniLM encode extrapolated from the same sample rate;
 - the workspace (--workspace-rows): that many responses stored with bulk inserts, then `embed_items` (vectors
-  written to DuckDB), `preview_counts` at the slider's 51 stops (what Preview computes once), `plan_dedupe`, the
-  slider's answer (ui.curate_dedupe.slide on the computed counts) and Review pages (`Store.review_page`).
+  written to DuckDB), `preview_counts` at the slider's 51 stops (what Preview computes once), `plan_dedupe` from
+  Preview's neighbour graph (what letting the slider go costs) and with its own search (the CLI), the slider's
+  answer (ui.curate_dedupe.slide on the computed counts) and Review pages (`Store.review_page`).
 Model loads are timed apart from the work. The 1-minute load average is sampled at every step.
 """
 from __future__ import annotations
@@ -113,6 +114,7 @@ def workspace(texts: list[str], threshold: float, folder: Path) -> dict:
 
     from curation.dedupe import DedupeConfig, plan_dedupe, preview_counts
     from curation.embed import embed_items
+    from curation.neighbours import ReusedSearch
     from curation.store import ReviewFilter
     from curation.static_embed import static_model_dir
 
@@ -124,8 +126,10 @@ def workspace(texts: list[str], threshold: float, folder: Path) -> dict:
         shutil.copytree(folder, static_model_dir(Path(tmp) / "ws" / "models"))
         try:
             config = DedupeConfig(model="static", threshold=threshold)
+            search = ReusedSearch()  # what the panel keeps in its gr.State between Preview and the slider
             for name, step in (("embed", lambda: embed_items(store, "response", "static")),
-                               ("preview_counts", lambda: preview_counts(store, config, SLIDER_STOPS)),
+                               ("preview_counts", lambda: preview_counts(store, config, SLIDER_STOPS, search=search)),
+                               ("plan_after_preview", lambda: plan_dedupe(store, config, search=search)),
                                ("plan", lambda: plan_dedupe(store, config))):
                 started = time.perf_counter()
                 result = step()
