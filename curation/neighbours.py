@@ -66,6 +66,8 @@ class ReusedSearch:
     def __init__(self):
         self.searches = 0
         """Searches actually run (a test reads it)."""
+        self.on_progress = None
+        """`on_progress(cells searched, cells)` of the search in progress; the UI sets its own bar before a call."""
         self._key: tuple | None = None
         self._floor = 1.0
         self._graph: NeighbourGraph | None = None
@@ -80,29 +82,31 @@ class ReusedSearch:
     def _search(self, vectors, min_similarity, key) -> NeighbourGraph:
         if self._graph is None or key != self._key or min_similarity < self._floor:
             self._graph, self._key, self._floor = None, None, 1.0  # free the old graph before the new search
-            self._graph = neighbour_graph(vectors, min_similarity)
+            self._graph = neighbour_graph(vectors, min_similarity, on_progress=self.on_progress)
             self._key, self._floor = key, float(min_similarity)
             self.searches += 1
         return self._graph.at_least(min_similarity)
 
 
-def neighbour_graph(vectors: np.ndarray, min_similarity: float, k: int = NEIGHBOURS_PER_ROW) -> NeighbourGraph:
+def neighbour_graph(vectors: np.ndarray, min_similarity: float, k: int = NEIGHBOURS_PER_ROW,
+                    on_progress=None) -> NeighbourGraph:
     """Pairs of rows of unit vectors float32[n, d] with cosine >= `min_similarity`, at most about `k`
-    per row (the most similar). Exact below EXACT_SEARCH_MAX_ROWS rows, inverted-file search above."""
+    per row (the most similar). Exact below EXACT_SEARCH_MAX_ROWS rows, inverted-file search above, which
+    calls `on_progress(cells searched, cells)` as it goes (minutes at a million rows)."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n = len(vectors)
     # A zero row is similar to nothing (cosine 0): it is left out of the search instead of crowding a cell.
     # The static+minilm model (curation.hybrid) gives one to every row without a static look-alike.
     live = np.flatnonzero(np.einsum("ij,ij->i", vectors, vectors) > 0)
     if len(live) < n:
-        graph = neighbour_graph(vectors[live], min_similarity, k)
+        graph = neighbour_graph(vectors[live], min_similarity, k, on_progress)
         return NeighbourGraph(n, live[graph.pairs].reshape(-1, 2), graph.sims)
     if n < 2:
         return NeighbourGraph(n, np.zeros((0, 2), np.int64), np.zeros(0, np.float32))
     if n <= EXACT_SEARCH_MAX_ROWS:
         rows, cols, sims = _exact_neighbours(vectors, min_similarity, k)
     else:
-        rows, cols, sims = _cell_neighbours(vectors, min_similarity, k)
+        rows, cols, sims = _cell_neighbours(vectors, min_similarity, k, on_progress)
     return _unique_pairs(n, rows, cols, sims)
 
 
@@ -116,7 +120,7 @@ def _exact_neighbours(vectors, min_similarity, k):
     return rows[keep], cols[keep], sims[keep]
 
 
-def _cell_neighbours(vectors, min_similarity, k):
+def _cell_neighbours(vectors, min_similarity, k, on_progress=None):
     """Inverted-file search done as one matrix product per cell: every row lives in its nearest
     k-means cell and is compared with the rows living in its CELLS_PROBED nearest cells.
 
@@ -152,6 +156,8 @@ def _cell_neighbours(vectors, min_similarity, k):
                 rows, cols, sims = (np.concatenate([mine, *parts]) for mine, *parts in zip(kept, *found))
                 keep, kth[:] = _top_k(n, rows, sims, k)
                 kept = rows[keep], cols[keep], sims[keep]
+                if on_progress:
+                    on_progress(min(at + CELLS_PER_TRIM, len(cells)), len(cells))
     return kept
 
 

@@ -82,7 +82,10 @@ def test_marked_counts_equal_counting_the_labels():
 def test_a_graph_at_a_low_threshold_cut_higher_is_the_search_at_that_threshold(monkeypatch, exact):
     vectors = crowded_vectors()
     monkeypatch.setattr(neighbours, "EXACT_SEARCH_MAX_ROWS", 10_000 if exact else 100)
-    low = neighbour_graph(vectors, 0.5)
+    calls = []
+    low = neighbour_graph(vectors, 0.5, on_progress=lambda done, total: calls.append((done, total)))
+    if not exact:  # the cell search says how far it is; the exact one is one call
+        assert calls and calls[-1][0] == calls[-1][1] and [d for d, _ in calls] == sorted(d for d, _ in calls)
     assert len(low.pairs) <= len(vectors) * 2 * neighbours.NEIGHBOURS_PER_ROW  # about k per row, not k per cell
     for threshold in (0.85, 0.9, 0.95):
         high = neighbour_graph(vectors, threshold)

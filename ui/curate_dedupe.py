@@ -109,12 +109,14 @@ def loading_note(store, model) -> str:
 
 
 # ---- handlers: each takes the store first (bound in `build`), then the form's values ----------------
-def counts_for(store, config: DedupeConfig, cache: dict | None) -> dict:
+def counts_for(store, config: DedupeConfig, cache: dict | None, on_progress=None) -> dict:
     """The slider's counts for `config`'s settings: the cached ones, or one `preview_counts` call. The cache also
-    keeps that call's neighbour graph (a ReusedSearch), so the clusters at any stop come without a new search."""
+    keeps that call's neighbour graph (a ReusedSearch), so the clusters at any stop come without a new search.
+    `on_progress(cells searched, cells)` follows the search when there is one."""
     if cache and cache["key"] == settings_key(config):
         return cache
     search = ReusedSearch()
+    search.on_progress = on_progress
     return {"key": settings_key(config), "counts": preview_counts(store, config, THRESHOLDS, search=search),
             "search": search}
 
@@ -132,8 +134,9 @@ def preview(store, target, method, model, rule, threshold, cache, progress=gr.Pr
         progress(0, desc=loading_note(store, config.model))
         embed_items(store, config.item_kind, config.model,
                     on_progress=lambda done, total: progress((done, total), desc="embedding", unit="rows"))
-    progress(0.5, desc="finding near duplicates at every stop of the slider")
-    cache = counts_for(store, config, cache)
+    cache = counts_for(store, config, cache, on_progress=lambda done, total: progress(
+        (done, total), desc="finding near duplicates for every stop of the slider", unit="cells"))
+    cache["search"].on_progress = None  # the bar belongs to this request, the search to the session
     progress(0.9, desc="clustering at the chosen threshold")
     plan = plan_dedupe(store, config, search=cache["search"])
     first = plan.clusters[0] if plan.clusters else None
