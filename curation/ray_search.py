@@ -49,6 +49,7 @@ ANGLE_SLACK = 5e-3
 CELLS_PER_FILE = 256
 CELLS_PER_TASK = 16
 CHUNK_ROWS = 16_384
+LINK_ROWS = 1_000_000
 
 
 def _fs(path: str):
@@ -70,7 +71,7 @@ def remove_dir(path: str) -> None:
 
 
 def train_cells(vectors: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(centroids float32[c, d], probes int64[n, p], cosines float32[n, p]): spherical k-means cells and each row's
+    """(centroids float32[c, d], probes int32[n, p], cosines float32[n, p]): spherical k-means cells and each row's
     p nearest cells, nearest first (its own cell is probes[:, 0]). "approximate": trained as `neighbour_graph`
     trains them, p = CELLS_PROBED; "exact": about sqrt(n) cells, p = 1."""
     n, dim = vectors.shape
@@ -87,14 +88,13 @@ def train_cells(vectors: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray,
                               max_points_per_centroid=sample, min_points_per_centroid=1)
         kmeans.train(vectors)
         cosines, probes = kmeans.index.search(vectors, probed)
-    return kmeans.centroids.astype(np.float32), probes.astype(np.int64), cosines
+    return kmeans.centroids.astype(np.float32), probes.astype(np.int32), cosines
 
 
-def write_cells(vectors: np.ndarray, probes: np.ndarray, folder: str) -> tuple[list[str], np.ndarray]:
+def write_cells(vectors: np.ndarray, probes: np.ndarray, n_cells: int, folder: str) -> tuple[list[str], np.ndarray]:
     """The rows sorted by cell as Parquet under `folder`: one row group per non-empty cell, CELLS_PER_FILE cells a
     file, columns point int64, vector fixed_size_list<float32>[d], probes fixed_size_list<int32>[p]. Returns the
-    file paths and int64[c, 3] (file, row group, rows) of each cell (-1, -1, 0 for an empty one)."""
-    n_cells = int(probes[:, 0].max()) + 1
+    file paths and int64[n_cells, 3] (file, row group, rows) of each cell (-1, -1, 0 for an empty one)."""
     order = np.argsort(probes[:, 0], kind="stable")
     bounds = np.searchsorted(probes[:, 0][order], np.arange(n_cells + 1))
     located = np.tile(np.array([-1, -1, 0], np.int64), (n_cells, 1))
@@ -234,8 +234,7 @@ def task_plan(probes: np.ndarray, cosines: np.ndarray, centroids: np.ndarray, mi
         group_of[group] = number
     if mode == "approximate":
         bounds = None
-        links = np.unique(group_of[probes] * n_cells + home[:, None])
-        links = links[links >= 0]
+        links = _links(group_of, probes, n_cells)
         sources = [links[links // n_cells == g] % n_cells for g in range(len(groups))]
     else:
         radius = np.zeros(n_cells, np.float64)
@@ -247,6 +246,15 @@ def task_plan(probes: np.ndarray, cosines: np.ndarray, centroids: np.ndarray, mi
         sources = [np.flatnonzero(reach[group].any(axis=0)) for group in groups]
         bounds = bounds.astype(np.float32)
     return [(g.tolist(), s.tolist()) for g, s in zip(groups, sources)], bounds
+
+
+def _links(group_of: np.ndarray, probes: np.ndarray, n_cells: int) -> np.ndarray:
+    """The distinct (task g, source cell s) as g * n_cells + s: row r links the tasks of the cells it probes to its
+    own cell. A million rows at a time: at 10M rows all at once would be 2 GB of int64."""
+    parts = [np.unique(group_of[probes[i:i + LINK_ROWS]] * n_cells + probes[i:i + LINK_ROWS, :1])
+             for i in range(0, len(probes), LINK_ROWS)]
+    links = np.unique(np.concatenate(parts))
+    return links[links >= 0]
 
 
 def _neighbourly_order(centroids: np.ndarray) -> np.ndarray:
@@ -283,7 +291,7 @@ def ray_neighbour_graph(vectors: np.ndarray, min_similarity: float, snapshot_dir
     run = f"{snapshot_dir}/search-{uuid.uuid4().hex[:8]}"
     make_dir(run)
     centroids, probes, cosines = train_cells(vectors, mode)
-    files, located = write_cells(vectors, probes, run)
+    files, located = write_cells(vectors, probes, len(centroids), run)
     tasks, bounds = task_plan(probes, cosines, centroids, min_similarity, mode)
     search = ray.remote(num_cpus=1)(search_group)
     shared = ray.put((files, located, centroids, bounds))  # small: the snapshot's map, never the vectors
