@@ -1,16 +1,17 @@
 """Ray dedupe benchmark: the single-machine dedupe vs the same dedupe on a local 3-node Ray cluster, same rows.
 
-    python bench/ray_dedupe.py [--rows 100000] [--threshold 0.82] [--no-exact]
+    python bench/ray_dedupe.py [--rows 100000] [--threshold 0.82] [--no-exact] [--ray-search approximate|exact|both]
 
 A real workspace of `--rows` responses (bench/dedupe.py's corpus with planted near-duplicates) gets its vectors
 once, from a cheap real embedder (MiniLM's own word-piece vectors, IDF-weighted and averaged: 100k texts in
 seconds, where MiniLM needs over ten minutes on 2 cores); both dedupes read those stored vectors. Timed: the
 single-machine `plan_dedupe` (an approximate inverted-file search above 5,000 rows), an exact single-machine
 reference (faiss flat search, unless --no-exact), and `plan_dedupe_on_ray` on a head and two worker nodes
-started here (one CPU each; the cluster start is timed on its own). Prints ONE JSON line with the times, their
-ratio and how far the clusters agree. On one 2-core machine Ray is overhead: three nodes share two cores,
-and the Ray search is exact (close to all pairs in 384 dimensions), so this measures the cost of the
-machinery and of exactness, not a speed-up; a speed-up needs nodes with cores of their own.
+started here (one CPU each; the cluster start is timed on its own) in each --ray-search mode asked for. Prints
+ONE JSON line per mode with the times, their ratio, how far the clusters agree, and the driver's resident memory
+(sampled every 20 ms) just before and at its peak during the Ray plan. On one 2-core machine Ray is overhead:
+three nodes share two cores, so this measures the cost of the machinery (and, in exact mode, of exactness:
+close to all pairs in 384 dimensions), not a speed-up; a speed-up needs nodes with cores of their own.
 """
 from __future__ import annotations
 
@@ -145,33 +146,46 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--threshold", type=float, default=0.82)
     parser.add_argument("--no-exact", action="store_true", help="skip the exact single-machine reference")
+    parser.add_argument("--ray-search", choices=("approximate", "exact", "both"), default="both")
     args = parser.parse_args()
     from bench.dedupe import make_corpus
     from curation.dedupe import DedupeConfig, plan_dedupe
-    from curation.ray_dedupe import plan_dedupe_on_ray, ray_connection
     from curation.store import Store
 
     texts, _ = make_corpus(args.rows, seed=0)
     config = DedupeConfig(model=TOKEN_MEAN, threshold=args.threshold, representative="earliest")
+    modes = ("approximate", "exact") if args.ray_search == "both" else (args.ray_search,)
     with tempfile.TemporaryDirectory() as tmp:
         _, embed_s = timed(build_workspace, Path(tmp) / "ws", texts)
         with Store(Path(tmp) / "ws") as store:
             single, single_s = timed(plan_dedupe, store, config)
             exact, exact_s = (None, None) if args.no_exact else timed(plan_dedupe, store, config, search=exact_search)
-            # Room for the vectors and the Parquet blocks in each node's object store.
-            cluster, start_s = timed(local_cluster, max(300_000_000, args.rows * 384 * 4 * 3))
-            try:
-                with ray_connection(cluster.address):
-                    on_ray, ray_s = timed(plan_dedupe_on_ray, store, config, f"{tmp}/snapshots")
-            finally:
-                cluster.shutdown()
-    print(json.dumps({
-        "rows": args.rows, "threshold": args.threshold, "embed_and_store_s": embed_s, "single_s": single_s,
-        "exact_single_s": exact_s, "ray_cluster_start_s": start_s, "ray_s": ray_s,
-        "ray_over_single": round(ray_s / single_s, 1), "ray_vs_single": agreement(on_ray, single),
-        "ray_vs_exact": agreement(on_ray, exact) if exact else None,
-        "nodes": 3, "cpus_per_node": 1, "machine_cores": os.cpu_count(), "load_1m": round(os.getloadavg()[0], 2),
-        "python": platform.python_version()}))
+            common = {"rows": args.rows, "threshold": args.threshold, "embed_and_store_s": embed_s,
+                      "single_s": single_s, "exact_single_s": exact_s}
+            for line in ray_runs(store, config, modes, f"{tmp}/snapshots", single, exact):
+                line["ray_over_single"] = round(line["ray_s"] / single_s, 1)
+                print(json.dumps({**common, **line}), flush=True)
+
+
+def ray_runs(store, config, modes, snapshot_dir: str, single, exact):
+    """One dict per mode: `plan_dedupe_on_ray` on a fresh local 3-node cluster, timed, its driver memory, and how
+    its clusters agree with the single-machine ones."""
+    from bench.ray_driver_memory import peak_rss
+    from curation.ray_dedupe import plan_dedupe_on_ray, ray_connection
+
+    for mode in modes:
+        # Room for the Parquet blocks in each node's object store.
+        cluster, start_s = timed(local_cluster, max(300_000_000, single.items_total * 384 * 4 * 3))
+        try:
+            with ray_connection(cluster.address):
+                (on_ray, ray_s), rss = peak_rss(timed, plan_dedupe_on_ray, store, config, snapshot_dir, mode)
+        finally:
+            cluster.shutdown()
+        yield {"ray_search": mode, "ray_cluster_start_s": start_s, "ray_s": ray_s,
+               "driver_rss_mb": rss, "ray_vs_single": agreement(on_ray, single),
+               "ray_vs_exact": agreement(on_ray, exact) if exact else None,
+               "nodes": 3, "cpus_per_node": 1, "machine_cores": os.cpu_count(),
+               "load_1m": round(os.getloadavg()[0], 2), "python": platform.python_version()}
 
 
 if __name__ == "__main__":
