@@ -4,7 +4,8 @@ The greedy pass is sequential (a row's fate depends on the better-ranked rows be
 in one call; in Python it cost 2.6 s per threshold at 100k rows with 12M pairs, and the dedupe panel's Preview
 runs it at 51 thresholds (bench/RESULTS.md). Compiled, one pass over the adjacency is tens of milliseconds. The
 adjacency is built once (a counting sort, also compiled) and every threshold masks it by similarity.
-numba compiles for the CPU it runs on when first called (about a second), never from a cache built elsewhere.
+numba compiles for the CPU it runs on when first called (seconds) and caches the result in __pycache__ under that
+CPU's name and features, so a cache written on another machine is never used (it compiles again).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ class Adjacency(NamedTuple):
     sims: np.ndarray
 
 
-@numba.njit(nogil=True)
+@numba.njit(nogil=True, cache=True)
 def _counting_sort(n, src, dst, sims):
     starts = np.zeros(n + 1, np.int64)
     for s in src:
@@ -50,7 +51,7 @@ def adjacency(n: int, pairs: np.ndarray, sims: np.ndarray | None = None) -> Adja
     return Adjacency(*_counting_sort(n, src, dst, np.concatenate([sims, sims])))
 
 
-@numba.njit(nogil=True)
+@numba.njit(nogil=True, cache=True)
 def _lead(order, starts, dst, sims, floor, label):
     """Fills label[n] (each row's leader); returns bool[n], True for the rows that lead (alone included)."""
     n = len(order)
@@ -79,7 +80,7 @@ def leader_labels_at(adj: Adjacency, rank: np.ndarray, floor: float) -> np.ndarr
     return label
 
 
-@numba.njit(nogil=True)
+@numba.njit(nogil=True, cache=True)
 def _marked(order, starts, dst, sims, floors, total, kept):
     out = np.empty(len(floors), np.int64)
     label = np.empty(len(order), np.int64)

@@ -161,7 +161,7 @@ def _cell_neighbours(vectors, min_similarity, k, on_progress=None):
     return kept
 
 
-@numba.njit(nogil=True)
+@numba.njit(nogil=True, cache=True)
 def _top_k(n, rows, sims, k):
     """(bool mask of the entries to keep, float32[n] each row's k-th similarity kept, -inf below k entries).
 
@@ -207,7 +207,7 @@ def _top_pairs(sims, queries, members, min_similarity, k, row_floor):
     return _select(sims, queries, members, np.float32(min_similarity - SIMILARITY_SLACK), row_floor, k)
 
 
-@numba.njit(nogil=True)
+@numba.njit(nogil=True, cache=True)
 def _select(sims, queries, members, floor, row_floor, k):
     # Compiled: two passes over the product instead of numpy's seven (masks, counts, a partition of the crowded
     # rows, nonzero, gather), which cost twice the product itself.
