@@ -50,6 +50,7 @@ CELLS_PER_FILE = 256
 CELLS_PER_TASK = 16
 CHUNK_ROWS = 16_384
 LINK_ROWS = 1_000_000
+TASKS_PER_TRIM = 32
 
 
 def _fs(path: str):
@@ -297,6 +298,20 @@ def ray_neighbour_graph(vectors: np.ndarray, min_similarity: float, snapshot_dir
     shared = ray.put((files, located, centroids, bounds))  # small: the snapshot's map, never the vectors
     refs = [search.remote(shared, targets, sources, float(min_similarity), int(k))
             for targets, sources in tasks]
-    found = [ray.get(ref) for ref in refs]
-    query, member, sims = (np.concatenate(parts) for parts in zip(*found))
-    return unique_pairs(n, *cap_per_row(query, member, sims.astype(np.float32), k))
+    return unique_pairs(n, *_gather(refs, k))
+
+
+def _gather(refs: list, k: int):
+    """The tasks' pairs as they finish, cut to k per query row (ties kept) every TASKS_PER_TRIM tasks: a row probes
+    cells of up to CELLS_PROBED tasks, each returning up to k partners, so at a low threshold the driver would
+    otherwise hold many times k per row. Cutting a part never drops what the cut of the whole keeps: a row's
+    k-th value in a part is at most its k-th value in the whole."""
+    import ray
+
+    kept = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
+    pending = list(refs)
+    while pending:
+        done, pending = ray.wait(pending, num_returns=min(len(pending), TASKS_PER_TRIM))
+        parts = zip(kept, *ray.get(done))
+        kept = cap_per_row(*(np.concatenate(p) for p in parts), k)
+    return kept[0], kept[1], kept[2].astype(np.float32)

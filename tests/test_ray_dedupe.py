@@ -19,6 +19,7 @@ from curation.embed import DEFAULT_EMBEDDER, embed_items, load_embedder
 from curation.neighbours import neighbour_graph
 from curation.errors import StudioError
 from curation.ray_dedupe import embed_on_ray, plan_dedupe_on_ray, ray_connection
+from curation import ray_search
 from curation.ray_search import ray_neighbour_graph
 from curation.store import Store
 from tests.conftest import curation_cli
@@ -99,9 +100,10 @@ def test_approximate_ray_search_on_20k_rows_finds_the_single_machine_pairs_and_c
     assert cluster_sets(on_ray) == cluster_sets(single) and on_ray.rows_marked == single.rows_marked
 
 
-def test_ray_graph_equals_exact_search_where_cells_prune_and_the_per_row_cap_binds(ray_address, tmp_path):
+def test_ray_graph_equals_exact_search_where_cells_prune_and_the_per_row_cap_binds(ray_address, tmp_path, monkeypatch):
     # Low-dimensional points in tight bunches: the cell bound prunes most pairs, and many rows have more than
-    # k=4 partners, so the cap across cells is exercised too; and some zero rows.
+    # k=4 partners, so the cap across cells is exercised too, cut after every 2 tasks; and some zero rows.
+    monkeypatch.setattr(ray_search, "TASKS_PER_TRIM", 2)
     rng = np.random.default_rng(2)
     centres = rng.normal(size=(300, 8))
     vectors = centres[rng.integers(0, 300, 6000)] + rng.normal(scale=0.08, size=(6000, 8))
