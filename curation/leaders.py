@@ -25,21 +25,21 @@ class Adjacency(NamedTuple):
 
 
 @numba.njit(nogil=True, cache=True)
-def _counting_sort(n, src, dst, sims):
+def group_by_row(n, rows):
+    """(int64[n + 1] starts, int64[m] positions in `rows` grouped by row, each row's in input order): the entries
+    of row r are order[starts[r]:starts[r + 1]]. A counting sort, O(n + m). curation.neighbours calls it from
+    its own compiled code, whose numba cache does not notice a change here: change both files together."""
     starts = np.zeros(n + 1, np.int64)
-    for s in src:
-        starts[s + 1] += 1
+    for r in rows:
+        starts[r + 1] += 1
     for r in range(n):
         starts[r + 1] += starts[r]
     fill = starts[:-1].copy()
-    out_dst = np.empty(len(src), np.int64)
-    out_sims = np.empty(len(src), np.float32)
-    for e in range(len(src)):  # in input order within each row, as a stable sort would
-        at = fill[src[e]]
-        out_dst[at] = dst[e]
-        out_sims[at] = sims[e]
-        fill[src[e]] = at + 1
-    return starts, out_dst, out_sims
+    order = np.empty(len(rows), np.int64)
+    for e in range(len(rows)):
+        order[fill[rows[e]]] = e
+        fill[rows[e]] += 1
+    return starts, order
 
 
 def adjacency(n: int, pairs: np.ndarray, sims: np.ndarray | None = None) -> Adjacency:
@@ -48,7 +48,8 @@ def adjacency(n: int, pairs: np.ndarray, sims: np.ndarray | None = None) -> Adja
     sims = np.ones(len(pairs), np.float32) if sims is None else np.asarray(sims, dtype=np.float32)
     src = np.concatenate([pairs[:, 0], pairs[:, 1]])
     dst = np.concatenate([pairs[:, 1], pairs[:, 0]])
-    return Adjacency(*_counting_sort(n, src, dst, np.concatenate([sims, sims])))
+    starts, order = group_by_row(n, src)
+    return Adjacency(starts, dst[order], np.concatenate([sims, sims])[order])
 
 
 @numba.njit(nogil=True, cache=True)

@@ -15,6 +15,8 @@ import numba
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from curation.leaders import group_by_row
+
 # Neighbours kept per row: enough to join any cluster through its members, and it bounds memory
 # when a low threshold makes whole topics "similar".
 NEIGHBOURS_PER_ROW = 32
@@ -170,16 +172,7 @@ def _top_k(n, rows, sims, k):
     similar at a lower threshold, cut at a higher one, are its k most similar there, so a graph built for the
     lowest threshold serves every higher one exactly (NeighbourGraph.at_least). Compiled: numpy's lexsort over
     a hundred million entries took minutes per cut at a million rows."""
-    starts = np.zeros(n + 1, np.int64)
-    for r in rows:
-        starts[r + 1] += 1
-    for r in range(n):
-        starts[r + 1] += starts[r]
-    fill = starts[:-1].copy()
-    by_row = np.empty(len(rows), np.int64)
-    for e in range(len(rows)):  # entries grouped by row, in input order
-        by_row[fill[rows[e]]] = e
-        fill[rows[e]] += 1
+    starts, by_row = group_by_row(n, rows)
     keep = np.ones(len(rows), np.bool_)
     kth = np.full(n, -np.inf, np.float32)
     for r in range(n):
