@@ -201,10 +201,11 @@ def _members(rows: pd.DataFrame, groups: list[list[int]], similarity: np.ndarray
     """Member objects for the rows in `groups`, by row index (plain lists: pandas per-row access
     would cost a minute at 100k rows)."""
     ids, texts, gens = rows["id"].tolist(), rows["text"].tolist(), rows["generation_ids"].tolist()
-    scores = rows["score"].to_numpy(dtype=float)
-    return {r: Member(id=int(ids[r]), text=texts[r], generation_ids=tuple(int(g) for g in gens[r]),
-                      score=None if np.isnan(scores[r]) else float(scores[r]), length=len(texts[r]),
-                      similarity=round(min(float(similarity[r]), 1.0), 4))
+    score = rows["score"].to_numpy(dtype=float)
+    scores = np.where(np.isnan(score), None, score).tolist()  # per-row numpy calls were half the plan at 1M rows
+    sims = np.round(np.minimum(np.asarray(similarity, dtype=np.float64), 1.0), 4).tolist()
+    return {r: Member(id=int(ids[r]), text=texts[r], generation_ids=tuple(map(int, gens[r])), score=scores[r],
+                      length=len(texts[r]), similarity=sims[r])
             for group in groups for r in group}
 
 
