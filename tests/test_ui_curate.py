@@ -152,3 +152,16 @@ def test_review_search_from_page_two_shows_the_first_page_of_what_matches(studio
     assert info == "page 2 of 2 · 30 matching generations (30 pending)" and len(table["data"]) == 5
     table, info = client.predict("apple", "all", 2, api_name="/review_page")  # the page box still says 2
     assert info == "page 1 of 1 · 10 matching generations (10 pending)" and len(table["data"]) == 10
+
+
+def test_cluster_table_lists_the_largest_clusters_and_says_how_to_open_the_rest(store, monkeypatch):
+    from curation.dedupe import DedupeConfig, plan_dedupe
+    from ui import curate_dedupe
+
+    make_rows(store, [{"response": PARIS}] * 3 + [{"response": "Hello there"}] * 2)
+    plan = plan_dedupe(store, DedupeConfig(method="exact"))
+    monkeypatch.setattr(curate_dedupe, "TABLE_CLUSTERS", 1)  # a 1M-row workspace has ~200k clusters
+    frame = curate_dedupe.clusters_frame(plan, {})
+    assert frame["cluster"].tolist() == [1] and frame["size"].tolist() == [3]
+    summary = curate_dedupe.plan_summary(plan, {})
+    assert "**3 of 5 generations**" in summary and "lists the 1 largest clusters" in summary and "1 to 2" in summary

@@ -28,6 +28,7 @@ from ui.common import guarded
 THRESHOLDS = [round(0.5 + i / 100, 2) for i in range(51)]  # the slider's stops
 CLUSTER_COLUMNS = ["cluster", "size", "kept", "kept by", "marked", "kept text"]
 MAX_CARDS = 24  # members drawn side by side; the dropdown lists them all
+TABLE_CLUSTERS = 1000  # rows of the cluster table, largest clusters first
 RULE_WORDS = {"judge_score": "highest judge score", "longest": "longest", "earliest": "earliest"}
 
 
@@ -53,8 +54,10 @@ def marked_with(cluster, keep: int) -> int:
 
 
 def clusters_frame(plan, overrides: dict) -> pd.DataFrame:
+    """The cluster table: the TABLE_CLUSTERS largest (a gr.Dataframe sends every row to the browser, and a 1M-row
+    workspace has ~200k clusters); the Cluster box opens any of them, and applying marks them all."""
     rows = []
-    for c in plan.clusters if plan else ():
+    for c in plan.clusters[:TABLE_CLUSTERS] if plan else ():
         keep = kept_id(c, overrides)
         rows.append([c.index, len(c.members), keep, "you" if c.index in overrides else "rule",
                      marked_with(c, keep), c.member(keep).text[:160]])
@@ -71,6 +74,9 @@ def plan_summary(plan, overrides: dict) -> str:
     text = (f"**{marked} of {plan.rows_total} generations** would be marked rejected: {clusters} "
             f"among {plan.items_total} {cfg.target} ({how}; each keeps its {RULE_WORDS[cfg.representative]} member"
             + (f", {len(overrides)} chosen by you" if overrides else "") + ").")
+    if len(plan.clusters) > TABLE_CLUSTERS:
+        text += (f" The table lists the {TABLE_CLUSTERS} largest clusters; type any number from 1 to "
+                 f"{len(plan.clusters)} in the Cluster box to open it.")
     return text + "".join(f"\n\n> {n}" for n in plan.notes)
 
 
