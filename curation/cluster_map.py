@@ -113,8 +113,8 @@ _MAP_COLUMNS = {"status": "status", "tag": "tags", "skill": "skill", "domain": "
 
 def _map_labels(rows: pd.DataFrame, colour_by: str, plan: DedupePlan | None) -> list[str]:
     if colour_by == "cluster":
-        cluster_of = {m.id: f"cluster {c.index}" for c in plan.clusters for m in c.members}
-        return [cluster_of.get(int(i), "no duplicate") for i in rows["id"]]
+        cluster_of = plan.clusters.cluster_of()
+        return [f"cluster {cluster_of[int(i)]}" if int(i) in cluster_of else "no duplicate" for i in rows["id"]]
     column = _MAP_COLUMNS[colour_by]
     if column not in rows.columns:
         raise StudioError(f"tasks have no {colour_by}; colour them by cluster, skill or domain")

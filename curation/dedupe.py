@@ -8,14 +8,16 @@ that `store.undo_batch` reverts. Nothing is ever deleted.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from curation.dedupe_groups import (groups_from_labels, key_labels, marked_count, normalise, preference_rank,
-                                    representatives, semantic_labels, semantic_marked)
+from curation.dedupe_clusters import Cluster, Clusters
+from curation.dedupe_groups import (key_labels, marked_count, normalise, preference_rank, representatives,
+                                    semantic_labels, semantic_marked)
 from curation.embed import DEFAULT_EMBEDDER, embedder_key
 from curation.errors import ConfigError, StudioError
 from curation.hybrid import fine_vectors, is_hybrid
@@ -67,53 +69,12 @@ class DedupeConfig:
 # ---- plans over a workspace -----------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Member:
-    """One compared row: a generation (target responses) or a task (target tasks)."""
-
-    id: int
-    text: str
-    generation_ids: tuple[int, ...]
-    """The generations marked when this member is not kept (a task's may be empty)."""
-    score: float | None
-    """Highest judge score (for a task: over its generations); None when unjudged."""
-    length: int
-    similarity: float
-    """Cosine similarity to the member the rule keeps (1.0 for the exact and normalised methods)."""
-
-
-@dataclass(frozen=True)
-class Cluster:
-    """Rows found to be duplicates of one another; one of them is kept."""
-
-    index: int
-    """1 for the largest cluster; the key of `apply_dedupe` overrides and the <k> of the reason."""
-    members: tuple[Member, ...]
-    """By id."""
-    representative: int
-    """Id of the member the rule keeps."""
-    rows_marked: int
-    """Generations marked when the representative is kept."""
-
-    def member(self, member_id: int) -> Member:
-        for m in self.members:
-            if m.id == member_id:
-                return m
-        raise StudioError(f"{member_id} is not a member of cluster {self.index} "
-                          f"(members: {', '.join(str(m.id) for m in self.members)})")
-
-    def rows_marked_keeping(self, member_id: int) -> int:
-        """Generations marked if `member_id` is kept instead (a hand-picked representative)."""
-        kept = self.member(member_id)
-        return sum(len(m.generation_ids) for m in self.members if m is not kept)
-
-
-@dataclass(frozen=True)
 class DedupePlan:
     """What a dedupe would do; nothing is written until `apply_dedupe`."""
 
     config: DedupeConfig
-    clusters: tuple[Cluster, ...]
-    """Largest first."""
+    clusters: Sequence[Cluster]
+    """Largest first: a `Clusters`, which builds a cluster when it is looked at."""
     items_total: int
     """Tasks or responses compared."""
     rows_total: int
@@ -177,7 +138,9 @@ def plan_dedupe(store, config: DedupeConfig, search=None) -> DedupePlan:
     mark = -1 if mark is None else int(mark)
     rows = store.dedupe_items(config.target)
     if rows.empty:
-        return DedupePlan(config, (), 0, 0, 0, (f"no {config.target} to compare",), label_mark=mark)
+        nothing = np.zeros(0, np.int64)
+        return DedupePlan(config, Clusters(rows, nothing, nothing, nothing), 0, 0, 0,
+                          (f"no {config.target} to compare",), label_mark=mark)
     vectors = row_vectors(store, config, rows) if config.method == "semantic" else None
     rank, notes = preference_rank(rows, config.representative)
     labels = _labels_by_threshold(config, rows, vectors, [config.threshold], rank, search)[config.threshold]
@@ -187,26 +150,9 @@ def plan_dedupe(store, config: DedupeConfig, search=None) -> DedupePlan:
     # they pick another row to keep by hand).
     similarity = (np.einsum("ij,ij->i", vectors, vectors[keep]) if vectors is not None
                   else np.ones(len(rows), np.float32))
-    groups = groups_from_labels(labels)
-    members = _members(rows, groups, similarity)
-    clusters = tuple(
-        Cluster(i + 1, tuple(members[r] for r in group), representative=members[int(keep[group[0]])].id,
-                rows_marked=int(weights[group].sum() - weights[keep[group[0]]]))
-        for i, group in enumerate(groups))
+    clusters = Clusters(rows, labels, keep, similarity)
     return DedupePlan(config, clusters, items_total=len(rows), rows_total=int(weights.sum()),
-                      rows_marked=sum(c.rows_marked for c in clusters), notes=tuple(notes), label_mark=mark)
-
-
-def _members(rows: pd.DataFrame, groups: list[list[int]], similarity: np.ndarray) -> dict[int, Member]:
-    """Member objects for the rows in `groups`, by row index (plain lists: pandas per-row access
-    would cost a minute at 100k rows)."""
-    ids, texts, gens = rows["id"].tolist(), rows["text"].tolist(), rows["generation_ids"].tolist()
-    score = rows["score"].to_numpy(dtype=float)
-    scores = np.where(np.isnan(score), None, score).tolist()  # per-row numpy calls were half the plan at 1M rows
-    sims = np.round(np.minimum(np.asarray(similarity, dtype=np.float64), 1.0), 4).tolist()
-    return {r: Member(id=int(ids[r]), text=texts[r], generation_ids=tuple(map(int, gens[r])), score=scores[r],
-                      length=len(texts[r]), similarity=sims[r])
-            for group in groups for r in group}
+                      rows_marked=clusters.rows_marked, notes=tuple(notes), label_mark=mark)
 
 
 def preview_counts(store, config: DedupeConfig, thresholds: list[float], search=None) -> dict[float, int]:
@@ -252,17 +198,12 @@ def apply_dedupe(store, plan: DedupePlan, overrides: dict[int, int] | None = Non
     as the user set it and reported in `skipped`, never overwritten.
     """
     overrides = dict(overrides or {})
-    by_index = {c.index: c for c in plan.clusters}
-    unknown = sorted(set(overrides) - set(by_index))
+    unknown = sorted(i for i in overrides if not 1 <= i <= len(plan.clusters))
     if unknown:
         raise StudioError(f"no cluster {unknown[0]} in this plan (it has 1 to {len(plan.clusters)})")
     reasons = {}
-    for cluster in plan.clusters:
-        kept = cluster.member(int(overrides.get(cluster.index, cluster.representative))).id
-        reason = dedupe_reason(plan.config, cluster.index, kept)
-        for m in cluster.members:
-            if m.id != kept:
-                reasons.update(dict.fromkeys(m.generation_ids, reason))
+    for index, kept, marked in plan.clusters.duplicates(overrides):
+        reasons.update(dict.fromkeys(marked, dedupe_reason(plan.config, index, kept)))
     skipped = tuple(sorted(store.labelled_since(list(reasons), plan.label_mark)))
     for gen_id in skipped:
         del reasons[gen_id]

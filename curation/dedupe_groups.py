@@ -33,15 +33,28 @@ def normalise(text: str) -> str:
     return _SPACES.sub(" ", text).strip()
 
 
+def group_arrays(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows int64[m], starts int64[k + 1]): the rows sharing a label (int[n]) in groups of 2 or more, group g being
+    rows[starts[g]:starts[g + 1]], ascending; largest group first, ties by smallest row."""
+    labels = np.asarray(labels)
+    order = np.argsort(labels, kind="stable")
+    sorted_labels = labels[order]
+    first = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]]) if len(labels) else np.zeros(0, int)
+    sizes = np.diff(np.r_[first, len(labels)])
+    multi = sizes > 1
+    first, sizes = first[multi], sizes[multi]
+    ranked = np.lexsort((order[first], -sizes))
+    first, sizes = first[ranked], sizes[ranked]
+    starts = np.r_[0, np.cumsum(sizes)].astype(np.int64)
+    rows = order[np.repeat(first - starts[:-1], sizes) + np.arange(starts[-1])]
+    return rows.astype(np.int64), starts
+
+
 def groups_from_labels(labels: np.ndarray) -> list[list[int]]:
     """Rows sharing a label (int[n]), as lists of row indices ascending; only groups of 2 or more,
     largest first, ties by smallest index."""
-    labels = np.asarray(labels)
-    order = np.argsort(labels, kind="stable")
-    starts = np.flatnonzero(np.r_[True, labels[order][1:] != labels[order][:-1]])
-    groups = [g.tolist() for g in np.split(order, starts[1:]) if len(g) > 1]
-    groups.sort(key=lambda g: (-len(g), g[0]))
-    return groups
+    rows, starts = group_arrays(labels)
+    return [rows[a:b].tolist() for a, b in zip(starts[:-1].tolist(), starts[1:].tolist())]
 
 
 def key_labels(keys: list[str]) -> np.ndarray:

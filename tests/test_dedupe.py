@@ -277,7 +277,7 @@ def test_apply_marks_duplicates_rejected_with_a_reason_and_undo_restores(store):
     assert rows[gens[3]]["reason"] == f"dedupe:normalised:cluster 2 of {gens[2]}"
     assert store.runs(kind="dedupe")[0]["metrics"]["batch_id"] == batch
     # a second plan no longer sees the rejected rows
-    assert plan_dedupe(store, DedupeConfig(method="normalised")).clusters == ()
+    assert len(plan_dedupe(store, DedupeConfig(method="normalised")).clusters) == 0
 
     store.undo_batch(batch)
     assert [store.generation(g)["review_status"] for g in gens] == ["pending", "pending", "pending", "approved",
@@ -370,3 +370,34 @@ def test_the_default_threshold_is_the_one_calibrated_on_labelled_paraphrases():
     assert (rows[0.9]["precision"], rows[0.9]["recall"]) == (1.0, 0.5)
     assert (rows[0.75]["precision"], rows[0.75]["recall"], rows[0.75]["false_pairs"]) == (0.5, 0.5, 1)
     assert (rows[0.7]["precision"], rows[0.7]["recall"]) == (0.6667, 1.0)
+
+
+def test_clusters_built_when_looked_at_equal_the_groups_of_their_labels():
+    """A plan keeps its clusters as arrays (a 1M-row plan built ~600k Member objects in 39 s); each cluster built on
+    demand has the members, kept row and count the eager construction gave, and `duplicates` honours overrides."""
+    from curation.dedupe_clusters import Clusters
+    from curation.dedupe_groups import groups_from_labels, representatives
+
+    rng = np.random.default_rng(3)
+    labels, rank = rng.integers(0, 40, 200), rng.permutation(200)
+    gens = [list(range(10 * r, 10 * r + 1 + r % 3)) for r in range(200)]
+    rows = pd.DataFrame({"id": np.arange(200) + 1000, "text": [f"row {r}" for r in range(200)],
+                         "generation_ids": gens, "score": np.where(np.arange(200) % 4, 7.0, np.nan)})
+    keep = representatives(labels, rank)
+    clusters = Clusters(rows, labels, keep, np.full(200, 0.9))
+    groups = groups_from_labels(labels)
+    assert len(clusters) == len(groups) and len(clusters[:3]) == 3 and clusters[-1].index == len(groups)
+    for cluster, group in zip(clusters, groups):
+        assert [m.id for m in cluster.members] == [1000 + r for r in group]
+        assert cluster.representative == 1000 + keep[group[0]]
+        assert cluster.rows_marked == sum(len(gens[r]) for r in group if r != keep[group[0]])
+        assert {m.score for m in cluster.members} <= {7.0, None} and cluster.members[0].similarity == 0.9
+    assert clusters.rows_marked == sum(c.rows_marked for c in clusters)
+    assert clusters.cluster_of() == {m.id: c.index for c in clusters for m in c.members}
+    other = clusters[0].members[-1].id if clusters[0].members[-1].id != clusters[0].representative else \
+        clusters[0].members[0].id
+    (first, kept, marked), *_ = clusters.duplicates({1: other})
+    assert first == 1 and kept == other and sorted(marked) == sorted(
+        g for m in clusters[0].members if m.id != other for g in m.generation_ids)
+    with pytest.raises(StudioError, match="not a member of cluster 1"):
+        next(clusters.duplicates({1: clusters[1].members[0].id}))
