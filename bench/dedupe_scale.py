@@ -107,7 +107,8 @@ def hybrid_cost(vectors: np.ndarray, per_row: float, ours_s: dict, n: int) -> di
 
 
 def workspace(texts: list[str], threshold: float, folder: Path) -> dict:
-    """The studio on a workspace of len(texts) responses: embed, slider counts, plan, slider answer, review pages."""
+    """The studio on a workspace of len(texts) responses: embed, slider counts, plan, slider answer, review pages,
+    apply and undo."""
     import shutil
 
     from browse import time_pages
@@ -142,9 +143,23 @@ def workspace(texts: list[str], threshold: float, folder: Path) -> dict:
             total = store.review_page(ReviewFilter())[1]
             out["review_page"] = time_pages(lambda p: store.review_page(ReviewFilter(), page=p, page_size=25), total,
                                             50, np.random.default_rng(1))
+            out.update(apply_and_undo(store, plan_dedupe(store, config, search=search)))
         finally:
             store.close()
     return out
+
+
+def apply_and_undo(store, plan) -> dict:
+    """Seconds to apply the plan (every duplicate marked, one label batch) and to undo it, last: it changes labels."""
+    from curation.dedupe import apply_dedupe
+
+    started = time.perf_counter()
+    applied = apply_dedupe(store, plan)
+    apply_s = time.perf_counter() - started
+    started = time.perf_counter()
+    store.undo_batch(applied.batch)
+    return {"apply_s": round(apply_s, 2), "apply_marked": applied.marked,
+            "undo_s": round(time.perf_counter() - started, 2), "apply_load_avg_1m": load()}
 
 
 def slider_answer_ms(store, config, counts) -> float:

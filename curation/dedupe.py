@@ -8,14 +8,13 @@ that `store.undo_batch` reverts. Nothing is ever deleted.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from curation.dedupe_clusters import Cluster, Clusters
+from curation.dedupe_clusters import Clusters
 from curation.dedupe_groups import (key_labels, marked_count, normalise, preference_rank, representatives,
                                     semantic_labels, semantic_marked)
 from curation.embed import DEFAULT_EMBEDDER, embedder_key
@@ -73,7 +72,7 @@ class DedupePlan:
     """What a dedupe would do; nothing is written until `apply_dedupe`."""
 
     config: DedupeConfig
-    clusters: Sequence[Cluster]
+    clusters: Clusters
     """Largest first: a `Clusters`, which builds a cluster when it is looked at."""
     items_total: int
     """Tasks or responses compared."""

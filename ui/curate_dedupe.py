@@ -49,10 +49,6 @@ def kept_id(cluster, overrides: dict) -> int:
     return int(overrides.get(cluster.index, cluster.representative))
 
 
-def marked_with(cluster, keep: int) -> int:
-    return sum(len(m.generation_ids) for m in cluster.members if m.id != keep)
-
-
 def clusters_frame(plan, overrides: dict) -> pd.DataFrame:
     """The cluster table: the TABLE_CLUSTERS largest (a gr.Dataframe sends every row to the browser, and a 1M-row
     workspace has ~200k clusters); the Cluster box opens any of them, and applying marks them all."""
@@ -60,7 +56,7 @@ def clusters_frame(plan, overrides: dict) -> pd.DataFrame:
     for c in plan.clusters[:TABLE_CLUSTERS] if plan else ():
         keep = kept_id(c, overrides)
         rows.append([c.index, len(c.members), keep, "you" if c.index in overrides else "rule",
-                     marked_with(c, keep), c.member(keep).text[:160]])
+                     c.rows_marked_keeping(keep), c.member(keep).text[:160]])
     return pd.DataFrame(rows, columns=CLUSTER_COLUMNS)
 
 
@@ -68,7 +64,7 @@ def plan_summary(plan, overrides: dict) -> str:
     if plan is None:
         return "_Press **Preview** to find the duplicates._"
     # The rule's count, corrected for the clusters a person chose another member of (not a walk over 200k clusters)
-    marked = plan.rows_marked + sum(marked_with(plan.clusters[i - 1], keep) - plan.clusters[i - 1].rows_marked
+    marked = plan.rows_marked + sum(plan.clusters[i - 1].rows_marked_keeping(keep) - plan.clusters[i - 1].rows_marked
                                     for i, keep in overrides.items())
     cfg = plan.config
     how = f"cosine ≥ {cfg.threshold:g}" if cfg.method == "semantic" else f"{cfg.method} text"
