@@ -252,7 +252,7 @@ def run_static(args, sizes: list[int]) -> dict:
         labels, ours_s, vectors = ours_static(texts, args.threshold, folder)
         semhash_labels, semhash_s = (semhash_end_to_end(texts, args.threshold, folder) if not args.no_semhash
                                      else (None, None))
-        rate = minilm_rate(texts, min(args.minilm_sample, n), args.batch_size)
+        rate = minilm_rate(texts, min(args.minilm_sample, n), args.batch_size, args.models_dir)
         line["sizes"].append({
             "rows": n, "planted_pairs": _pairs(pd.Series(planted).value_counts()),
             "ours": {**ours_s, **pair_scores(labels, planted)},

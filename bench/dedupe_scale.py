@@ -8,7 +8,8 @@ Timed in one process run on the corpus of bench/dedupe.py (templated instruction
 - semhash 0.5.0 end to end through its documented API: `SemHash.from_records(records, columns, model=...)` then
   `self_deduplicate(threshold)`, its default model (potion-base-8M, also a model2vec static model, which would need
   a download) swapped for a `StaticModel` loaded from our very folder, so both encode with the same vectors;
-- MiniLM: its encode rate on a sample of the corpus, extrapolated to all rows (marked extrapolated);
+- MiniLM: its encode rate on a sample of the corpus as the studio runs it (ONNX Runtime) and on torch,
+  extrapolated to all rows (marked extrapolated);
 - static+minilm (curation.hybrid): the candidate rows (a static look-alike at CANDIDATE_THRESHOLD) found among all
   rows, timed; their MiniLM encode extrapolated from the same sample rate;
 - the workspace (--workspace-rows): that many responses stored with bulk inserts, then `embed_items` (vectors
@@ -75,17 +76,20 @@ def semhash_end_to_end(texts: list[str], threshold: float, folder: Path) -> tupl
     return labels, {"load_s": round(loaded - start, 2), "total_s": round(done - loaded, 2), "load_avg_1m": load()}
 
 
-def minilm_rate(texts: list[str], sample: int, batch_size: int) -> dict:
-    """MiniLM's encode seconds per row on a random sample (sorted by length, as embed_items does)."""
+def minilm_rate(texts: list[str], sample: int, batch_size: int, models_dir: Path) -> dict:
+    """MiniLM's encode seconds per row on a random sample (sorted by length, as embed_items does): as the studio runs
+    it (ONNX Runtime, curation.onnx_embed: `s_per_row`, the rate extrapolated) and on sentence-transformers' torch."""
     from curation.embed import load_embedder
 
-    model = load_embedder()
     picked = sorted((texts[i] for i in np.random.default_rng(0).choice(len(texts), sample, replace=False)), key=len)
-    start = time.perf_counter()
-    model.encode(picked, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
-    seconds = time.perf_counter() - start
-    return {"sample_rows": sample, "sample_s": round(seconds, 2), "s_per_row": seconds / sample,
-            "load_avg_1m": load()}
+    out = {"sample_rows": sample}
+    for name, model in (("torch_s_per_row", load_embedder()), ("s_per_row", load_embedder(None, models_dir))):
+        model.encode(picked[:batch_size], batch_size=batch_size, convert_to_numpy=True)  # warm
+        start = time.perf_counter()
+        model.encode(picked, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
+        out[name] = (time.perf_counter() - start) / sample
+    out["onnx_speedup"] = round(out["torch_s_per_row"] / out["s_per_row"], 2)
+    return {**out, "load_avg_1m": load()}
 
 
 def hybrid_cost(vectors: np.ndarray, per_row: float, ours_s: dict, n: int) -> dict:
