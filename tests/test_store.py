@@ -69,6 +69,22 @@ def test_undo_restores_the_state_before_a_batch(store):
     assert store.generation(gens[1])["reason"] is None
 
 
+def test_undo_keeps_edits_tags_and_notes_and_leaves_other_rows_alone(store):
+    ids = store.add_tasks([{"instruction": f"t{i}"} for i in range(3)])
+    gens = [add_generation(store, t, f"k{t}") for t in ids]
+    store.edit_response(gens[0], "a better answer")
+    store.set_tags_note(gens[1], "math, hard", "check the units")
+    store.set_label([gens[2]], "rejected", reason="by hand")
+    batch = store.label_with_reasons({gens[0]: "dedupe:x", gens[1]: "dedupe:y"})
+    assert store.undo_batch(batch) == 2
+    first, second, third = (store.generation(g) for g in gens)
+    assert (first["review_status"], first["edited_response"], first["reason"]) == ("approved", "a better answer", None)
+    assert (second["review_status"], second["tags"], second["note"]) == ("pending", "math, hard", "check the units")
+    assert (third["review_status"], third["reason"]) == ("rejected", "by hand")
+    assert store.undo_batch(store.last_label_batch()) == 2  # the undo is a batch too: undoing it re-applies
+    assert store.generation(gens[0])["reason"] == "dedupe:x" and store.generation(gens[1])["tags"] == "math, hard"
+
+
 def test_paging_search_and_status_filter_run_in_the_database(store):
     ids = store.add_tasks([{"instruction": f"task number {i}"} for i in range(60)])
     for t in ids:

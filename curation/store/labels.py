@@ -121,10 +121,17 @@ class LabelsMixin:
             count = con.execute("SELECT count(*) FROM label_events WHERE batch_id = ?", [batch_id]).fetchone()[0]
             if not count:
                 raise StudioError(f"no label batch {batch_id} to undo")
-            # One set-based UPDATE: a row-by-row loop took a minute for a 50k-row filter.
-            con.execute("UPDATE labels SET status = e.previous_status, reason = e.previous_reason, updated_at = now() "
-                        "FROM label_events e WHERE e.batch_id = ? AND labels.generation_id = e.generation_id",
+            # The batch's rows are rewritten whole (edits, tags and notes kept): an UPDATE of `reason` on a
+            # checkpointed table took 47 s for 415k rows (DuckDB 2.0 rewrites compressed string segments); deleting
+            # and inserting them takes 0.3 s. (A row-by-row loop before that took a minute for 50k rows.)
+            con.execute("""
+                CREATE OR REPLACE TEMP TABLE _undo AS
+                SELECT l.* REPLACE (e.previous_status AS status, e.previous_reason AS reason, now() AS updated_at)
+                FROM labels l JOIN label_events e ON l.generation_id = e.generation_id WHERE e.batch_id = ?""",
                         [batch_id])
+            con.execute("DELETE FROM labels WHERE generation_id IN (SELECT generation_id FROM _undo)")
+            con.execute("INSERT INTO labels SELECT * FROM _undo")
+            con.execute("DROP TABLE _undo")
             undo = con.execute("SELECT nextval('label_batch_seq')").fetchone()[0]
             con.execute("""
                 INSERT INTO label_events (generation_id, status, reason, batch_id, previous_status, previous_reason)
