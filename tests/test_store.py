@@ -85,6 +85,18 @@ def test_undo_keeps_edits_tags_and_notes_and_leaves_other_rows_alone(store):
     assert store.generation(gens[0])["reason"] == "dedupe:x" and store.generation(gens[1])["tags"] == "math, hard"
 
 
+def test_labels_with_reasons_over_labelled_rows_keep_their_edits_and_insert_the_rest(store):
+    ids = store.add_tasks([{"instruction": f"t{i}"} for i in range(3)])
+    gens = [add_generation(store, t, f"k{t}") for t in ids]
+    store.edit_response(gens[0], "a better answer")
+    store.set_tags_note(gens[1], "math", None)
+    store.label_with_reasons({g: f"dedupe:{g}" for g in gens})
+    rows = [store.generation(g) for g in gens]
+    assert [(r["review_status"], r["reason"]) for r in rows] == [("rejected", f"dedupe:{g}") for g in gens]
+    assert rows[0]["edited_response"] == "a better answer" and rows[1]["tags"] == "math"
+    assert store._fetchone("SELECT count(*) FROM labels")[0] == 3
+
+
 def test_paging_search_and_status_filter_run_in_the_database(store):
     ids = store.add_tasks([{"instruction": f"task number {i}"} for i in range(60)])
     for t in ids:
