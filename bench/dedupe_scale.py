@@ -112,7 +112,7 @@ def hybrid_cost(vectors: np.ndarray, per_row: float, ours_s: dict, n: int) -> di
 
 def workspace(texts: list[str], threshold: float, folder: Path) -> dict:
     """The studio on a workspace of len(texts) responses: embed, slider counts, plan, slider answer, review pages,
-    apply and undo."""
+    apply, undo and apply again."""
     import shutil
 
     from browse import time_pages
@@ -147,23 +147,28 @@ def workspace(texts: list[str], threshold: float, folder: Path) -> dict:
             total = store.review_page(ReviewFilter())[1]
             out["review_page"] = time_pages(lambda p: store.review_page(ReviewFilter(), page=p, page_size=25), total,
                                             50, np.random.default_rng(1))
-            out.update(apply_and_undo(store, plan_dedupe(store, config, search=search)))
+            out.update(apply_and_undo(store, lambda: plan_dedupe(store, config, search=search)))
         finally:
             store.close()
     return out
 
 
-def apply_and_undo(store, plan) -> dict:
-    """Seconds to apply the plan (every duplicate marked, one label batch) and to undo it, last: it changes labels."""
+def apply_and_undo(store, make_plan) -> dict:
+    """Seconds to apply a plan (every duplicate marked, one label batch), to undo it, and to apply a fresh plan again
+    (the rows carry labels now: what a person does who tries another threshold); last, as it changes labels."""
     from curation.dedupe import apply_dedupe
 
-    started = time.perf_counter()
-    applied = apply_dedupe(store, plan)
-    apply_s = time.perf_counter() - started
-    started = time.perf_counter()
-    store.undo_batch(applied.batch)
-    return {"apply_s": round(apply_s, 2), "apply_marked": applied.marked,
-            "undo_s": round(time.perf_counter() - started, 2), "apply_load_avg_1m": load()}
+    out = {}
+    for step in ("apply", "undo", "reapply"):
+        plan = make_plan() if step != "undo" else None
+        started = time.perf_counter()
+        if step == "undo":
+            store.undo_batch(applied.batch)
+        else:
+            applied = apply_dedupe(store, plan)
+            out[f"{step}_marked"] = applied.marked
+        out[f"{step}_s"] = round(time.perf_counter() - started, 2)
+    return {**out, "apply_load_avg_1m": load()}
 
 
 def slider_answer_ms(store, config, counts) -> float:
