@@ -4,10 +4,11 @@ The model is exported once from the installed package into the workspace's model
 aside and renamed, so a crash leaves no half file) and run by onnxruntime's CPU provider, which picks its kernels
 for the CPU it runs on: nothing depends on the machine that exported it. Pooling is the model's own (the mean of
 the token vectors under the attention mask, then unit length) and texts are cut at its max_seq_length, so vectors
-match `SentenceTransformer.encode` to float rounding and are stored under the same key (`tests/test_static_embed.py`
-checks it). Measured on 3,000 bench texts, 2 cores (bench/RESULTS.md): 455 rows/s with sentence-transformers,
-943 with this, identical recall on the labelled paraphrases. int8 quantisation was faster (1,878 rows/s) but moved
-vectors up to cosine 0.97 from the model's and lost recall (0.78 vs 0.84), so it is not used.
+match `SentenceTransformer.encode` to float rounding and are stored under the same key (`tests/test_onnx_embed.py`
+checks it). Measured on 3,000 bench texts, 2 cores (`python bench/minilm_backends.py`, bench/RESULTS.md): 482 rows/s
+with sentence-transformers, 972 with this, the same recall on the labelled paraphrases. int8 quantisation was 3.5-4x
+faster but moved vectors (worst cosine to the model's 0.83-0.97) and lost recall at 0.82 (0.62-0.80 vs 0.84), so it
+is not used.
 """
 from __future__ import annotations
 
