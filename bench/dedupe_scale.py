@@ -159,16 +159,19 @@ def apply_and_undo(store, make_plan) -> dict:
     from curation.dedupe import apply_dedupe
 
     out = {}
-    for step in ("apply", "undo", "reapply"):
-        plan = make_plan() if step != "undo" else None
+
+    def timed(step: str, work):
         started = time.perf_counter()
-        if step == "undo":
-            store.undo_batch(applied.batch)
-        else:
-            applied = apply_dedupe(store, plan)
-            out[f"{step}_marked"] = applied.marked
+        result = work()
         out[f"{step}_s"] = round(time.perf_counter() - started, 2)
-    return {**out, "apply_load_avg_1m": load()}
+        return result
+
+    plan = make_plan()  # plans are made outside the timings
+    applied = timed("apply", lambda: apply_dedupe(store, plan))
+    timed("undo", lambda: store.undo_batch(applied.batch))
+    plan = make_plan()
+    again = timed("reapply", lambda: apply_dedupe(store, plan))
+    return {**out, "apply_marked": applied.marked, "reapply_marked": again.marked, "apply_load_avg_1m": load()}
 
 
 def slider_answer_ms(store, config, counts) -> float:

@@ -26,13 +26,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 
-def unit(v: np.ndarray) -> np.ndarray:
-    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-
-
 def torch_encoder(model, tokenizer, max_tokens: int, batch_size: int, dtype=None):
     """encode(texts) with a Hugging Face encoder on torch, mean pooled like the sentence-transformers model."""
     import torch
+
+    from curation.embed import normalize_rows
 
     def encode(texts: list[str]) -> np.ndarray:
         out = []
@@ -42,7 +40,7 @@ def torch_encoder(model, tokenizer, max_tokens: int, batch_size: int, dtype=None
                                    max_length=max_tokens, return_tensors="pt")
                 hidden = model(**tokens).last_hidden_state.float().numpy()
                 mask = tokens["attention_mask"].numpy()[..., None].astype(np.float32)
-                out.append(unit((hidden * mask).sum(1) / mask.sum(1)))
+                out.append(normalize_rows((hidden * mask).sum(1) / mask.sum(1)))
         return np.concatenate(out)
     return encode
 
@@ -52,13 +50,13 @@ def backends(models_dir: Path, batch_size: int) -> dict:
     import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from curation.embed import default_embedder_path, load_embedder
+    from curation.embed import default_embedder_path, load_embedder, normalize_rows
     from curation.onnx_embed import OnnxEmbedder, ensure_onnx_model
 
     reference = load_embedder()
     bert, tokenizer, max_tokens = reference[0].auto_model.eval(), reference.tokenizer, reference.max_seq_length
     onnx_path, minilm = ensure_onnx_model(models_dir, default_embedder_path()), default_embedder_path()
-    found = {"sentence_transformers_fp32": lambda t: unit(reference.encode(t, batch_size=batch_size)),
+    found = {"sentence_transformers_fp32": lambda t: normalize_rows(reference.encode(t, batch_size=batch_size)),
              "torch_bf16_autocast": torch_encoder(bert, tokenizer, max_tokens, batch_size, torch.bfloat16),
              "onnxruntime_fp32": OnnxEmbedder(onnx_path, minilm).encode}
     int8 = torch.ao.quantization.quantize_dynamic(bert, {torch.nn.Linear}, dtype=torch.qint8)

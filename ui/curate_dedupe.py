@@ -64,8 +64,8 @@ def plan_summary(plan, overrides: dict) -> str:
     if plan is None:
         return "_Press **Preview** to find the duplicates._"
     # The rule's count, corrected for the clusters a person chose another member of (not a walk over 200k clusters)
-    marked = plan.rows_marked + sum(plan.clusters[i - 1].rows_marked_keeping(keep) - plan.clusters[i - 1].rows_marked
-                                    for i, keep in overrides.items())
+    chosen = ((plan.clusters[i - 1], keep) for i, keep in overrides.items())  # each cluster built once
+    marked = plan.rows_marked + sum(c.rows_marked_keeping(keep) - c.rows_marked for c, keep in chosen)
     cfg = plan.config
     how = f"cosine ≥ {cfg.threshold:g}" if cfg.method == "semantic" else f"{cfg.method} text"
     clusters = f"{len(plan.clusters)} cluster{'' if len(plan.clusters) == 1 else 's'}"
