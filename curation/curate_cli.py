@@ -32,7 +32,8 @@ def add_commands(sub) -> None:
     """Add embed, dedupe, filter, rank and undo to the CLI's subparsers."""
     p = sub.add_parser("embed", help="embed every task or response whose text is new or changed")
     p.add_argument("--kind", choices=KINDS, default="response", help="what to embed (default: response)")
-    p.add_argument("--model", default=None, help="embedding model (default: the bundled all-MiniLM-L6-v2)")
+    p.add_argument("--model", default=None, help="embedding model (default: the bundled all-MiniLM-L6-v2; "
+                   "minilm-int8, static, static+minilm, or a sentence-transformers folder)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = sub.add_parser("dedupe", help="find near-duplicates and mark all but one of each cluster rejected",

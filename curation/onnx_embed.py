@@ -78,12 +78,9 @@ class OnnxEmbedder:
     ships it to its workers, where the session is opened again from the model's bytes."""
 
     def __init__(self, model_path: Path, minilm_dir: Path, threads: int | None = None):
-        import json
-
         self.model_bytes = Path(model_path).read_bytes()
         self.minilm_dir = str(minilm_dir)
-        config = json.loads((Path(minilm_dir) / "sentence_bert_config.json").read_text(encoding="utf-8"))
-        self.max_tokens = int(config["max_seq_length"])
+        self.max_tokens = max_tokens(minilm_dir)
         self.threads = threads
         self._open()
 
@@ -118,7 +115,20 @@ class OnnxEmbedder:
             tokens = self.tokenizer([texts[i] for i in picked], padding=True, truncation=True,
                                     max_length=self.max_tokens, return_tensors="np")
             hidden = self.session.run(None, {k: tokens[k].astype(np.int64) for k in INPUTS})[0]
-            mask = tokens["attention_mask"][..., None].astype(np.float32)
-            mean = (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
-            out[picked] = mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
+            out[picked] = mean_pool(hidden, tokens["attention_mask"])
         return out
+
+
+def max_tokens(minilm_dir: Path) -> int:
+    """Where the sentence-transformers model in `minilm_dir` cuts a text (its max_seq_length)."""
+    import json
+
+    config = json.loads((Path(minilm_dir) / "sentence_bert_config.json").read_text(encoding="utf-8"))
+    return int(config["max_seq_length"])
+
+
+def mean_pool(hidden: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    """The model's pooling: the mean of the token vectors `hidden` float[n, tokens, d] under the mask, unit length."""
+    mask = attention_mask[..., None].astype(np.float32)
+    mean = (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
+    return mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
