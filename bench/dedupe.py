@@ -2,9 +2,11 @@
 
     python bench/dedupe.py [--sizes 10000,100000] [--threshold 0.9] [--repeats 3] [--cache-dir DIR]
     python bench/dedupe.py --encoder static --sizes 1000000 --threshold 0.82 --workspace-rows 1000000
+    python bench/dedupe.py --encoder minilm-int8 --sizes 1000000 --threshold 0.82
 
-The second form is the fast path end to end at a million rows (bench/dedupe_scale.py says what it times). The
-first, described below, shares MiniLM vectors between the tools.
+The second form is the static path end to end at a million rows (bench/dedupe_scale.py says what it times), the
+third int8 MiniLM end to end (bench/dedupe_int8.py). The first, described below, shares MiniLM vectors between the
+tools.
 
 Both tools get the same MiniLM vectors: each corpus is encoded once (semhash 0.5 takes precomputed
 vectors through `SemHash.from_embeddings`), so the encode time is shared, reported on its own and
@@ -281,9 +283,10 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", default="10000,100000", help="comma-separated corpus sizes (default %(default)s)")
     parser.add_argument("--threshold", type=float, default=0.9,
                         help="cosine threshold for both tools (both default to 0.9)")
-    parser.add_argument("--encoder", choices=("minilm", "static"), default="minilm",
+    parser.add_argument("--encoder", choices=("minilm", "static", "minilm-int8"), default="minilm",
                         help="minilm: both tools get the same MiniLM vectors; static: each tool encodes with the same "
-                             "static model, timed end to end (bench/dedupe_scale.py)")
+                             "static model, timed end to end (bench/dedupe_scale.py); minilm-int8: ours with int8 "
+                             "MiniLM end to end, semhash with the static model (bench/dedupe_int8.py)")
     parser.add_argument("--models-dir", type=Path, default=Path.home() / ".cache" / "distill-studio" / "models",
                         help="static only: where the static model is distilled the first time")
     parser.add_argument("--minilm-sample", type=int, default=2000, help="static only: rows MiniLM encodes for its rate")
@@ -292,6 +295,8 @@ def main(argv=None) -> int:
                         help="static only: rows searched for static+minilm candidates (their share is carried to all)")
     parser.add_argument("--workspace-rows", type=int, default=0,
                         help="static only: also time the studio on a workspace of this many responses (0: skip)")
+    parser.add_argument("--fidelity-rows", type=int, default=20_000,
+                        help="minilm-int8 only: rows grouped with both float and int8 MiniLM to compare the groups")
     parser.add_argument("--repeats", type=int, default=3, help="dedupe runs per tool and size; the fastest counts")
     parser.add_argument("--batch-size", type=int, default=128, help="encoder batch size")
     parser.add_argument("--cache-dir", type=Path, default=None,
@@ -302,6 +307,10 @@ def main(argv=None) -> int:
     sizes = [int(s) for s in args.sizes.split(",") if s]
     if args.encoder == "static":
         print(json.dumps({**run_static(args, sizes), "torch_threads": torch.get_num_threads()}))
+        return 0
+    if args.encoder == "minilm-int8":
+        from dedupe_int8 import run_int8
+        print(json.dumps(run_int8(args, sizes)))
         return 0
     made = {n: make_corpus(n) for n in sizes}
     corpora = {n: texts for n, (texts, _) in made.items()}

@@ -7,7 +7,9 @@ Each backend encodes the same sample of bench/dedupe.py's corpus (sorted by leng
 sentence-transformers' own, and precision / recall at MiniLM's default threshold 0.82 and at its best F0.5.
 Backends: sentence-transformers (torch fp32, the reference), torch bf16 autocast, torch dynamic int8 (Linear
 layers), ONNX Runtime fp32 (what the studio uses: curation.onnx_embed), ONNX Runtime dynamic int8 (per tensor and
-per channel). bf16 is fast only on CPUs with bf16 instructions (AVX512-BF16, AMX) and is not used for that reason.
+per channel), and OpenVINO static int8 (NNCF post-training quantisation calibrated on the bundled seeds and documents:
+the studio's "minilm-int8", curation.int8_embed). bf16 is fast only on CPUs with bf16 instructions (AVX512-BF16,
+AMX) and is not used for that reason.
 """
 from __future__ import annotations
 
@@ -65,6 +67,7 @@ def backends(models_dir: Path, batch_size: int) -> dict:
         path = models_dir / f"{name}.onnx"
         quantize_dynamic(str(onnx_path), str(path), weight_type=QuantType.QInt8, per_channel=per_channel)
         found[name] = OnnxEmbedder(path, minilm).encode
+    found["openvino_int8_nncf"] = load_embedder("minilm-int8", models_dir).encode
     return found
 
 
