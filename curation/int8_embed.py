@@ -1,18 +1,19 @@
-"""The bundled all-MiniLM-L6-v2 quantised to int8 and run on OpenVINO: "minilm-int8", about 3x faster than MiniLM on
-ONNX Runtime, with MiniLM's recall on the labelled paraphrases.
+"""The bundled all-MiniLM-L6-v2 quantised to int8 and run on OpenVINO: "minilm-int8", about 2.5x faster than MiniLM
+on ONNX Runtime, with MiniLM's recall on the labelled paraphrases.
 
 Built once per workspace, in its models folder (about 10 s): the ONNX graph of curation.onnx_embed is read by
 OpenVINO and quantised by NNCF's post-training quantisation (`nncf.quantize`, transformer preset: int8 weights per
 channel, int8 activations whose ranges are measured on calibration texts). The calibration texts are the studio's
-own bundled seed tasks and document sentences, so the model is the same on every machine and was never tuned on the
-labelled pairs or the bench corpus. The rest of the graph (layer norms, softmax, GELU) runs in float32, so the
+own bundled seed tasks and document sentences: the same on every machine, and never the labelled pairs or the bench
+corpus. The rest of the graph (layer norms, softmax, GELU) runs in float32, so the
 vectors do not depend on whether a CPU has bf16 instructions; int8 products run on VNNI/AMX where the CPU has them
-and on plain AVX2 or AVX-512 elsewhere (slower, the same results).
+and on plain AVX2 or AVX-512 elsewhere (slower; measured only on an AVX-512 VNNI machine).
 
-The vectors are not MiniLM's: each moves by up to about 0.02 in cosine, so they are stored under their own key and
-never compared with MiniLM's. Measured on 2 cores (`python bench/minilm_backends.py`, bench/RESULTS.md): about
-2,700 rows/s against 940 for MiniLM on ONNX Runtime; on the labelled pairs recall 0.84 at 0.82 (MiniLM 0.84),
-precision 0.79 (MiniLM 0.81). It is the choice for workspaces too large for MiniLM where "static" finds too few
+The vectors are not MiniLM's (a sentence moves by 0.002-0.03 in cosine, a one-word text up to 0.05), so they are
+stored under their own key and never compared with MiniLM's. Measured on 2 cores (`python bench/dedupe.py --encoder
+minilm-int8 --sizes 1000000 --threshold 0.82`, bench/RESULTS.md): 1M rows encoded at 2,487 rows/s (MiniLM on ONNX
+Runtime: 900-970) and deduplicated in 491 s in all; on the labelled pairs recall 0.84 and precision 0.81 at 0.82,
+both equal to MiniLM's. It is the choice for workspaces too large for MiniLM where "static" finds too few
 paraphrases.
 """
 from __future__ import annotations
