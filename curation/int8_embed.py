@@ -18,12 +18,14 @@ paraphrases.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
 import os
 import re
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -92,8 +94,9 @@ def ensure_int8_model(models_dir: Path, minilm_dir: Path) -> Path:
                            max_length=tokenizer.model_max_length, return_tensors="np")
         batches.append({k: tokens[k].astype(np.int64) for k in INPUTS})
     nncf.set_log_level(logging.ERROR)
-    model = nncf.quantize(openvino.Core().read_model(str(onnx_path)), nncf.Dataset(batches),
-                          model_type=nncf.ModelType.TRANSFORMER, subset_size=len(batches))
+    with contextlib.redirect_stdout(sys.stderr):  # its progress bars must not mix with a command's --json output
+        model = nncf.quantize(openvino.Core().read_model(str(onnx_path)), nncf.Dataset(batches),
+                              model_type=nncf.ModelType.TRANSFORMER, subset_size=len(batches))
     aside = Path(tempfile.mkdtemp(dir=models_dir, prefix=f".{INT8_EMBEDDER}-"))
     try:
         openvino.save_model(model, str(aside / "model.xml"), compress_to_fp16=False)

@@ -73,13 +73,14 @@ def test_built_once_and_a_failed_build_leaves_nothing(int8_models, tmp_path, mon
     assert int8_embed.first_use_note(tmp_path) and not int8_embed.first_use_note(int8_models)
 
 
-def test_a_workspace_dedupes_with_int8_under_its_own_key(store):
+def test_a_workspace_dedupes_with_int8_under_its_own_key(store, capfd):
     assert embedder_key("minilm-int8") == embedder_key("INT8") == INT8_EMBEDDER != DEFAULT_EMBEDDER
     task = store.add_tasks([{"instruction": "Say something"}])[0]
     texts = ["How do I reset my password?", "How can I reset my password?", "Write a haiku about autumn leaves."]
     gens = [add_generation(store, task, f"r{i}", response=text) for i, text in enumerate(texts)]
     assert embed_items(store, "response", "minilm-int8") == {"encoded": 3, "reused": 0, "model": INT8_EMBEDDER}
     assert int8_model_path(store.workspace / "models").exists()
+    assert capfd.readouterr().out == ""  # built here, and NNCF's progress bars kept off stdout (the CLI's --json)
     ids, vectors = store.fresh_embeddings("response", INT8_EMBEDDER)
     assert ids.tolist() == gens and vectors.shape == (3, 384)
     assert store.fresh_embeddings("response", DEFAULT_EMBEDDER)[0].tolist() == []  # never mixed with MiniLM's
