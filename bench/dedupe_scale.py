@@ -59,13 +59,16 @@ def ours(texts: list[str], threshold: float, folder: Path) -> tuple[np.ndarray, 
                     "load_avg_1m": load()}, vectors
 
 
-def semhash_end_to_end(texts: list[str], threshold: float, folder: Path) -> tuple[np.ndarray, dict]:
-    """(labels int64[n]: the kept row each filtered row duplicates, seconds) of semhash from texts to groups."""
-    from model2vec import StaticModel
+def semhash_end_to_end(texts: list[str], threshold: float, folder: Path | None = None,
+                       model=None) -> tuple[np.ndarray, dict]:
+    """(labels int64[n]: the kept row each filtered row duplicates, seconds) of semhash from texts to groups, with the
+    static model in `folder` or any `model` with an `encode` method (semhash's Encoder protocol)."""
     from semhash import SemHash
 
     start = time.perf_counter()
-    model = StaticModel.from_pretrained(str(folder))
+    if model is None:
+        from model2vec import StaticModel
+        model = StaticModel.from_pretrained(str(folder))
     loaded = time.perf_counter()
     records = [{"text": t, "row": i} for i, t in enumerate(texts)]
     result = SemHash.from_records(records, columns=["text"], model=model).self_deduplicate(threshold=threshold)
