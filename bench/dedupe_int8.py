@@ -20,23 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-CHUNK = 65_536  # texts per encode call: bounds the token buffers at a million rows
-
-
 def encode_and_group(embedder, texts: list[str], threshold: float) -> tuple[np.ndarray, dict]:
-    """(labels int64[n], seconds by step) of `embedder` over `texts` and the studio's grouping."""
-    from dedupe_scale import load
+    """(labels int64[n], seconds by step and the encode rate) of `embedder` over `texts` and the studio's grouping."""
+    from dedupe_scale import encode_and_group as timed
 
-    from curation.dedupe_groups import semantic_labels
-
-    start = time.perf_counter()
-    vectors = np.concatenate([embedder.encode(texts[i:i + CHUNK]) for i in range(0, len(texts), CHUNK)])
-    encoded = time.perf_counter()
-    labels = semantic_labels(texts, vectors, [threshold])[threshold]
-    done = time.perf_counter()
-    return labels, {"encode_s": round(encoded - start, 2), "dedupe_s": round(done - encoded, 2),
-                    "total_s": round(done - start, 2), "rows_per_s": round(len(texts) / (encoded - start), 1),
-                    "load_avg_1m": load()}
+    labels, seconds, _ = timed(embedder, texts, threshold)
+    return labels, {**seconds, "rows_per_s": round(len(texts) / seconds["encode_s"], 1)}
 
 
 def fidelity(texts: list[str], planted: np.ndarray, threshold: float, int8, minilm) -> dict:

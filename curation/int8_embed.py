@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from curation.onnx_embed import INPUTS, ensure_onnx_model
+from curation.onnx_embed import INPUTS, cpu_threads, ensure_onnx_model, max_tokens, mean_pool
 
 INT8_EMBEDDER = "all-MiniLM-L6-v2-int8"
 """The name its vectors are stored under and its folder's name. Any change to the quantisation or the calibration
@@ -85,8 +85,6 @@ def ensure_int8_model(models_dir: Path, minilm_dir: Path) -> Path:
     import openvino
     from transformers import AutoTokenizer
 
-    from curation.onnx_embed import max_tokens
-
     onnx_path = ensure_onnx_model(models_dir, minilm_dir)
     tokenizer = AutoTokenizer.from_pretrained(str(minilm_dir))
     texts = calibration_texts()
@@ -116,8 +114,6 @@ class Int8Embedder:
     preferred_batch_size = 1024  # rows per encode call: enough infer requests queued to keep every stream busy
 
     def __init__(self, model_path: Path, minilm_dir: Path, threads: int | None = None):
-        from curation.onnx_embed import max_tokens
-
         self.model_xml = Path(model_path).read_bytes()
         self.model_bin = Path(model_path).with_suffix(".bin").read_bytes()
         self.minilm_dir = str(minilm_dir)
@@ -131,12 +127,10 @@ class Int8Embedder:
 
         core = openvino.Core()
         model = core.read_model(self.model_xml, openvino.Tensor(np.frombuffer(self.model_bin, np.uint8)))
-        # OMP_NUM_THREADS where it is set (Ray sets it to a worker's CPUs), else every core this process may use;
-        # float32 outside the int8 products, whatever the CPU offers, so vectors do not depend on the machine.
-        threads = self.threads or int(os.environ.get("OMP_NUM_THREADS") or 0) or len(os.sched_getaffinity(0))
+        # float32 outside the int8 products, whatever the CPU offers, so vectors do not depend on the machine
         self.compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32",
                                                           "PERFORMANCE_HINT": "THROUGHPUT",
-                                                          "INFERENCE_NUM_THREADS": threads})
+                                                          "INFERENCE_NUM_THREADS": cpu_threads(self.threads)})
         # Two requests per stream: one runs while the other's rows are tokenized (2,250 -> 2,550 rows/s, 2 cores).
         self.requests = [self.compiled.create_infer_request()
                          for _ in range(2 * self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))]
@@ -154,8 +148,6 @@ class Int8Embedder:
                show_progress_bar: bool = False, **_) -> np.ndarray:
         """float32[n, d] unit vectors, in the order of `texts`. Rows go to the model in requests of REQUEST_ROWS
         (`batch_size` is accepted for the interface), sorted by length, two requests in flight per stream."""
-        from curation.onnx_embed import mean_pool
-
         texts = list(texts)
         out = np.zeros((len(texts), self.dim), np.float32)
         order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths pad less

@@ -89,9 +89,7 @@ class OnnxEmbedder:
         from transformers import AutoTokenizer
 
         options = onnxruntime.SessionOptions()
-        # OMP_NUM_THREADS where it is set (Ray sets it to a worker's CPUs), else every core this process may use
-        options.intra_op_num_threads = self.threads or int(os.environ.get("OMP_NUM_THREADS") or 0) or \
-            len(os.sched_getaffinity(0))
+        options.intra_op_num_threads = cpu_threads(self.threads)
         options.inter_op_num_threads = 1
         self.session = onnxruntime.InferenceSession(self.model_bytes, options, providers=["CPUExecutionProvider"])
         self.tokenizer = AutoTokenizer.from_pretrained(self.minilm_dir)
@@ -117,6 +115,12 @@ class OnnxEmbedder:
             hidden = self.session.run(None, {k: tokens[k].astype(np.int64) for k in INPUTS})[0]
             out[picked] = mean_pool(hidden, tokens["attention_mask"])
         return out
+
+
+def cpu_threads(threads: int | None = None) -> int:
+    """`threads` when given, else OMP_NUM_THREADS where it is set (Ray sets it to a worker's CPUs), else every core
+    this process may use."""
+    return threads or int(os.environ.get("OMP_NUM_THREADS") or 0) or len(os.sched_getaffinity(0))
 
 
 def max_tokens(minilm_dir: Path) -> int:
